@@ -1,0 +1,1 @@
+"""The y-websocket document server that turns human presence into document_activity rows."""

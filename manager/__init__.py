@@ -1,0 +1,1 @@
+"""The docagents daemon: configuration, store, activity sources, supervisor, CLI."""

@@ -1,0 +1,161 @@
+"""Messages between the manager and one worker, over a multiprocessing ``Pipe``.
+
+Every message is a small typed record, serialised as one JSON object per
+``Connection.send_bytes`` call (never pickle: a worker's pipe is decoded by the
+manager, and garbage must be rejected, not executed). The ``type`` field names
+the message and is part of the contract in DESIGN.md.
+
+worker -> manager: ``connected``, ``metrics``, ``llm_call``, ``location_marked``,
+``activity``, ``error``, ``pong``.
+manager -> worker: ``ping``, ``shutdown``.
+
+Use :func:`encode` and :func:`decode`; :func:`decode` raises
+:class:`ProtocolError` for anything that is not exactly one valid message.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "Activity",
+    "Connected",
+    "Error",
+    "LlmCall",
+    "LocationMarked",
+    "ManagerMessage",
+    "Message",
+    "Metrics",
+    "Ping",
+    "Pong",
+    "ProtocolError",
+    "Shutdown",
+    "WorkerMessage",
+    "decode",
+    "encode",
+]
+
+#: Largest message either side accepts; anything bigger is a protocol error.
+MAX_MESSAGE_BYTES = 64 * 1024
+
+
+class ProtocolError(ValueError):
+    """A pipe carried bytes that are not one valid message."""
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- worker -> manager -------------------------------------------------------
+
+
+class Connected(_Message):
+    """The worker finished its first sync with the document server."""
+
+    type: Literal["connected"] = "connected"
+    document_id: str
+    agent_id: str
+    pid: int
+    #: Milliseconds from the worker's start to the end of the first sync.
+    sync_ms: float = Field(ge=0)
+
+
+class Metrics(_Message):
+    """Periodic resource report (every ``METRICS_INTERVAL_S``)."""
+
+    type: Literal["metrics"] = "metrics"
+    #: Resident set size of the worker process, in MiB.
+    memory_mb: float = Field(ge=0)
+    #: Real CPU percent since the previous report (100 = one full core).
+    cpu_percent: float = Field(ge=0)
+    #: Last measured websocket round trip, if any.
+    websocket_latency_ms: float | None = Field(default=None, ge=0)
+    #: Mean LLM response time since the previous report, if any call was made.
+    llm_response_time_ms: float | None = Field(default=None, ge=0)
+
+
+class LlmCall(_Message):
+    """The worker made one LLM request (successful or not)."""
+
+    type: Literal["llm_call"] = "llm_call"
+    response_time_ms: float = Field(ge=0)
+    ok: bool = True
+
+
+class LocationMarked(_Message):
+    """The worker applied one ``geoMark`` to the document."""
+
+    type: Literal["location_marked"] = "location_marked"
+    place_name: str
+    coord_source: str
+
+
+class Activity(_Message):
+    """Something happened in the document.
+
+    ``kind="edit"``: a human edited the document (keeps it recent for LRU).
+    ``kind="abandoned"``: no human has been present for ``IDLE_TIMEOUT_MS``; the
+    manager should detach this agent even if the 'idle' event never arrives.
+    """
+
+    type: Literal["activity"] = "activity"
+    kind: Literal["edit", "abandoned"] = "edit"
+
+
+class Error(_Message):
+    """A problem the worker survived (``fatal=False``) or is about to exit on."""
+
+    type: Literal["error"] = "error"
+    message: str
+    fatal: bool = False
+
+
+class Pong(_Message):
+    """Answer to :class:`Ping`, sent from the worker's own event loop."""
+
+    type: Literal["pong"] = "pong"
+    seq: int
+
+
+# --- manager -> worker -------------------------------------------------------
+
+
+class Ping(_Message):
+    type: Literal["ping"] = "ping"
+    seq: int
+
+
+class Shutdown(_Message):
+    type: Literal["shutdown"] = "shutdown"
+    reason: str = "detach"
+
+
+WorkerMessage = Connected | Metrics | LlmCall | LocationMarked | Activity | Error | Pong
+ManagerMessage = Ping | Shutdown
+Message = WorkerMessage | ManagerMessage
+
+_adapter: TypeAdapter[Message] = TypeAdapter(
+    Annotated[Message, Field(discriminator="type")]
+)
+
+
+def encode(message: Message) -> bytes:
+    """Serialise one message for ``Connection.send_bytes``."""
+    return message.model_dump_json().encode()
+
+
+def decode(data: bytes) -> Message:
+    """Parse one message received with ``Connection.recv_bytes``.
+
+    Raises :class:`ProtocolError` on oversized, malformed or unknown messages.
+    """
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        return _adapter.validate_json(data)
+    except ValidationError as exc:
+        raise ProtocolError(f"invalid message: {exc.errors(include_url=False)[:3]}") from exc
