@@ -1,0 +1,31 @@
+// Runtime configuration served by the docserver at GET /api/config.
+
+/** @typedef {{ partyName: string, fragment: string }} EditorConfig */
+
+/** @type {EditorConfig} */
+export const DEFAULT_CONFIG = Object.freeze({ partyName: "document", fragment: "prosemirror" });
+
+/**
+ * Fetch the runtime config; any failure falls back to the defaults so that the
+ * page still works against a plain y-websocket server.
+ * @returns {Promise<EditorConfig>}
+ */
+export async function loadConfig() {
+  try {
+    const response = await fetch("/api/config", { headers: { Accept: "application/json" } });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const body = await response.json();
+    return {
+      partyName: nonEmptyString(body?.partyName) ?? DEFAULT_CONFIG.partyName,
+      fragment: nonEmptyString(body?.fragment) ?? DEFAULT_CONFIG.fragment,
+    };
+  } catch (error) {
+    console.warn("docagents: /api/config unavailable, using defaults", error);
+    return { ...DEFAULT_CONFIG };
+  }
+}
+
+/** @param {unknown} value */
+function nonEmptyString(value) {
+  return typeof value === "string" && value.length > 0 ? value : undefined;
+}

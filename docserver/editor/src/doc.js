@@ -1,0 +1,73 @@
+// "/doc/{id}": the collaborative editor.
+import { Editor } from "@tiptap/core";
+import Collaboration from "@tiptap/extension-collaboration";
+import CollaborationCaret from "@tiptap/extension-collaboration-caret";
+import StarterKit from "@tiptap/starter-kit";
+import { WebsocketProvider } from "y-websocket";
+import * as Y from "yjs";
+
+import { loadConfig } from "./config.js";
+import { GeoMark } from "./geo-mark.js";
+import { localUser } from "./identity.js";
+import { bindPlacesPanel } from "./places.js";
+import { bindPresenceList } from "./presence.js";
+
+/** @param {string} documentId */
+export async function showDocument(documentId) {
+  document.title = `${documentId} · docagents`;
+  /** @type {HTMLElement} */ (document.getElementById("doc-view")).hidden = false;
+  /** @type {HTMLElement} */ (document.getElementById("doc-title")).textContent = documentId;
+  const status = /** @type {HTMLElement} */ (document.getElementById("status"));
+  status.hidden = false;
+  setStatus(status, "connecting");
+
+  const config = await loadConfig();
+  const user = localUser();
+  const ydoc = new Y.Doc();
+  const scheme = window.location.protocol === "https:" ? "wss" : "ws";
+  // y-websocket appends the room verbatim; encode it so any id survives the URL.
+  const provider = new WebsocketProvider(
+    `${scheme}://${window.location.host}/parties/${encodeURIComponent(config.partyName)}`,
+    encodeURIComponent(documentId),
+    ydoc,
+  );
+  provider.on("status", ({ status: value }) => setStatus(status, value));
+  if (provider.wsconnected) setStatus(status, "connected");
+
+  const editor = new Editor({
+    element: /** @type {HTMLElement} */ (document.getElementById("editor")),
+    extensions: [
+      // Collaboration brings its own undo manager; TipTap requires history off.
+      StarterKit.configure({ undoRedo: false }),
+      Collaboration.configure({ document: ydoc, field: config.fragment }),
+      CollaborationCaret.configure({ provider, user }),
+      GeoMark,
+    ],
+    editorProps: { attributes: { spellcheck: "false", "aria-label": `Document ${documentId}` } },
+  });
+
+  bindPresenceList(provider.awareness, /** @type {HTMLUListElement} */ (document.getElementById("presence")));
+  bindPlacesPanel(
+    editor,
+    /** @type {HTMLUListElement} */ (document.getElementById("places")),
+    /** @type {HTMLElement} */ (document.getElementById("places-empty")),
+  );
+
+  // Leave promptly when the tab goes away (the server turns that into 'idle'),
+  // and come back if the page is restored from the back/forward cache.
+  window.addEventListener("pagehide", () => provider.disconnect());
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted) provider.connect();
+  });
+  window.docagents = { editor, ydoc, provider, config, user, documentId };
+  editor.commands.focus("end");
+}
+
+/**
+ * @param {HTMLElement} el
+ * @param {string} value "connected" | "connecting" | "disconnected"
+ */
+function setStatus(el, value) {
+  el.textContent = value;
+  el.dataset.status = value;
+}
