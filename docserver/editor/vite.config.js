@@ -2,8 +2,8 @@ import { defineConfig } from "vite";
 
 // The Python docserver serves the built bundle under /static/ and index.html
 // at / and /doc/{document_id}, so asset URLs must be absolute.
-export default defineConfig({
-  base: "/static/",
+export default defineConfig(({ command }) => ({
+  base: command === "build" ? "/static/" : "/",
   build: {
     outDir: "../static",
     emptyOutDir: true,
@@ -17,4 +17,4 @@ export default defineConfig({
       "/parties": { target: "ws://127.0.0.1:8787", ws: true },
     },
   },
-});
+}));

@@ -295,6 +295,15 @@ async def check(out: Path) -> None:
             await home.wait_for_function("window.docagents?.provider?.wsconnected === true")
             print("ok: home lists documents and the open box navigates to", home.url)
 
+            # a permanently refused document: no retry loop, the reason is shown
+            refused = await browser.new_page()
+            await refused.goto(f"{base}/doc/refused-doc")
+            await refused.wait_for_selector("#notice:not([hidden])")
+            notice = await refused.text_content("#notice")
+            assert "invalid document id" in (notice or ""), notice
+            assert await refused.text_content("#status") == "disconnected"
+            print("ok: refused document shows:", notice)
+
             # status goes to disconnected when the server goes away
             harness.terminate()
             await harness.wait()

@@ -37,6 +37,15 @@ class Harness:
             await self._lifespan(receive, send)
         elif scope["type"] == "websocket":
             prefix = f"/parties/{self.party}/"
+            if "refused" in scope["path"]:
+                # what the real docserver does with an invalid id: accept, then close
+                # with a code and a reason the page can show
+                await receive()
+                await send({"type": "websocket.accept"})
+                await send(
+                    {"type": "websocket.close", "code": 4400, "reason": "invalid document id"}
+                )
+                return
             if scope["path"].startswith(prefix):
                 self.opened[scope["path"][len(prefix) :]] = datetime.now(UTC).isoformat()
             await self.websocket_app(scope, receive, send)

@@ -30,8 +30,18 @@ export async function showDocument(documentId) {
     `${scheme}://${window.location.host}/parties/${encodeURIComponent(config.partyName)}`,
     encodeURIComponent(documentId),
     ydoc,
+    { shouldReconnect: isRetryableClose },
   );
   provider.on("status", ({ status: value }) => setStatus(status, value));
+  provider.on("closed", ({ code, reason }) => {
+    // a permanent refusal (e.g. an invalid document id): say why instead of retrying
+    setStatus(status, "disconnected");
+    const message = `The server closed this document: ${reason || `close code ${code}`}`;
+    status.title = message;
+    const notice = /** @type {HTMLElement} */ (document.getElementById("notice"));
+    notice.textContent = message;
+    notice.hidden = false;
+  });
   if (provider.wsconnected) setStatus(status, "connected");
 
   const editor = new Editor({
@@ -61,6 +71,15 @@ export async function showDocument(documentId) {
   });
   window.docagents = { editor, ydoc, provider, config, user, documentId };
   editor.commands.focus("end");
+}
+
+/**
+ * Close codes after which reconnecting is pointless: 1008 (policy violation) and
+ * 4400-4499 (y-websocket's "permanent" range). Everything else is retried with backoff.
+ * @param {CloseEvent} event
+ */
+export function isRetryableClose(event) {
+  return !(event.code === 1008 || (event.code >= 4400 && event.code < 4500));
 }
 
 /**
