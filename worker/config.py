@@ -19,7 +19,7 @@ __all__ = ["AGENT_TOKEN_HEADER", "WorkerSettings"]
 #: HTTP header carrying ``DOCSERVER_AGENT_TOKEN`` on the websocket handshake. Our
 #: docserver does not count such connections as users; other y-websocket servers
 #: ignore the header.
-AGENT_TOKEN_HEADER = "X-Docagents-Agent-Token"
+AGENT_TOKEN_HEADER = "X-Docagents-Agent-Token"  # noqa: S105 (a header name)
 
 
 class WorkerSettings(BaseSettings):

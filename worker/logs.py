@@ -45,5 +45,5 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpcore", "openai", "websockets", "uvicorn.access"):
+    for noisy in ("httpx", "httpcore", "openai", "websockets", "uvicorn.access", "pgserver"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

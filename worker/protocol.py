@@ -138,9 +138,7 @@ WorkerMessage = Connected | Metrics | LlmCall | LocationMarked | Activity | Erro
 ManagerMessage = Ping | Shutdown
 Message = WorkerMessage | ManagerMessage
 
-_adapter: TypeAdapter[Message] = TypeAdapter(
-    Annotated[Message, Field(discriminator="type")]
-)
+_adapter: TypeAdapter[Message] = TypeAdapter(Annotated[Message, Field(discriminator="type")])
 
 
 def encode(message: Message) -> bytes:

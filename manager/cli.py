@@ -1,0 +1,152 @@
+"""The ``docagents`` command.
+
+Each subcommand loads :class:`~manager.config.Settings` (environment + ``.env``),
+configures logging, and resolves the database (``DATABASE_URL`` or the embedded
+Postgres under ``DOCAGENTS_HOME``). Secrets are never printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+
+import anyio
+import click
+import pydantic
+import structlog
+
+from manager.config import Settings
+from manager.database import database_conninfo
+from manager.embedded import EmbeddedPostgres
+from manager.errors import DocagentsError
+from worker.logs import configure_logging
+
+log = structlog.get_logger(__name__)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors(include_url=False, include_input=False)
+        )
+        raise click.ClickException(f"invalid configuration: {problems}") from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """docagents: one AI agent per live collaborative document."""
+    settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    ctx.obj = settings
+
+
+def _fail(exc: DocagentsError) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+@main.command()
+@click.pass_obj
+def migrate(settings: Settings) -> None:
+    """Apply the SQL migrations that are missing (safe to run concurrently)."""
+    from manager.store.migrations import apply_migrations
+
+    try:
+        with database_conninfo(settings) as conninfo:
+            applied = anyio.run(apply_migrations, conninfo)
+    except DocagentsError as exc:
+        raise _fail(exc) from exc
+    if applied:
+        click.echo(f"applied migrations: {', '.join(applied)}")
+    else:
+        click.echo("database is up to date")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def psql(settings: Settings, psql_args: tuple[str, ...]) -> None:
+    """Open psql on the configured database."""
+    executable = shutil.which("psql")
+    if executable is None and settings.database_url is None:
+        from manager.embedded import bundled_psql
+
+        executable = bundled_psql()
+    if executable is None:
+        raise click.ClickException(
+            "psql is not installed: install the PostgreSQL client (e.g. apt-get install "
+            "postgresql-client) or use any SQL client with your DATABASE_URL"
+        )
+    try:
+        with database_conninfo(settings) as conninfo:
+            completed = _run_psql(executable, conninfo, psql_args)
+    except DocagentsError as exc:
+        raise _fail(exc) from exc
+    sys.exit(completed)
+
+
+def _run_psql(executable: str, conninfo: str, args: tuple[str, ...]) -> int:
+    import subprocess
+
+    from manager.store.postgres import libpq_environment
+
+    # The connection goes through the environment, not argv (ps shows argv).
+    env = {**os.environ, **libpq_environment(conninfo)}
+    return subprocess.call([executable, *args], env=env)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.option("--watch", is_flag=True, help="Refresh the box every --interval seconds.")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
+@click.pass_obj
+def stats(settings: Settings, as_json: bool, watch: bool, interval: float) -> None:
+    """Print the system-wide agent figures (get_agent_system_stats())."""
+    from manager.stats import render_stats_box, stats_document
+    from manager.store.postgres import PostgresStore
+
+    async def fetch(conninfo: str):  # type: ignore[no-untyped-def]
+        store = await PostgresStore.connect(conninfo)
+        try:
+            return await store.system_stats()
+        finally:
+            await store.aclose()
+
+    try:
+        with database_conninfo(settings) as conninfo:
+            while True:
+                figures = anyio.run(fetch, conninfo)
+                if as_json:
+                    click.echo(json.dumps(stats_document(figures)))
+                else:
+                    if watch:
+                        click.echo("\033[2J\033[H", nl=False)
+                    click.echo(render_stats_box(figures))
+                if not watch:
+                    return
+                time.sleep(interval)
+    except DocagentsError as exc:
+        raise _fail(exc) from exc
+    except KeyboardInterrupt:
+        return
+
+
+@main.command()
+@click.pass_obj
+def down(settings: Settings) -> None:
+    """Stop the embedded Postgres under DOCAGENTS_HOME, whoever holds it."""
+    try:
+        stopped = EmbeddedPostgres(settings.docagents_home).stop_now()
+    except DocagentsError as exc:
+        raise _fail(exc) from exc
+    click.echo("embedded Postgres stopped" if stopped else "embedded Postgres was not running")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Manager settings: environment variables and a ``.env`` file in the working directory.
+
+Names are part of the contract (DESIGN.md, "Configuration"). The manager's settings
+extend the worker's (a worker gets :meth:`Settings.worker_settings`, which holds no
+database credentials: invariant 6). Secrets are ``SecretStr`` and never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from worker.config import WorkerSettings
+
+__all__ = ["Settings", "default_home", "default_manager_id"]
+
+#: Environment variables a child process must never inherit (invariant 6).
+SECRET_ENV_VARS = (
+    "DATABASE_URL",
+    "SUPABASE_URL",
+    "SUPABASE_SERVICE_KEY",
+    "PGPASSWORD",
+    "PGSERVICEFILE",
+    "PGPASSFILE",
+)
+
+
+def default_home() -> Path:
+    return Path(platformdirs.user_data_dir("docagents", appauthor=False))
+
+
+def default_manager_id() -> str:
+    """Stable across restarts of the same host (crash recovery depends on it).
+
+    Two managers on one host sharing one database need distinct ``MANAGER_ID``s.
+    """
+    return socket.gethostname()
+
+
+class Settings(WorkerSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # --- where the data lives -------------------------------------------------
+    database_url: SecretStr | None = None
+    supabase_url: str | None = None
+    supabase_service_key: SecretStr | None = None
+    docagents_home: Path = Field(default_factory=default_home)
+
+    # --- manager ----------------------------------------------------------------
+    manager_id: str = Field(default_factory=default_manager_id, min_length=1, max_length=200)
+    max_concurrent_agents: int = Field(default=10, ge=1)
+    min_residency_s: float = Field(default=10.0, ge=0)
+    ping_interval_s: float = Field(default=30.0, gt=0)
+    ping_timeout_s: float = Field(default=5.0, gt=0)
+    detach_grace_s: float = Field(default=5.0, ge=0)
+    shutdown_timeout_s: float = Field(default=8.0, gt=0)
+    poll_interval_s: float = Field(default=5.0, gt=0)
+    flush_interval_s: float = Field(default=1.0, gt=0)
+    stats_interval_s: float = Field(default=60.0, gt=0)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    retention_days: float | None = Field(default=None, gt=0)
+
+    # --- docserver ----------------------------------------------------------------
+    docserver_host: str = "127.0.0.1"
+
+    @field_validator("database_url", "supabase_service_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    def worker_settings(self) -> WorkerSettings:
+        """The subset a worker may see: no database or Supabase credentials."""
+        fields = {name: getattr(self, name) for name in WorkerSettings.model_fields}
+        return WorkerSettings.model_construct(**fields)
+
+    def fingerprint(self) -> str:
+        """A short, non-secret id of the configured database (for logs)."""
+        url = self.database_url
+        raw = url.get_secret_value() if url else str(self.docagents_home)
+        return hashlib.sha256(raw.encode()).hexdigest()[:8]

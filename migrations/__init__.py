@@ -1,0 +1,4 @@
+"""Numbered SQL migrations (``NNNN_name.sql``), applied in order, each once.
+
+Run them with ``docagents migrate``.
+"""
