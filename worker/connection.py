@@ -1,0 +1,183 @@
+"""Keeping one ``Doc`` synced with a y-websocket server, across disconnects.
+
+``pycrdt.Provider`` never reconnects: when the socket drops its receive loop just
+ends. :class:`DocumentConnection` watches the socket and starts a new provider on
+the same ``Doc`` after an exponential backoff with jitter (1 s to 30 s); the sync
+handshake of the new connection pushes whatever was written offline, in both
+directions. A broken Y.js message from the server is logged, the socket closed and
+the connection re-established, so the worker survives it.
+
+Exceptions::
+
+    ConnectionLost        the socket could not be opened or a session failed
+    └── SyncRejected      the server sent a message the Y.js decoder refused
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+from pycrdt import Doc, Provider
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from worker.backoff import Backoff
+from worker.channel import WebsocketChannel
+from worker.presence import Presence
+
+__all__ = ["ConnectionLost", "DocumentConnection", "SyncRejected"]
+
+log = structlog.get_logger(__name__)
+
+#: Largest websocket message accepted (a first sync carries the whole document).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class ConnectionLost(Exception):
+    """The websocket could not be opened, or a session ended abnormally."""
+
+
+class SyncRejected(ConnectionLost):
+    """The server sent a Y.js message that could not be decoded or applied."""
+
+
+class DocumentConnection:
+    def __init__(
+        self,
+        doc: Doc,
+        presence: Presence,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        on_synced: Callable[[], None] | None = None,
+        backoff: Backoff | None = None,
+        keepalive_s: float = 10.0,
+    ) -> None:
+        self._doc = doc
+        self._presence = presence
+        self._url = url
+        self._headers = headers or {}
+        self._on_synced = on_synced
+        self._backoff = backoff or Backoff()
+        self._keepalive_s = keepalive_s
+        self._websocket: ClientConnection | None = None
+        self._channel: WebsocketChannel | None = None
+        self._running = False
+        self._awareness_dirty = anyio.Event()
+        #: ``anyio.current_time()`` of the current session's sync, None when offline.
+        self.synced_at: float | None = None
+        self.sessions = 0
+        presence.on_local_update(lambda: self._awareness_dirty.set())
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Stay connected until cancelled."""
+        if self._running:
+            raise RuntimeError("DocumentConnection already running")
+        self._running = True
+        task_status.started()
+        try:
+            while True:
+                try:
+                    await self._session()
+                    log.info("websocket_closed", url=self._url)
+                except SyncRejected as exc:
+                    log.warning(
+                        "yjs_message_rejected", url=self._url, error=_describe(exc.__cause__)
+                    )
+                except ConnectionLost as exc:
+                    log.warning("websocket_failed", url=self._url, error=_describe(exc.__cause__))
+                delay = self._backoff.next_delay()
+                log.info("reconnecting", url=self._url, delay_s=round(delay, 2))
+                await anyio.sleep(delay)
+        finally:
+            self._running = False
+
+    async def latency_ms(self, timeout_s: float = 5.0) -> float | None:
+        """One websocket ping/pong round trip, or None when offline or too slow."""
+        websocket = self._websocket
+        if websocket is None:
+            return None
+        with anyio.move_on_after(timeout_s):
+            try:
+                pong = await websocket.ping()
+                return await pong * 1000.0
+            except ConnectionClosed:
+                return None
+        return None
+
+    async def leave(self) -> None:
+        """Publish the null awareness state and close the socket."""
+        self._presence.leave()
+        channel, websocket = self._channel, self._websocket
+        if channel is not None:
+            await channel.send_awareness(self._presence.local_update())
+        if websocket is not None:
+            await websocket.close()
+
+    async def _session(self) -> None:
+        try:
+            websocket = await connect(
+                self._url,
+                additional_headers=self._headers,
+                max_size=MAX_MESSAGE_BYTES,
+                open_timeout=10,
+                ping_interval=self._keepalive_s,
+                ping_timeout=self._keepalive_s,
+                close_timeout=2,
+                proxy=None,
+            )
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            raise ConnectionLost(f"cannot connect to {self._url}") from exc
+        channel = WebsocketChannel(websocket, self._url, self._presence)
+        self._websocket, self._channel = websocket, channel
+        self.sessions += 1
+        log.info("websocket_connected", url=self._url, session=self.sessions)
+        try:
+            await self._sync(websocket, channel)
+        finally:
+            self._websocket = self._channel = None
+            self.synced_at = None
+            self._presence.forget_remote()
+            with anyio.CancelScope(shield=True):
+                await websocket.close()
+
+    async def _sync(self, websocket: ClientConnection, channel: WebsocketChannel) -> None:
+        provider = Provider(self._doc, channel, log=logging.getLogger("pycrdt.provider"))
+        try:
+            async with provider, anyio.create_task_group() as tg:
+                tg.start_soon(self._send_awareness, channel)
+                tg.start_soon(self._wait_synced, provider)
+                await websocket.wait_closed()
+                tg.cancel_scope.cancel()
+        except ConnectionClosed as exc:
+            raise ConnectionLost("connection closed") from exc
+        except Exception as exc:
+            # pycrdt raises assorted errors (ValueError, RuntimeError, IndexError,
+            # its own decoding errors) from inside the provider's task group.
+            raise SyncRejected("sync failed") from exc
+
+    async def _wait_synced(self, provider: Provider) -> None:
+        await provider.synced.wait()
+        self.synced_at = anyio.current_time()
+        self._backoff.reset()
+        log.info("document_synced", url=self._url, session=self.sessions)
+        if self._on_synced is not None:
+            self._on_synced()
+
+    async def _send_awareness(self, channel: WebsocketChannel) -> None:
+        await channel.send_awareness(self._presence.local_update())
+        while True:
+            await self._awareness_dirty.wait()
+            self._awareness_dirty = anyio.Event()
+            await channel.send_awareness(self._presence.local_update())
+
+
+def _describe(exc: BaseException | None) -> str:
+    """The leaf errors of a (possibly grouped) exception, for one log field."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(inner) for inner in exc.exceptions)
+    return repr(exc)

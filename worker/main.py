@@ -1,0 +1,100 @@
+"""Worker entry points: a child of the manager (:func:`process_main`) or standalone.
+
+The manager starts :func:`process_main` in a ``multiprocessing`` forkserver
+process with its end of a ``Pipe``. The worker's own event loop reads the pipe
+(``ping`` -> ``pong``, ``shutdown`` -> leave the document and exit 0) and exits
+by itself when the pipe reaches EOF: the manager died (invariant 5).
+
+Keep imports here to what every worker needs: the manager preloads this module in
+its forkserver. The LLM client is imported only by the extractor that uses it.
+"""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from multiprocessing.connection import Connection
+
+import anyio
+import structlog
+
+from worker.agent import Agent
+from worker.config import WorkerSettings
+from worker.logs import configure_logging
+from worker.protocol import Error, Ping, Pong, ProtocolError, Shutdown, decode
+from worker.reporting import LogReporter, PipeReporter
+
+__all__ = ["process_main", "run_standalone"]
+
+log = structlog.get_logger(__name__)
+
+#: Time allowed to leave the document (null awareness, close) before exiting.
+LEAVE_TIMEOUT_S = 1.0
+
+
+def process_main(
+    settings: WorkerSettings, document_id: str, agent_id: str, conn: Connection
+) -> None:
+    """Run one agent as a child of the manager, until ``shutdown`` or pipe EOF."""
+    configure_logging(settings.log_format, settings.log_level)
+    structlog.contextvars.bind_contextvars(document_id=document_id, agent_id=agent_id)
+    log.info("worker_started", url=settings.document_url(document_id))
+    try:
+        anyio.run(_run_with_pipe, settings, document_id, agent_id, conn, backend="asyncio")
+    finally:
+        conn.close()
+    log.info("worker_exited")
+
+
+async def run_standalone(settings: WorkerSettings, document_id: str) -> None:
+    """``docagents worker DOCUMENT_ID``: one agent, reports logged; Ctrl+C stops it."""
+    configure_logging(settings.log_format, settings.log_level)
+    agent_id = "standalone-" + uuid.uuid4().hex[:12]
+    structlog.contextvars.bind_contextvars(document_id=document_id, agent_id=agent_id)
+    log.info("worker_started", url=settings.document_url(document_id))
+    agent = Agent(settings, document_id, agent_id=agent_id, reporter=LogReporter())
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("worker_stopping", signal=signal.Signals(signum).name)
+                break
+        await agent.stop(LEAVE_TIMEOUT_S)
+        tg.cancel_scope.cancel()
+    log.info("worker_exited")
+
+
+async def _run_with_pipe(
+    settings: WorkerSettings, document_id: str, agent_id: str, conn: Connection
+) -> None:
+    reporter = PipeReporter(conn)
+    agent = Agent(settings, document_id, agent_id=agent_id, reporter=reporter)
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        reason = await _serve_pipe(conn, reporter)
+        log.info("worker_stopping", reason=reason)
+        await agent.stop(LEAVE_TIMEOUT_S)
+        tg.cancel_scope.cancel()
+
+
+async def _serve_pipe(conn: Connection, reporter: PipeReporter) -> str:
+    """Answer the manager until it says ``shutdown`` or goes away; returns why."""
+    while True:
+        await anyio.wait_readable(conn.fileno())
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            return "manager_gone"
+        try:
+            message = decode(data)
+        except ProtocolError as exc:
+            log.warning("pipe_message_rejected", error=str(exc)[:300])
+            reporter.report(Error(message="rejected a malformed pipe message"))
+            continue
+        if isinstance(message, Ping):
+            reporter.report(Pong(seq=message.seq))
+        elif isinstance(message, Shutdown):
+            log.info("shutdown_requested", reason=message.reason)
+            return "shutdown"
+        else:
+            log.warning("pipe_message_unexpected", type=message.type)
