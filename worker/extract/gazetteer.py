@@ -40,6 +40,9 @@ Kind = Literal["city", "country", "us_state", "continent"]
 
 #: Alternate names (other spellings, local names) are indexed for cities this big.
 _ALTERNATE_NAME_MIN_POPULATION = 100_000
+#: Text without its accents ("Zurich") matches an accented name ("Zürich") only when
+#: at least this long, so short English words ("Can") never become "Çan".
+_FOLDED_MIN_LENGTH = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +94,15 @@ class Gazetteer:
         if alias is not None:
             return [alias]
         key = _key(text)
-        found = self._names.get(key) or self._names.get(fold(key))
+        found = self._names.get(key)
+        if not found and len(key) >= _FOLDED_MIN_LENGTH:
+            found = self._names.get(fold(key))
         if found:
             return list(found)
-        return list(self._alternates.get(key) or self._alternates.get(fold(key)) or ())
+        found = self._alternates.get(key)
+        if not found and len(key) >= _FOLDED_MIN_LENGTH:
+            found = self._alternates.get(fold(key))
+        return list(found or ())
 
     def alias(self, text: str) -> Entry | None:
         """The entry of a case-sensitive short form ("UK", "NYC"), if ``text`` is one."""
@@ -125,7 +133,9 @@ class Gazetteer:
         index = self._alternates if alternate else self._names
         seen: set[str] = set()
         for name in names:
-            for key in (_key(name), fold(name)):
+            folded = fold(name)
+            keys = (_key(name), folded) if len(folded) >= _FOLDED_MIN_LENGTH else (_key(name),)
+            for key in keys:
                 if key and key not in seen:
                     seen.add(key)
                     index[key].append(entry)
@@ -221,7 +231,8 @@ class Gazetteer:
                 name, cc, admin1 = key.split("|")
                 entry = next(
                     (e for e in self._names.get(_key(name), ())
-                     if e.kind == "city" and e.countrycode == cc and e.admin1 == admin1),
+                     if e.kind == "city" and e.countrycode == cc
+                     and (cc != "US" or e.admin1 == admin1)),
                     None,
                 )
             if entry is None:

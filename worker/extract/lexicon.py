@@ -211,7 +211,7 @@ STOP_WORD_NAMES = frozenset(
     "Cathedral Bent Hazard Spa Canyon Wilderness Lame Homeland Grove Triangle Reunion "
     "Mentor Butterfly Battlefield Acre Lend Crane Countryside Fountain Bake Anthem Trinity "
     "Shaft Reservoir Monument Dome Trim Moss Bury Terrace Karma Holly Salon Saga Glen Lively "
-    "Ant Marina Isle Gateway Sunrise Manor Carpenter Providence Peel Altar Parole Mold "
+    "Ant Marina Isle Gateway Sunrise Manor Carpenter Peel Altar Parole Mold "
     "Flint Chop Tapping Sparks Heath Lent Gore Bum Turbo Meta Beacon Paramount Oriental "
     "Strawberry Shaping Plantation Vista Tactic Cork Apex Varsity Rot Moody Highland "
     "Plaque Midway Strand Riverside Mole Lure Garrison Dent Borne Rouge Manly Woodland "

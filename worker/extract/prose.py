@@ -166,7 +166,7 @@ def _judge(
     # Person cues.
     if prev.rstrip(".").casefold() in PERSON_TITLES and prev[:1].isupper():
         return None
-    if any(w.casefold() in RELATION_WORDS for w in before[-2:]):
+    if prev.casefold() in RELATION_WORDS:
         return None
     if single and prev.casefold() in PERSON_VERBS_BEFORE:
         return None
@@ -184,7 +184,7 @@ def _judge(
     if region is not None:
         return best
     # Everyday words.
-    cue = prev.casefold() in PLACE_CUES and not prev[:1].isupper() or _listed(before, i, tokens, sentence)
+    cue = prev.casefold() in PLACE_CUES or _listed(before, i, tokens, sentence)
     if single and text in STOP_WORD_NAMES:
         if not cue or text in TIME_WORDS or best.population < _COMMON_WORD_MIN_POPULATION:
             return None
