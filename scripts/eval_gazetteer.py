@@ -27,8 +27,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worker.extract.gazetteer import load_gazetteer  # noqa: E402
-from worker.extract.gazetteer_extractor import GazetteerExtractor  # noqa: E402
+from worker.extract.gazetteer import load_gazetteer
+from worker.extract.gazetteer_extractor import GazetteerExtractor
 
 DEFAULT_DATA = Path(__file__).parent / "data" / "gazetteer_devset.jsonl"
 KINDS = ("city", "country", "us_state", "continent")
@@ -43,11 +43,17 @@ async def evaluate(rows: list[dict], verbose: bool) -> None:
     extractor = GazetteerExtractor(gaz)
     by_split: dict[str, dict[str, Counter]] = {}
     for row in rows:
-        stats = by_split.setdefault(row["split"], {"tp": Counter(), "fp": Counter(), "fn": Counter(), "where": Counter()})
+        stats = by_split.setdefault(
+            row["split"], {"tp": Counter(), "fp": Counter(), "fn": Counter(), "where": Counter()}
+        )
         places = await extractor.extract([row["text"]])
         expected = list(row["places"])
         for place in places:
-            kind = gaz.by_id(place.geonames_id).kind if place.geonames_id and gaz.by_id(place.geonames_id) else "country"
+            kind = (
+                gaz.by_id(place.geonames_id).kind
+                if place.geonames_id and gaz.by_id(place.geonames_id)
+                else "country"
+            )
             match = next((e for e in expected if e["text"] == place.text), None)
             if match is None:
                 stats["fp"][kind] += 1
@@ -61,7 +67,9 @@ async def evaluate(rows: list[dict], verbose: bool) -> None:
                 ok = match["where"] in place.name
                 stats["where"]["ok" if ok else "bad"] += 1
                 if verbose and not ok:
-                    print(f"WHERE {row['id']}: {place.text!r} -> {place.name} (want {match['where']})")
+                    print(
+                        f"WHERE {row['id']}: {place.text!r} -> {place.name} (want {match['where']})"
+                    )
         for miss in expected:
             stats["fn"][miss["kind"]] += 1
             if verbose:
@@ -76,7 +84,10 @@ async def evaluate(rows: list[dict], verbose: bool) -> None:
         fp = sum(s["fp"].values())
         fn = sum(s["fn"].values())
         print(f"\n== {split}: {n} sentences, {tp + fn} expected places")
-        print(f"overall    precision {_ratio(tp, tp + fp)}  recall {_ratio(tp, tp + fn)}  (tp={tp} fp={fp} fn={fn})")
+        print(
+            f"overall    precision {_ratio(tp, tp + fp)}  recall {_ratio(tp, tp + fn)}  "
+            f"(tp={tp} fp={fp} fn={fn})"
+        )
         for kind in KINDS:
             ptp = s["tp"]["pred:" + kind]
             print(
@@ -101,7 +112,9 @@ def main() -> None:
     load_gazetteer()
     load_s = time.perf_counter() - t0
     rss_mib = (proc.memory_info().rss - rss0) / 2**20
-    print(f"gazetteer: {len(load_gazetteer())} entries, load {load_s:.2f} s, RSS +{rss_mib:.1f} MiB")
+    print(
+        f"gazetteer: {len(load_gazetteer())} entries, load {load_s:.2f} s, RSS +{rss_mib:.1f} MiB"
+    )
     anyio.run(evaluate, rows, args.verbose)
 
 

@@ -39,11 +39,11 @@ def make_extractor(
     settings: WorkerSettings, *, on_llm_call: Callable[..., None] | None = None
 ) -> Extractor:
     """The extractor ``settings`` ask for (``EXTRACTOR``, resolved)."""
-    from worker.extract.gazetteer import load_gazetteer  # noqa: PLC0415
-    from worker.extract.gazetteer_extractor import GazetteerExtractor  # noqa: PLC0415
+    from worker.extract.gazetteer import load_gazetteer
+    from worker.extract.gazetteer_extractor import GazetteerExtractor
 
     if settings.resolved_extractor() == "llm":
-        from worker.extract.llm import LlmExtractor  # noqa: PLC0415  (openai is heavy)
+        from worker.extract.llm import LlmExtractor
 
         return LlmExtractor(settings, gazetteer=load_gazetteer(), on_llm_call=on_llm_call)
     return GazetteerExtractor(load_gazetteer())

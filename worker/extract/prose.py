@@ -49,7 +49,7 @@ __all__ = ["Found", "find_places"]
 
 #: Dotted abbreviations ("U.S.", "D.C."), then words (letters, inner hyphens and
 #: apostrophes, but not a possessive "'s").
-_TOKEN = re.compile(r"(?:[A-Z]\.){2,}|[^\W\d_]+(?:[-'’](?![sS]\b)[^\W\d_]+)*")
+_TOKEN = re.compile(r"(?:[A-Z]\.){2,}|[^\W\d_]+(?:[-'\u2019](?![sS]\b)[^\W\d_]+)*")
 _MAX_WORDS = 6
 _COMMON_WORD_MIN_POPULATION = 100_000
 _KIND_RANK = {"country": 3, "us_state": 2, "continent": 1, "city": 0}
@@ -150,7 +150,8 @@ def _judge(
     if region is not None:
         cc, admin1 = region
         in_region = [
-            e for e in entries
+            e
+            for e in entries
             if e.kind == "city" and e.countrycode == cc and (not admin1 or e.admin1 == admin1)
         ]
         if in_region:
@@ -161,7 +162,7 @@ def _judge(
     nxt = tokens[end].text if end < len(tokens) else ""
     gap_after = sentence[tokens[end - 1].end : tokens[end].start] if end < len(tokens) else ""
     single = end == i + 1
-    initial = i == 0 or prev in CAPITALISED_LEADERS and i == 1
+    initial = i == 0 or (prev in CAPITALISED_LEADERS and i == 1)
 
     # Person cues.
     if prev.rstrip(".").casefold() in PERSON_TITLES and prev[:1].isupper():
@@ -185,9 +186,12 @@ def _judge(
         return best
     # Everyday words.
     cue = prev.casefold() in PLACE_CUES or _listed(before, i, tokens, sentence)
-    if single and text in STOP_WORD_NAMES:
-        if not cue or text in TIME_WORDS or best.population < _COMMON_WORD_MIN_POPULATION:
-            return None
+    if (
+        single
+        and text in STOP_WORD_NAMES
+        and (not cue or text in TIME_WORDS or best.population < _COMMON_WORD_MIN_POPULATION)
+    ):
+        return None
     if single and text in COMMON_WORD_NAMES and initial and not cue:
         return None
     if text in TIME_WORDS:
@@ -201,22 +205,27 @@ def gap_after_prev(sentence: str, tokens: list[_Token], i: int) -> str:
 
 def _listed(before: Sequence[str], i: int, tokens: list[_Token], sentence: str) -> bool:
     """True when the name continues a list after a cue ("to Rome or Venice")."""
-    return len(before) >= 2 and before[-1] in ("and", "or") and before[-2][:1].isupper() and (
-        i >= 3 and tokens[i - 3].text.casefold() in PLACE_CUES
+    return (
+        len(before) >= 2
+        and before[-1] in ("and", "or")
+        and before[-2][:1].isupper()
+        and (i >= 3 and tokens[i - 3].text.casefold() in PLACE_CUES)
     )
 
 
-def _person_after(
-    sentence: str, tokens: list[_Token], end: int, gap: str, gaz: Gazetteer
-) -> bool:
+def _person_after(sentence: str, tokens: list[_Token], end: int, gap: str, gaz: Gazetteer) -> bool:
     if end >= len(tokens):
         return False
     nxt = tokens[end].text
     if gap == " " and nxt.casefold() in PERSON_VERBS_AFTER:
         return True
-    if gap == " " and nxt == "and" and end + 1 < len(tokens):
-        if tokens[end + 1].text in ("I", "me", "her", "his", "my", "their", "our"):
-            return True
+    if (
+        gap == " "
+        and nxt == "and"
+        and end + 1 < len(tokens)
+        and tokens[end + 1].text in ("I", "me", "her", "his", "my", "their", "our")
+    ):
+        return True
     if gap.strip() == "," and nxt in ("my", "our", "his", "her", "their", "who", "whose"):
         return True
     return gap == " " and nxt[:1].isupper() and not nxt.isupper() and not gaz.lookup(nxt)
