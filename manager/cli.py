@@ -137,6 +137,56 @@ def stats(settings: Settings, as_json: bool, watch: bool, interval: float) -> No
         return
 
 
+def _format_uptime(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the agents as JSON lines.")
+@click.pass_obj
+def agents(settings: Settings, as_json: bool) -> None:
+    """List live agents: document, status, pid, uptime, memory, cpu, LLM calls, marks, manager."""
+    from manager.store.inspection import fetch_live_agents
+
+    try:
+        with database_conninfo(settings) as conninfo:
+            rows = anyio.run(fetch_live_agents, conninfo)
+    except DocagentsError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        for agent in rows:
+            record = {
+                **{k: getattr(agent, k) for k in agent.__slots__},  # type: ignore[attr-defined]
+                "connected_at": agent.connected_at.isoformat(),
+                "uptime": agent.uptime.total_seconds(),
+            }
+            click.echo(json.dumps(record))
+        return
+    header = ("DOCUMENT", "STATUS", "PID", "UPTIME", "MEM MB", "CPU %", "LLM", "MARKS", "MANAGER")
+    table = [header]
+    for agent in rows:
+        table.append(
+            (
+                agent.document_id if len(agent.document_id) <= 40 else agent.document_id[:39] + "…",
+                agent.status,
+                str(agent.agent_pid or "-"),
+                _format_uptime(agent.uptime.total_seconds()),
+                "-" if agent.memory_mb is None else f"{agent.memory_mb:.1f}",
+                "-" if agent.cpu_percent is None else f"{agent.cpu_percent:.1f}",
+                str(agent.llm_calls_count),
+                str(agent.locations_marked_count),
+                agent.manager_id,
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    click.echo(f"{len(rows)} live agent(s)")
+
+
 @main.command()
 @click.pass_obj
 def down(settings: Settings) -> None:
