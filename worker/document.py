@@ -1,11 +1,13 @@
 """The agent's view of the document: which text changed, and applying marks.
 
-The ``XmlFragment`` is laid out as y-prosemirror does: elements per node, an
+The ``XmlFragment`` is laid out as y-prosemirror does: an element per node, an
 ``XmlText`` per text run; inline nodes (hard breaks, images) split a paragraph
-into several runs, each handled on its own. Remote transactions (anything not
-carrying :data:`AGENT_ORIGIN`) mark the runs they touch as dirty; the agent then
-takes the finished sentences of the dirty runs that were never processed, and
-later applies the extracted places in one transaction.
+into several runs. A *block* is an element holding text runs (a paragraph,
+heading, ...): sentences are found in the block's text, marks are applied to the
+run the place lies in. Remote transactions (anything not carrying
+:data:`AGENT_ORIGIN`) mark the blocks they touch as dirty; the agent takes the
+unprocessed finished sentences of dirty blocks, extracts, and applies the places
+found in one transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import structlog
 from pycrdt import Doc, XmlElement, XmlFragment, XmlText
 
 from worker.marks import PlaceLike, PlannedMark, geo_mark_attrs, plan_marks
-from worker.runs import MARK_NAME, TextRun
+from worker.runs import MARK_NAME, Block, TextRun
 from worker.sentences import finished_sentences, sentence_key
 
 __all__ = ["AGENT_ORIGIN", "AppliedMark", "DocumentView", "PendingSentence"]
@@ -28,12 +30,14 @@ log = structlog.get_logger(__name__)
 #: Origin of the agent's own transactions; changes with it never trigger extraction.
 AGENT_ORIGIN = "docagents-agent"
 
+_Node = XmlElement | XmlFragment
+
 
 @dataclass(frozen=True, slots=True)
 class PendingSentence:
     """A finished sentence not processed yet, as it read when it was taken."""
 
-    run_id: int
+    block_id: int
     start: int
     text: str
     key: str
@@ -55,40 +59,45 @@ class DocumentView:
         self._on_remote_change = on_remote_change
         self._dirty: set[int] = set()
         self._next_color = 0
+        #: geoId -> exact text of every mark this agent applied.
+        self._applied: dict[str, str] = {}
         self._subscription = self._fragment.observe_deep(self._observe)
-
-    @property
-    def has_dirty_runs(self) -> bool:
-        return bool(self._dirty)
 
     def close(self) -> None:
         self._fragment.unobserve(self._subscription)
 
-    def runs(self) -> Iterator[XmlText]:
-        """Every text run of the document, in document order."""
-        yield from _runs_of(self._fragment)
-
     def take_pending(self, processed: set[str]) -> list[PendingSentence]:
-        """Finished sentences of the dirty runs whose key is not in ``processed``."""
+        """Finished sentences of the dirty blocks whose key is not in ``processed``."""
         dirty, self._dirty = self._dirty, set()
         if not dirty:
             return []
         pending: list[PendingSentence] = []
         seen: set[str] = set()
-        with self._doc.transaction():
-            for run in self.runs():
-                run_id = hash(run)
-                if run_id not in dirty:
+        stale: list[tuple[XmlText, int, int]] = []
+        for node in _blocks_of(self._fragment):
+            block_id = hash(node)
+            if block_id not in dirty:
+                continue
+            block, runs = _read_block(node)
+            self._note_colors(block)
+            for run, part in zip(runs, block.parts, strict=True):
+                if run is not None and part is not None and self._applied:
+                    stale.extend((run, s, e) for s, e in part.stale_marks(self._applied))
+            for sentence in finished_sentences(block.text):
+                key = sentence_key(sentence.text)
+                if key in processed or key in seen:
                     continue
-                text_run = TextRun.from_diff(run.diff())
-                self._note_colors(text_run)
-                for sentence in finished_sentences(text_run.text):
-                    key = sentence_key(sentence.text)
-                    if key in processed or key in seen:
-                        continue
-                    seen.add(key)
-                    pending.append(PendingSentence(run_id, sentence.start, sentence.text, key))
+                seen.add(key)
+                pending.append(PendingSentence(block_id, sentence.start, sentence.text, key))
+        if stale:
+            self._unmark(stale)
         return pending
+
+    def _unmark(self, stale: list[tuple[XmlText, int, int]]) -> None:
+        with self._doc.transaction(origin=AGENT_ORIGIN):
+            for run, y_start, y_end in stale:
+                run.format(y_start, y_end, {MARK_NAME: None})
+        log.warning("stale_marks_removed", count=len(stale))
 
     def apply(
         self, found: Sequence[tuple[PendingSentence, Sequence[PlaceLike]]]
@@ -101,31 +110,39 @@ class DocumentView:
         """
         applied: list[AppliedMark] = []
         done: set[str] = set()
+        wanted = {pending.block_id for pending, _ in found}
         with self._doc.transaction(origin=AGENT_ORIGIN):
-            runs = {hash(run): run for run in self.runs()}
+            nodes = {
+                block_id: node
+                for node in _blocks_of(self._fragment)
+                if (block_id := hash(node)) in wanted
+            }
             for pending, places in found:
-                run = runs.get(pending.run_id)
-                if run is None:
+                node = nodes.get(pending.block_id)
+                if node is None:
                     continue
-                text_run = TextRun.from_diff(run.diff())
-                self._note_colors(text_run)
-                plan = plan_marks(text_run, pending.text, pending.start, places)
+                block, runs = _read_block(node)
+                self._note_colors(block)
+                plan = plan_marks(block, pending.text, pending.start, places)
                 if plan is None:
                     log.info("sentence_changed_before_marking", sentence=pending.text[:80])
                     continue
                 done.add(pending.key)
-                applied.extend(self._format(run, mark) for mark in plan)
+                applied.extend(self._format(runs[mark.part], mark) for mark in plan)
         return applied, done
 
-    def _format(self, run: XmlText, mark: PlannedMark) -> AppliedMark:
+    def _format(self, run: XmlText | None, mark: PlannedMark) -> AppliedMark:
+        assert run is not None  # plan_marks only plans on text parts
         attrs = geo_mark_attrs(mark.place, self._next_color)
         self._next_color += 1
         run.format(mark.y_start, mark.y_end, {MARK_NAME: attrs})
+        self._applied[attrs["geoId"]] = mark.place.text
         return AppliedMark(mark.place.text, mark.place, attrs)
 
-    def _note_colors(self, run: TextRun) -> None:
-        if run.color_indexes:
-            self._next_color = max(self._next_color, max(run.color_indexes) + 1)
+    def _note_colors(self, block: Block) -> None:
+        colors = block.color_indexes
+        if colors:
+            self._next_color = max(self._next_color, max(colors) + 1)
 
     def _observe(self, events: list[Any]) -> None:
         if not events or events[0].transaction.origin == AGENT_ORIGIN:
@@ -133,19 +150,43 @@ class DocumentView:
         for event in events:
             target = event.target
             if isinstance(target, XmlText):
-                self._dirty.add(hash(target))
+                parent = target.parent
+                if parent is not None:
+                    self._dirty.add(hash(parent))
                 continue
+            if isinstance(target, XmlElement):
+                self._dirty.add(hash(target))
             for change in event.delta:
                 inserted = change.get("insert")
                 if isinstance(inserted, list):
                     for node in inserted:
-                        self._dirty.update(hash(run) for run in _runs_of(node))
+                        self._dirty.update(hash(block) for block in _blocks_within(node))
         self._on_remote_change()
 
 
-def _runs_of(node: Any) -> Iterator[XmlText]:
-    if isinstance(node, XmlText):
+def _read_block(node: _Node) -> tuple[Block, list[XmlText | None]]:
+    runs: list[XmlText | None] = [
+        child if isinstance(child, XmlText) else None for child in node.children
+    ]
+    block = Block.from_parts(None if run is None else TextRun.from_diff(run.diff()) for run in runs)
+    return block, runs
+
+
+def _blocks_of(node: _Node) -> Iterator[_Node]:
+    """Every node holding text runs, in document order."""
+    children = list(node.children)
+    if any(isinstance(child, XmlText) for child in children):
         yield node
-    elif isinstance(node, XmlElement | XmlFragment):
-        for child in node.children:
-            yield from _runs_of(child)
+    for child in children:
+        if isinstance(child, XmlElement):
+            yield from _blocks_of(child)
+
+
+def _blocks_within(node: Any) -> Iterator[_Node]:
+    """The blocks inside a node just inserted (its parent, for a bare run)."""
+    if isinstance(node, XmlText):
+        parent = node.parent
+        if isinstance(parent, XmlElement | XmlFragment):
+            yield parent
+    elif isinstance(node, XmlElement):
+        yield from _blocks_of(node)

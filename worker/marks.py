@@ -2,7 +2,7 @@
 
 A mark is only planned on text that reads exactly the place's text right now and
 carries no ``geoMark`` yet (invariant 7). The sentence a place was found in is
-re-found in the run at apply time, so text typed before it during the extraction
+re-found in its block (paragraph) at apply time, so text typed before it during the extraction
 shifts the mark instead of misplacing it; if the sentence itself was edited it is
 not found and nothing is marked (the edit triggers a fresh extraction).
 """
@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from worker.runs import TextRun, locate_sentence
+from worker.runs import Block, locate_sentence
 
 __all__ = ["PlaceLike", "PlannedMark", "geo_mark_attrs", "plan_marks"]
 
@@ -38,25 +38,24 @@ class PlaceLike(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class PlannedMark:
-    """Format ``[y_start, y_end)`` (Y.js offsets) of one run for ``place``."""
+    """Format ``[y_start, y_end)`` (Y.js offsets) of the block's part ``part`` for ``place``."""
 
-    start: int
-    end: int
+    part: int
     y_start: int
     y_end: int
     place: PlaceLike
 
 
 def plan_marks(
-    run: TextRun, sentence: str, hint: int, places: Iterable[PlaceLike]
+    block: Block, sentence: str, hint: int, places: Iterable[PlaceLike]
 ) -> list[PlannedMark] | None:
     """The marks to apply for ``places`` found in ``sentence``.
 
-    ``hint`` is where the sentence started when it was extracted. Returns ``None``
-    when the sentence no longer occurs in the run, else the (possibly empty) list
-    of marks that pass every check, without overlaps.
+    ``hint`` is where the sentence started in the block when it was extracted.
+    Returns ``None`` when the sentence no longer occurs in the block, else the
+    (possibly empty) list of marks that pass every check, without overlaps.
     """
-    base = locate_sentence(run.text, sentence, hint)
+    base = locate_sentence(block.text, sentence, hint)
     if base is None:
         return None
     taken: list[tuple[int, int]] = []
@@ -66,12 +65,17 @@ def plan_marks(
             continue
         start = base + place.start
         end = start + len(place.text)
-        if end > base + len(sentence) or run.text[start:end] != place.text:
+        if end > base + len(sentence) or block.text[start:end] != place.text:
             continue
-        if run.is_marked(start, end) or any(s < end and start < e for s, e in taken):
+        located = block.locate(start, end)
+        if located is None or any(s < end and start < e for s, e in taken):
+            continue
+        part, local_start, local_end = located
+        run = block.parts[part]
+        if run is None or run.is_marked(local_start, local_end):
             continue
         taken.append((start, end))
-        planned.append(PlannedMark(start, end, run.y_offset(start), run.y_offset(end), place))
+        planned.append(PlannedMark(part, run.y_offset(local_start), run.y_offset(local_end), place))
     return planned
 
 
