@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
 
-__all__ = ["Store", "SystemStats"]
+__all__ = [
+    "EVENT_TYPES",
+    "FINAL_STATUSES",
+    "ActivityEvent",
+    "AgentRow",
+    "ClaimResult",
+    "EventPage",
+    "MetricsRecord",
+    "Store",
+    "SystemStats",
+]
+
+#: The event types of ``document_activity`` the manager understands.
+EVENT_TYPES = frozenset({"active", "idle", "user_joined", "user_left"})
+#: Statuses that end an agent life (``end_agent_life``).
+FINAL_STATUSES = frozenset({"disconnected", "error"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,8 +39,132 @@ class SystemStats:
     unique_documents: int
 
 
+@dataclass(frozen=True, slots=True)
+class ActivityEvent:
+    """One row of ``document_activity``; ``timestamp`` is timezone-aware."""
+
+    id: int
+    document_id: str
+    event_type: str
+    user_count: int
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """A page of events read by id cursor (``id > cursor ORDER BY id LIMIT n``).
+
+    ``ids`` are all the ids read, including rows skipped as unusable (logged),
+    so a reader can tell a skipped row from an id not committed yet.
+    """
+
+    events: list[ActivityEvent]
+    ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRow:
+    """One row of ``agent_connections`` (one agent life)."""
+
+    id: uuid.UUID
+    document_id: str
+    agent_id: str
+    agent_pid: int | None
+    status: str
+    manager_id: str
+    manager_host: str | None
+    connected_at: datetime
+    metadata: dict[str, Any] = field(default_factory=dict)
+    disconnected_at: datetime | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    """The answer of ``claim_document``."""
+
+    #: True: we own the document now (``row.status == 'connecting'``)
+    claimed: bool
+    #: our new row, or the current live owner's row
+    row: AgentRow
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsRecord:
+    """One element of ``record_agent_metrics``' batch (see migrations/0001_schema.sql)."""
+
+    agent_id: str
+    memory_mb: float | None = None
+    cpu_percent: float | None = None
+    websocket_latency_ms: float | None = None
+    llm_response_time_ms: float | None = None
+    llm_calls: int = 0
+    locations_marked: int = 0
+    recorded_at: datetime | None = None
+    last_activity_at: datetime | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON object ``record_agent_metrics`` expects (unset fields left out)."""
+        out: dict[str, Any] = {"agent_id": self.agent_id}
+        for name in ("memory_mb", "cpu_percent", "websocket_latency_ms", "llm_response_time_ms"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.llm_calls:
+            out["llm_calls"] = self.llm_calls
+        if self.locations_marked:
+            out["locations_marked"] = self.locations_marked
+        if self.recorded_at is not None:
+            out["recorded_at"] = self.recorded_at.isoformat()
+        if self.last_activity_at is not None:
+            out["last_activity_at"] = self.last_activity_at.isoformat()
+        return out
+
+
 class Store(Protocol):
-    """What the manager needs from a database backend."""
+    """What the manager needs from a database backend.
+
+    Every method raises :class:`~manager.errors.StoreUnavailable` when the
+    database cannot be reached and :class:`~manager.errors.StoreError` when it
+    refuses a statement.
+    """
+
+    async def latest_events(self) -> tuple[list[ActivityEvent], int]:
+        """The latest event of every document, and the id cursor to follow from."""
+        ...
+
+    async def read_events(self, cursor: int, limit: int = 1000) -> EventPage:
+        """Events with ``id > cursor`` in id order, at most ``limit`` rows read."""
+        ...
+
+    async def events_after(self, cursor: int, limit: int = 1000) -> list[ActivityEvent]:
+        """``read_events(cursor, limit).events``."""
+        ...
+
+    async def claim_document(
+        self,
+        document_id: str,
+        agent_id: str,
+        manager_id: str,
+        manager_host: str | None,
+        metadata: dict[str, Any] | None = None,
+    ) -> ClaimResult: ...
+
+    async def set_agent_status(
+        self,
+        agent_id: str,
+        status: str,
+        pid: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> AgentRow | None: ...
+
+    async def end_agent_life(
+        self, agent_id: str, status: str, reason: str | None
+    ) -> AgentRow | None: ...
+
+    async def record_metrics(self, batch: Sequence[MetricsRecord]) -> int: ...
+
+    async def live_agents_of_manager(self, manager_id: str) -> list[AgentRow]: ...
 
     async def system_stats(self) -> SystemStats: ...
 

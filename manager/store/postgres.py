@@ -1,47 +1,292 @@
-"""The Postgres backend of :class:`~manager.store.base.Store` (psycopg 3, async)."""
+"""The Postgres backend of :class:`~manager.store.base.Store` (psycopg 3, async).
+
+A small :class:`psycopg_pool.AsyncConnectionPool` of autocommit connections;
+each call borrows a connection for one statement (or one short transaction)
+and gives it back. Connections are checked when handed out, so a database
+restart costs one failed check and a reconnect, not a failed call. psycopg
+errors are translated here: connection problems into
+:class:`~manager.errors.StoreUnavailable`, refusals into
+:class:`~manager.errors.StoreError`. Messages never carry the connection
+string (it may hold a password).
+"""
 
 from __future__ import annotations
 
-from typing import Self
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any, Self
 
 import psycopg
+import psycopg_pool
+import structlog
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from manager.errors import StoreError, StoreUnavailable
-from manager.store.base import SystemStats
+from manager.store.base import (
+    EVENT_TYPES,
+    FINAL_STATUSES,
+    ActivityEvent,
+    AgentRow,
+    ClaimResult,
+    EventPage,
+    MetricsRecord,
+    SystemStats,
+)
 
-__all__ = ["PostgresStore"]
+__all__ = ["PostgresStore", "libpq_environment"]
+
+log = structlog.get_logger(__name__)
+
+#: Missing ids this far below the newest one are treated as possibly in flight at start.
+START_GAP_WINDOW = 1000
+_MAX_DOCUMENT_ID = 512
+
+# Named queries. Column lists are spelled out (no string building).
+_LATEST_EVENTS = """
+SELECT DISTINCT ON (document_id) id, document_id, event_type, user_count, "timestamp"
+  FROM document_activity
+ WHERE id <= %(cursor)s
+ ORDER BY document_id, id DESC
+"""
+_READ_EVENTS = """
+SELECT id, document_id, event_type, user_count, "timestamp"
+  FROM document_activity
+ WHERE id > %s
+ ORDER BY id
+ LIMIT %s
+"""
+_CLAIM = "SELECT c.claimed, (c.connection).* FROM claim_document(%s, %s, %s, %s, %s) AS c"
+_SET_STATUS = "SELECT * FROM set_agent_status(%s, %s, %s, %s)"
+_END_LIFE = "SELECT * FROM end_agent_life(%s, %s, %s)"
+_RECORD_METRICS = "SELECT record_agent_metrics(%s) AS inserted"
+_MANAGER_AGENTS = "SELECT * FROM get_manager_active_agents(%s)"
+_SYSTEM_STATS = "SELECT * FROM get_agent_system_stats()"
+
+# The lowest id missing from the last START_GAP_WINDOW ids: an INSERT that took
+# its id but has not committed yet. Following from just below it delivers that
+# row when it commits (or skips it after the listener's gap timeout).
+_FIRST_MISSING_ID = """
+SELECT min(g.id)
+  FROM generate_series(greatest(%(top)s - %(window)s + 1, 1), %(top)s) AS g (id)
+ WHERE NOT EXISTS (SELECT 1 FROM document_activity d WHERE d.id = g.id)
+"""
+
+
+def _agent_row(row: dict[str, Any]) -> AgentRow:
+    metadata = row["metadata"]
+    return AgentRow(
+        id=row["id"] if isinstance(row["id"], uuid.UUID) else uuid.UUID(str(row["id"])),
+        document_id=row["document_id"],
+        agent_id=row["agent_id"],
+        agent_pid=row["agent_pid"],
+        status=row["status"],
+        manager_id=row["manager_id"],
+        manager_host=row["manager_host"],
+        connected_at=row["connected_at"],
+        metadata=metadata if isinstance(metadata, dict) else {},
+        disconnected_at=row["disconnected_at"],
+        error_message=row["error_message"],
+    )
+
+
+def _event(row: dict[str, Any]) -> ActivityEvent | None:
+    """An event the manager can use, or None (logged) for a row it cannot."""
+    document_id, event_type = row["document_id"], row["event_type"]
+    timestamp, user_count = row["timestamp"], row["user_count"]
+    problem = None
+    if event_type not in EVENT_TYPES:
+        problem = "unknown_event_type"
+    elif not isinstance(document_id, str) or not document_id.strip():
+        problem = "empty_document_id"
+    elif len(document_id) > _MAX_DOCUMENT_ID:
+        problem = "document_id_too_long"
+    elif not isinstance(timestamp, datetime) or timestamp.tzinfo is None:
+        problem = "bad_timestamp"
+    elif not isinstance(user_count, int) or user_count < 0:
+        problem = "bad_user_count"
+    if problem is not None:
+        log.warning(
+            "activity_event_skipped",
+            event_id=row["id"],
+            problem=problem,
+            event_type=str(event_type)[:40],
+            document_id=str(document_id)[:80],
+        )
+        return None
+    return ActivityEvent(
+        id=row["id"],
+        document_id=document_id,
+        event_type=event_type,
+        user_count=user_count,
+        timestamp=timestamp,
+    )
 
 
 class PostgresStore:
-    """Talks to Postgres through one connection per call site; see the manager's pool."""
+    """The manager's database, through a small pool of autocommit connections."""
 
-    def __init__(self, conn: psycopg.AsyncConnection) -> None:
-        self._conn = conn
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
+        self._pool = pool
 
     @classmethod
-    async def connect(cls, conninfo: str) -> Self:
+    async def connect(
+        cls,
+        conninfo: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 4,
+        timeout_s: float = 5.0,
+        open_timeout_s: float = 10.0,
+    ) -> Self:
+        """Open the pool; raise :class:`StoreUnavailable` if no connection can be made.
+
+        ``timeout_s`` bounds how long one call waits for a connection while the
+        database is down, so callers (the writer) fail fast and buffer.
+        """
+        pool = psycopg_pool.AsyncConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"autocommit": True},
+            check=psycopg_pool.AsyncConnectionPool.check_connection,
+            timeout=timeout_s,
+            reconnect_timeout=60.0,
+            name="docagents-store",
+            open=False,
+        )
         try:
-            conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"cannot connect to the database: {exc}") from exc
-        return cls(conn)
+            await pool.open(wait=True, timeout=open_timeout_s)
+        except psycopg_pool.PoolTimeout as exc:
+            await pool.close()
+            raise StoreUnavailable("cannot connect to the database") from exc
+        return cls(pool)
+
+    # ------------------------------------------------------------ plumbing
+
+    @contextlib.asynccontextmanager
+    async def _cursor(self) -> AsyncIterator[psycopg.AsyncCursor[dict[str, Any]]]:
+        try:
+            async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                yield cur
+        except psycopg_pool.PoolClosed as exc:
+            raise StoreError("the store is closed") from exc
+        except psycopg_pool.PoolTimeout as exc:
+            raise StoreUnavailable("no database connection available") from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StoreUnavailable(f"database connection failed: {_brief(exc)}") from exc
+        except psycopg.Error as exc:
+            raise StoreError(f"database refused a statement: {_brief(exc)}") from exc
+
+    async def _fetchall(self, query: str, params: Any = None) -> list[dict[str, Any]]:
+        async with self._cursor() as cur:
+            await cur.execute(query, params)
+            return await cur.fetchall()
+
+    # ------------------------------------------------------------- events
+
+    async def latest_events(self) -> tuple[list[ActivityEvent], int]:
+        """The latest usable event of every document up to the cursor, and the cursor.
+
+        Both come from one snapshot. The cursor is the newest id, or just below
+        an id missing among the newest :data:`START_GAP_WINDOW` (an INSERT still
+        in flight), so the listener delivers that row when it commits.
+        """
+        async with self._cursor() as cur, cur.connection.transaction():
+            await cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            await cur.execute("SELECT coalesce(max(id), 0) AS top FROM document_activity")
+            top = (await cur.fetchone() or {"top": 0})["top"]
+            cursor = top
+            if top > 0:
+                await cur.execute(_FIRST_MISSING_ID, {"top": top, "window": START_GAP_WINDOW})
+                first_missing = (await cur.fetchone() or {}).get("min")
+                if first_missing is not None:
+                    cursor = first_missing - 1
+            await cur.execute(_LATEST_EVENTS, {"cursor": cursor})
+            rows = await cur.fetchall()
+        events = [event for row in rows if (event := _event(row)) is not None]
+        events.sort(key=lambda e: e.id)
+        return events, cursor
+
+    async def read_events(self, cursor: int, limit: int = 1000) -> EventPage:
+        rows = await self._fetchall(_READ_EVENTS, (cursor, limit))
+        events = [event for row in rows if (event := _event(row)) is not None]
+        return EventPage(events=events, ids=[row["id"] for row in rows])
+
+    async def events_after(self, cursor: int, limit: int = 1000) -> list[ActivityEvent]:
+        return (await self.read_events(cursor, limit)).events
+
+    # ------------------------------------------------------------- agents
+
+    async def claim_document(
+        self,
+        document_id: str,
+        agent_id: str,
+        manager_id: str,
+        manager_host: str | None,
+        metadata: dict[str, Any] | None = None,
+    ) -> ClaimResult:
+        rows = await self._fetchall(
+            _CLAIM,
+            (document_id, agent_id, manager_id, manager_host, Jsonb(metadata or {})),
+        )
+        if not rows:
+            raise StoreError(f"claim_document returned nothing for {document_id!r}")
+        row = rows[0]
+        return ClaimResult(claimed=bool(row["claimed"]), row=_agent_row(row))
+
+    async def set_agent_status(
+        self,
+        agent_id: str,
+        status: str,
+        pid: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> AgentRow | None:
+        rows = await self._fetchall(
+            _SET_STATUS,
+            (agent_id, status, pid, None if metadata is None else Jsonb(metadata)),
+        )
+        return _agent_row(rows[0]) if rows else None
+
+    async def end_agent_life(
+        self, agent_id: str, status: str, reason: str | None
+    ) -> AgentRow | None:
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"final status must be disconnected or error, not {status!r}")
+        rows = await self._fetchall(_END_LIFE, (agent_id, status, reason))
+        return _agent_row(rows[0]) if rows else None
+
+    async def record_metrics(self, batch: Sequence[MetricsRecord]) -> int:
+        if not batch:
+            return 0
+        rows = await self._fetchall(
+            _RECORD_METRICS,
+            (Jsonb([record.as_json() for record in batch]),),
+        )
+        return int(rows[0]["inserted"])
+
+    async def live_agents_of_manager(self, manager_id: str) -> list[AgentRow]:
+        rows = await self._fetchall(_MANAGER_AGENTS, (manager_id,))
+        return [_agent_row(row) for row in rows]
 
     async def system_stats(self) -> SystemStats:
-        try:
-            async with self._conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute("SELECT * FROM get_agent_system_stats()")
-                row = await cur.fetchone()
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        except psycopg.Error as exc:
-            raise StoreError(str(exc)) from exc
-        assert row is not None
+        rows = await self._fetchall(_SYSTEM_STATS)
+        row = rows[0]
         avg = row.pop("avg_memory_mb")
         return SystemStats(avg_memory_mb=None if avg is None else float(avg), **row)
 
     async def aclose(self) -> None:
-        await self._conn.close()
+        await self._pool.close()
+
+
+def _brief(exc: psycopg.Error) -> str:
+    """The server's message (or the first line of libpq's), never the conninfo."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    text = primary or str(exc)
+    return text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
 
 
 def libpq_environment(conninfo: str) -> dict[str, str]:
