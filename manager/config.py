@@ -63,6 +63,19 @@ class Settings(WorkerSettings):
     poll_interval_s: float = Field(default=5.0, gt=0)
     flush_interval_s: float = Field(default=1.0, gt=0)
     stats_interval_s: float = Field(default=60.0, gt=0)
+    #: Restart backoff after a crash: doubles from min to max; reset once a worker
+    #: stayed up ``restart_stable_s``.
+    restart_backoff_min_s: float = Field(default=1.0, ge=0)
+    restart_backoff_max_s: float = Field(default=60.0, ge=0)
+    restart_stable_s: float = Field(default=60.0, ge=0)
+    #: More than this many crashes of one document within ``crash_loop_window_s``
+    #: -> status 'error', no restart until its next 'active' event.
+    crash_loop_restarts: int = Field(default=5, ge=0)
+    crash_loop_window_s: float = Field(default=300.0, gt=0)
+    #: Retry delay for a wanted document that another manager owns.
+    claim_retry_s: float = Field(default=15.0, gt=0)
+    #: After SIGTERM, how long a detaching worker gets before SIGKILL.
+    kill_grace_s: float = Field(default=2.0, ge=0)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     retention_days: float | None = Field(default=None, gt=0)
 
