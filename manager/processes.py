@@ -223,14 +223,14 @@ class WorkerProcess:
             return False
         return True
 
-    async def ping(self, timeout: float) -> bool:
-        """Ping and wait for the matching pong, at most ``timeout`` seconds."""
+    async def ping(self, within_s: float) -> bool:
+        """Ping and wait for the matching pong, at most ``within_s`` seconds."""
         seq = next(self._seq)
         answered = self._pongs[seq] = anyio.Event()
         try:
             if not self.send(Ping(seq=seq)):
                 return False
-            with anyio.move_on_after(timeout):
+            with anyio.move_on_after(within_s):
                 await answered.wait()
             return answered.is_set()
         finally:

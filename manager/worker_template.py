@@ -19,7 +19,7 @@ import gc
 
 import worker.extract
 import worker.extract.gazetteer_extractor
-import worker.main  # noqa: F401  (the Process target)
+import worker.main  # the Process target
 
 worker.extract.load_gazetteer()
 gc.collect()

@@ -167,7 +167,8 @@ def test_workers_never_see_database_credentials(tmp_path: Path) -> None:
                 tg.start_soon(run)
                 await connected.wait()
                 environ = open(f"/proc/{worker.pid}/environ", "rb").read()
-                print("WORKER_ENV", sorted(k.split(b"=")[0].decode() for k in environ.split(b"\\0") if k))
+                names = [k.split(b"=")[0].decode() for k in environ.split(b"\\0") if k]
+                print("WORKER_ENV", sorted(names))
                 print("MARKER_IN_ENV", b"s3cret-marker" in environ)
                 await worker.stop("test", grace=2, kill_grace=1)
 
