@@ -198,5 +198,26 @@ def down(settings: Settings) -> None:
     click.echo("embedded Postgres stopped" if stopped else "embedded Postgres was not running")
 
 
+@main.command()
+@click.pass_obj
+def docserver(settings: Settings) -> None:
+    """Run the y-websocket document server that writes document_activity (foreground)."""
+    from docserver.server import load_settings as load_docserver_settings
+    from docserver.server import serve as serve_docserver
+    from docserver.service import DocserverError
+
+    try:
+        docserver_settings = load_docserver_settings()
+    except pydantic.ValidationError as exc:
+        raise click.ClickException(f"invalid docserver configuration: {exc}") from exc
+    try:
+        with database_conninfo(settings) as conninfo:
+            serve_docserver(docserver_settings, database_url=conninfo)
+    except DocagentsError as exc:
+        raise _fail(exc) from exc
+    except DocserverError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 if __name__ == "__main__":
     main()

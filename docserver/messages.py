@@ -1,0 +1,111 @@
+"""Checks on incoming y-websocket messages before a room handles them (pure).
+
+A message is ``[type, ...]``: ``0`` sync (``[0, step, varUint8Array]``, step 0/1/2),
+``1`` awareness (``[1, varUint8Array(update)]``). Other types (auth, query
+awareness) are passed through and ignored by the room. The checks here stop a
+broken message before the room relays it to other clients, and tell which
+awareness client ids a connection controls (removed when it drops).
+The content of a sync update is checked by applying it (pycrdt raises).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+__all__ = ["AwarenessEntry", "Inspection", "MalformedMessage", "inspect_message"]
+
+SYNC = 0
+AWARENESS = 1
+
+
+class MalformedMessage(ValueError):
+    """The bytes are not a well-formed y-websocket message."""
+
+
+@dataclass(frozen=True, slots=True)
+class AwarenessEntry:
+    client_id: int
+    clock: int
+    present: bool  # False: the client removed its state
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    message_type: int
+    awareness: list[AwarenessEntry] = field(default_factory=list)
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._pos = 0
+
+    @property
+    def done(self) -> bool:
+        return self._pos == len(self._data)
+
+    def var_uint(self) -> int:
+        value = 0
+        shift = 0
+        while True:
+            if self._pos >= len(self._data):
+                raise MalformedMessage("truncated integer")
+            byte = self._data[self._pos]
+            self._pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+            if shift > 63:
+                raise MalformedMessage("integer too long")
+
+    def var_bytes(self) -> bytes:
+        length = self.var_uint()
+        end = self._pos + length
+        if end > len(self._data):
+            raise MalformedMessage("truncated byte array")
+        chunk = self._data[self._pos : end]
+        self._pos = end
+        return chunk
+
+
+def inspect_message(message: bytes) -> Inspection:
+    """Check the framing of one message; raise :class:`MalformedMessage` if broken."""
+    if not message:
+        raise MalformedMessage("empty message")
+    reader = _Reader(message)
+    message_type = reader.var_uint()
+    if message_type == SYNC:
+        step = reader.var_uint()
+        if step not in (0, 1, 2):
+            raise MalformedMessage(f"unknown sync step {step}")
+        reader.var_bytes()
+        if not reader.done:
+            raise MalformedMessage("trailing bytes after sync message")
+        return Inspection(SYNC)
+    if message_type == AWARENESS:
+        update = reader.var_bytes()
+        if not reader.done:
+            raise MalformedMessage("trailing bytes after awareness message")
+        return Inspection(AWARENESS, _awareness_entries(update))
+    return Inspection(message_type)
+
+
+def _awareness_entries(update: bytes) -> list[AwarenessEntry]:
+    reader = _Reader(update)
+    entries = []
+    for _ in range(reader.var_uint()):
+        client_id = reader.var_uint()
+        clock = reader.var_uint()
+        raw = reader.var_bytes()
+        try:
+            state = json.loads(raw.decode("utf-8")) if raw else None
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise MalformedMessage("awareness state is not JSON") from exc
+        if state is not None and not isinstance(state, dict):
+            raise MalformedMessage("awareness state is not an object")
+        entries.append(AwarenessEntry(client_id, clock, state is not None))
+    if not reader.done:
+        raise MalformedMessage("trailing bytes after awareness update")
+    return entries

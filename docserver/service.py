@@ -1,0 +1,170 @@
+"""Running the docserver: document store, rooms, presence, activity writer, uvicorn.
+
+:func:`run` is the whole service as one ``async def`` in a task group; it
+returns after SIGINT/SIGTERM (when ``handle_signals``) or when cancelled. On a
+signal, uvicorn closes every websocket (1012, "service restart"), the queued
+activity rows get a few seconds to reach the database, and the document store
+writes what it still holds. Departures caused by our own shutdown are not
+turned into 'idle' rows: the clients will reconnect, and if they don't, the next
+start gives the document its 'idle' after the grace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import signal
+from collections.abc import Iterator
+
+import anyio
+import structlog
+import uvicorn
+from anyio.abc import TaskGroup, TaskStatus
+
+from docserver.activity import ActivityWriter
+from docserver.app import DocserverApp
+from docserver.presence import Action, PresenceTracker, Record, StartGrace
+from docserver.rooms import DocumentRooms
+from docserver.settings import DocserverSettings
+from docserver.store import DocumentStore
+
+__all__ = ["DocserverError", "PresenceService", "run"]
+
+log = structlog.get_logger(__name__)
+
+_FLUSH_ON_EXIT_S = 5.0
+
+
+class DocserverError(Exception):
+    """The docserver cannot start (port in use, store unreadable)."""
+
+
+class PresenceService:
+    """Drives :class:`PresenceTracker`: rows go to the writer, graces become tasks."""
+
+    def __init__(
+        self, tracker: PresenceTracker, writer: ActivityWriter, task_group: TaskGroup
+    ) -> None:
+        self._tracker = tracker
+        self._writer = writer
+        self._task_group = task_group
+        self.closing = False
+
+    def human_joined(self, document_id: str) -> None:
+        if not self.closing:
+            self._apply(self._tracker.human_joined(document_id))
+
+    def human_left(self, document_id: str) -> None:
+        if not self.closing:
+            self._apply(self._tracker.human_left(document_id))
+
+    def active_at_start(self, document_ids: list[str]) -> None:
+        self._apply(self._tracker.recovered_active(document_ids))
+
+    def _apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Record):
+                log.info(
+                    "activity",
+                    document_id=action.document_id,
+                    event_type=action.event_type,
+                    user_count=action.user_count,
+                )
+                self._writer.record(action.document_id, action.event_type, action.user_count)
+            elif isinstance(action, StartGrace):
+                self._task_group.start_soon(self._grace, action)
+
+    async def _grace(self, action: StartGrace) -> None:
+        await anyio.sleep(action.delay_s)
+        if not self.closing:
+            self._apply(self._tracker.grace_expired(action.document_id, action.generation))
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling (ours stops it and then flushes)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _uvicorn_config(app: DocserverApp, settings: DocserverSettings) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.docserver_host,
+        port=settings.ws_port,
+        ws="websockets-sansio",
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        ws_ping_interval=settings.docserver_ping_interval_s,
+        ws_ping_timeout=settings.docserver_ping_timeout_s,
+        timeout_graceful_shutdown=3,
+        server_header=False,
+    )
+
+
+async def run(
+    settings: DocserverSettings,
+    *,
+    database_url: str,
+    handle_signals: bool = True,
+    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until a signal (or cancellation); ``task_status.started(port)`` once listening."""
+    writer = ActivityWriter(database_url, max_buffer=settings.docserver_activity_buffer)
+    async with (
+        DocumentStore.open(settings.store_path) as store,
+        anyio.create_task_group() as tg,
+    ):
+        rooms = DocumentRooms(store, unload_after_s=settings.docserver_room_unload_after_s)
+        await tg.start(rooms.run)
+        presence = PresenceService(
+            PresenceTracker(grace_s=settings.grace_s, record_joins=settings.docserver_record_joins),
+            writer,
+            tg,
+        )
+        await tg.start(functools.partial(writer.run, on_active_documents=presence.active_at_start))
+        app = DocserverApp(settings, database_url=database_url, rooms=rooms, presence=presence)
+        server = _Server(_uvicorn_config(app, settings))
+        if handle_signals:
+            tg.start_soon(_stop_on_signal, server)
+        served = anyio.Event()
+        tg.start_soon(_serve, server, served)
+        try:
+            # uvicorn exposes only a flag for "listening"
+            while not server.started and not served.is_set():  # noqa: ASYNC110
+                await anyio.sleep(0.02)
+            if server.started:
+                port = server.servers[0].sockets[0].getsockname()[1]
+                log.info("docserver_listening", host=settings.docserver_host, port=port)
+                task_status.started(port)
+            await served.wait()
+        finally:
+            server.should_exit = True
+            presence.closing = True
+            with anyio.move_on_after(_FLUSH_ON_EXIT_S, shield=True) as flush:
+                await writer.wait_drained()
+            if flush.cancelled_caught:
+                log.error("activity_rows_lost_at_exit", pending=writer.pending)
+            tg.cancel_scope.cancel()
+    log.info("docserver_stopped")
+
+
+async def _stop_on_signal(server: uvicorn.Server) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("docserver_stopping", signal=signal.Signals(signum).name)
+            if server.should_exit:
+                server.force_exit = True
+            server.should_exit = True
+
+
+async def _serve(server: uvicorn.Server, served: anyio.Event) -> None:
+    try:
+        await server.serve()
+    except SystemExit as exc:  # uvicorn exits when it cannot listen
+        config = server.config
+        raise DocserverError(f"cannot listen on {config.host}:{config.port}") from exc
+    finally:
+        served.set()

@@ -1,0 +1,65 @@
+"""Docserver settings: environment variables and a ``.env`` file in the working directory.
+
+Names shared with the rest of docagents (DESIGN.md, "Configuration"): ``WS_PORT``,
+``PARTY_NAME``, ``IDLE_TIMEOUT_MS``, ``YDOC_FRAGMENT``, ``DOCSERVER_AGENT_TOKEN``,
+``DOCAGENTS_HOME``, ``LOG_FORMAT``, ``LOG_LEVEL``. The database is not a setting
+here: the caller (``docagents docserver``) resolves it and passes it explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DocserverSettings"]
+
+
+def _default_home() -> Path:
+    return Path(platformdirs.user_data_dir("docagents", appauthor=False))
+
+
+class DocserverSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    ws_port: int = Field(default=8787, ge=0, le=65535)
+    docserver_host: str = "127.0.0.1"
+    party_name: str = Field(default="document", min_length=1, pattern=r"^[^/\s]+$")
+    ydoc_fragment: str = Field(default="prosemirror", min_length=1)
+    #: Connections presenting this token (header ``X-Docagents-Agent-Token``) are agents.
+    docserver_agent_token: SecretStr | None = None
+    #: Grace after the last human leaves before 'idle' is written.
+    idle_timeout_ms: int = Field(default=30_000, ge=0)
+    #: Also write 'user_joined' / 'user_left' rows.
+    docserver_record_joins: bool = False
+    #: Activity rows kept in memory while the database is unreachable.
+    docserver_activity_buffer: int = Field(default=10_000, ge=10)
+    #: Per-connection message rate (sustained, and burst) before reads are slowed down.
+    docserver_max_messages_per_s: float = Field(default=200.0, gt=0)
+    docserver_message_burst: int = Field(default=2_000, ge=1)
+    #: A document nobody has open is unloaded from memory after this long.
+    docserver_room_unload_after_s: float = Field(default=60.0, ge=0)
+    #: Keepalive pings on every websocket; a peer that stops answering is dropped.
+    docserver_ping_interval_s: float = Field(default=20.0, gt=0)
+    docserver_ping_timeout_s: float = Field(default=20.0, gt=0)
+    docagents_home: Path = Field(default_factory=_default_home)
+
+    log_format: Literal["console", "json"] = "console"
+    log_level: str = "INFO"
+
+    @field_validator("docserver_agent_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @property
+    def grace_s(self) -> float:
+        return self.idle_timeout_ms / 1000
+
+    @property
+    def store_path(self) -> Path:
+        """The SQLite file holding every document's Y.js updates."""
+        return self.docagents_home / "docserver" / "documents.sqlite3"
