@@ -1,0 +1,326 @@
+"""The Supabase backend of :class:`~manager.store.base.Store`: PostgREST through ``supabase``.
+
+Every atomic state change calls the same SQL function as the Postgres backend,
+through ``.rpc()`` (``claim_document``, ``set_agent_status``, ``end_agent_life``,
+``record_agent_metrics``, ``get_agent_system_stats``, ``get_manager_active_agents``);
+a batch of metrics is one rpc call. Events are read by id cursor with a plain
+select (``id=gt.N&order=id.asc&limit=N``).
+
+Errors are translated here, once:
+
+* the network failed, or the gateway / PostgREST says the database is not
+  reachable (HTTP 502, 503, 504, 520) -> :class:`~manager.errors.StoreUnavailable`
+* the key was refused or lacks privileges (HTTP 401, 403) ->
+  :class:`~manager.errors.ConfigurationError` (retrying cannot help)
+* any other refusal (a SQL error, HTTP 4xx/500) -> :class:`~manager.errors.StoreError`
+
+The service key is never logged and never part of an error message.
+
+Ids are taken at INSERT and become visible at COMMIT; the reader
+(:class:`manager.activity.EventCursor`) keeps holes open for a while, so pages
+here are plain ``id > cursor`` reads with every id read reported.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Self
+
+import httpx
+import structlog
+from postgrest.exceptions import APIError
+from pydantic import SecretStr
+from supabase import AsyncClient, AsyncClientOptions
+
+from manager.errors import ConfigurationError, StoreError, StoreUnavailable
+from manager.store.base import (
+    EVENT_TYPES,
+    ActivityEvent,
+    AgentRow,
+    ClaimResult,
+    EventPage,
+    MetricsRecord,
+    SystemStats,
+)
+from manager.store.postgres import START_GAP_WINDOW
+
+__all__ = ["SupabaseStore", "redact"]
+
+log = structlog.get_logger(__name__)
+
+_UNAVAILABLE_STATUS = frozenset({502, 503, 504, 520})
+_AUTH_STATUS = frozenset({401, 403})
+_TABLE = "document_activity"
+_PAGE = 1000
+_MAX_DOCUMENT_ID = 512
+
+
+class _HttpRefusal(Exception):
+    """Raised by the response hook for a status that is not a SQL answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+def redact(text: str, secret: SecretStr | str | None) -> str:
+    """``text`` with every occurrence of the secret replaced (for error messages)."""
+    value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+    return text.replace(value, "<redacted>") if value else text
+
+
+async def _check_status(response: httpx.Response) -> None:
+    if response.status_code in _AUTH_STATUS or response.status_code in _UNAVAILABLE_STATUS:
+        await response.aread()
+        try:
+            body = response.json()
+            message = str(body.get("message") or body) if isinstance(body, dict) else str(body)
+        except ValueError:
+            message = response.text[:200] or response.reason_phrase
+        raise _HttpRefusal(response.status_code, message)
+
+
+class SupabaseStore:
+    """Talks to a Supabase project's PostgREST with the service_role key."""
+
+    def __init__(
+        self,
+        url: str,
+        service_key: SecretStr,
+        *,
+        timeout_s: float = 10.0,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigurationError("SUPABASE_URL must start with http:// or https://")
+        self.url = url.rstrip("/")
+        self._key = service_key
+        self._http = httpx.AsyncClient(
+            timeout=timeout_s,
+            follow_redirects=True,
+            event_hooks={"response": [_check_status]},
+        )
+        options = AsyncClientOptions(
+            httpx_client=self._http,
+            postgrest_client_retry=False,  # retrying is the caller's decision
+            auto_refresh_token=False,
+            persist_session=False,
+        )
+        self._client = AsyncClient(self.url, service_key.get_secret_value(), options)
+
+    @classmethod
+    async def connect(cls, url: str, service_key: SecretStr, **kwargs: Any) -> Self:
+        """A store whose key has been checked with one cheap call."""
+        store = cls(url, service_key, **kwargs)
+        try:
+            await store.system_stats()
+        except BaseException:
+            await store.aclose()
+            raise
+        return store
+
+    # -- reading events ----------------------------------------------------------
+
+    async def latest_events(self) -> tuple[list[ActivityEvent], int]:
+        """The latest usable event of every document up to the cursor, and the cursor.
+
+        PostgREST has no ``DISTINCT ON``: this is a keyset scan of the table
+        (bounded by retention; it runs once at start). As in the Postgres
+        store, the cursor is the newest id, or just below an id missing among
+        the newest :data:`START_GAP_WINDOW` (an INSERT still in flight), so the
+        reader delivers that row when it commits.
+        """
+        latest: dict[str, ActivityEvent] = {}
+        recent: deque[dict[str, Any]] = deque()
+        top = 0
+        while True:
+            rows = await self._select_after(top, _PAGE)
+            for row in rows:
+                recent.append(row)
+                top = int(row["id"])
+                while recent and int(recent[0]["id"]) <= top - START_GAP_WINDOW:
+                    self._fold(latest, recent.popleft())
+            if len(rows) < _PAGE:
+                break
+        present = {int(row["id"]) for row in recent}
+        missing = [
+            i for i in range(max(top - START_GAP_WINDOW + 1, 1), top + 1) if i not in present
+        ]
+        cursor = missing[0] - 1 if missing else top
+        for row in recent:
+            if int(row["id"]) <= cursor:
+                self._fold(latest, row)
+        return sorted(latest.values(), key=lambda e: e.id), cursor
+
+    @classmethod
+    def _fold(cls, latest: dict[str, ActivityEvent], row: dict[str, Any]) -> None:
+        event = _event(row)
+        if event is not None:
+            latest[event.document_id] = event
+
+    async def read_events(self, cursor: int, limit: int = 1000) -> EventPage:
+        rows = await self._select_after(cursor, limit)
+        events = [event for row in rows if (event := _event(row)) is not None]
+        return EventPage(events=events, ids=[int(row["id"]) for row in rows])
+
+    async def events_after(self, cursor: int, limit: int = 1000) -> list[ActivityEvent]:
+        return (await self.read_events(cursor, limit)).events
+
+    async def _select_after(self, cursor: int, limit: int) -> list[dict[str, Any]]:
+        query = self._client.table(_TABLE).select("*").gt("id", cursor).order("id").limit(limit)
+        data = await self._execute(query, "select document_activity")
+        return data if isinstance(data, list) else []
+
+    # -- agent lives ------------------------------------------------------------------
+
+    async def claim_document(
+        self,
+        document_id: str,
+        agent_id: str,
+        manager_id: str,
+        manager_host: str | None,
+        metadata: dict[str, Any] | None = None,
+    ) -> ClaimResult:
+        params = {
+            "p_document_id": document_id,
+            "p_agent_id": agent_id,
+            "p_manager_id": manager_id,
+            "p_manager_host": manager_host,
+            "p_metadata": metadata or {},
+        }
+        data = await self._rpc("claim_document", params)
+        if not isinstance(data, list) or len(data) != 1:
+            raise StoreError(f"claim_document returned {len(data or [])} rows, expected 1")
+        return ClaimResult(claimed=bool(data[0]["claimed"]), row=_agent_row(data[0]["connection"]))
+
+    async def set_agent_status(
+        self,
+        agent_id: str,
+        status: str,
+        pid: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> AgentRow | None:
+        params: dict[str, Any] = {"p_agent_id": agent_id, "p_status": status, "p_pid": pid}
+        if metadata is not None:
+            params["p_metadata"] = metadata
+        return _first_row(await self._rpc("set_agent_status", params))
+
+    async def end_agent_life(
+        self, agent_id: str, status: str, reason: str | None
+    ) -> AgentRow | None:
+        params = {"p_agent_id": agent_id, "p_status": status, "p_reason": reason}
+        return _first_row(await self._rpc("end_agent_life", params))
+
+    async def record_metrics(self, batch: Sequence[MetricsRecord]) -> int:
+        if not batch:
+            return 0
+        data = await self._rpc("record_agent_metrics", {"p_batch": [r.as_json() for r in batch]})
+        return int(data or 0)
+
+    async def live_agents_of_manager(self, manager_id: str) -> list[AgentRow]:
+        data = await self._rpc("get_manager_active_agents", {"manager_id_param": manager_id})
+        return [_agent_row(row) for row in data or []]
+
+    async def system_stats(self) -> SystemStats:
+        data = await self._rpc("get_agent_system_stats", {})
+        if not isinstance(data, list) or not data:
+            raise StoreError("get_agent_system_stats returned no row")
+        row = dict(data[0])
+        avg = row.pop("avg_memory_mb")
+        return SystemStats(
+            avg_memory_mb=None if avg is None else float(avg),
+            **{name: int(value) for name, value in row.items()},
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- one place for errors -----------------------------------------------------
+
+    async def _rpc(self, function: str, params: dict[str, Any]) -> Any:
+        return await self._execute(self._client.rpc(function, params), function)
+
+    async def _execute(self, query: Any, what: str) -> Any:
+        try:
+            response = await query.execute()
+        except _HttpRefusal as exc:
+            message = redact(exc.message, self._key)
+            if exc.status in _AUTH_STATUS:
+                raise ConfigurationError(
+                    f"Supabase at {self.url} refused SUPABASE_SERVICE_KEY for {what} "
+                    f"(HTTP {exc.status}: {message}); use the project's service_role key"
+                ) from exc
+            raise StoreUnavailable(
+                f"Supabase at {self.url} is unavailable (HTTP {exc.status}: {message})"
+            ) from exc
+        except httpx.TransportError as exc:
+            detail = redact(str(exc) or type(exc).__name__, self._key)
+            raise StoreUnavailable(f"cannot reach Supabase at {self.url}: {detail}") from exc
+        except APIError as exc:
+            detail = redact(f"{exc.code}: {exc.message}", self._key)
+            raise StoreError(f"{what} refused by Supabase: {detail}") from exc
+        return response.data
+
+
+def _event(row: dict[str, Any]) -> ActivityEvent | None:
+    """An event the manager can use, or None (logged) for a row it cannot."""
+    document_id, event_type = row.get("document_id"), row.get("event_type")
+    user_count = row.get("user_count")
+    problem = None
+    try:
+        timestamp: datetime | None = datetime.fromisoformat(row["timestamp"])
+    except (KeyError, TypeError, ValueError):
+        timestamp = None
+    if event_type not in EVENT_TYPES:
+        problem = "unknown_event_type"
+    elif not isinstance(document_id, str) or not document_id.strip():
+        problem = "empty_document_id"
+    elif len(document_id) > _MAX_DOCUMENT_ID:
+        problem = "document_id_too_long"
+    elif timestamp is None or timestamp.tzinfo is None:
+        problem = "bad_timestamp"
+    elif not isinstance(user_count, int) or user_count < 0:
+        problem = "bad_user_count"
+    if problem is not None or timestamp is None:
+        log.warning(
+            "activity_event_skipped",
+            event_id=row.get("id"),
+            problem=problem,
+            event_type=str(event_type)[:40],
+            document_id=str(document_id)[:80],
+        )
+        return None
+    return ActivityEvent(
+        id=int(row["id"]),
+        document_id=str(document_id),
+        event_type=str(event_type),
+        user_count=int(user_count),
+        timestamp=timestamp,
+    )
+
+
+def _first_row(data: Any) -> AgentRow | None:
+    return _agent_row(data[0]) if isinstance(data, list) and data else None
+
+
+def _agent_row(row: dict[str, Any]) -> AgentRow:
+    try:
+        disconnected = row.get("disconnected_at")
+        return AgentRow(
+            id=uuid.UUID(row["id"]),
+            document_id=row["document_id"],
+            agent_id=row["agent_id"],
+            agent_pid=row.get("agent_pid"),
+            status=row["status"],
+            manager_id=row["manager_id"],
+            manager_host=row.get("manager_host"),
+            connected_at=datetime.fromisoformat(row["connected_at"]),
+            metadata=dict(row.get("metadata") or {}),
+            disconnected_at=datetime.fromisoformat(disconnected) if disconnected else None,
+            error_message=row.get("error_message"),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"unexpected agent_connections row from Supabase: {exc}") from exc
