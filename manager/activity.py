@@ -98,11 +98,11 @@ class EventCursor:
                 fresh.append(event)
         return fresh
 
-    def delivered(self, events: Sequence[ActivityEvent]) -> None:
+    def delivered(self, events: Sequence[ActivityEvent], *, now: float) -> None:
         """Record events handed to the consumer; advance the cursor."""
         for event in events:
             self._done[event.id] = event.document_id
-        self.advance(time.monotonic())
+        self.advance(now)
 
     def advance(self, now: float) -> None:
         """Move the cursor over delivered ids and expired holes."""
@@ -273,7 +273,7 @@ class ActivityListener:
             fresh = self._ids.accept(page.events, page.ids, now=time.monotonic())
             if fresh:
                 await on_events(fresh)
-                self._ids.delivered(fresh)
+                self._ids.delivered(fresh, now=time.monotonic())
                 self.events_delivered += len(fresh)
                 self._lag_s = max(0.0, (datetime.now(UTC) - fresh[-1].timestamp).total_seconds())
             else:

@@ -1,0 +1,198 @@
+"""PostgresStore: every method against a real database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import anyio
+import psycopg
+import pytest
+
+from manager.errors import StoreError, StoreUnavailable
+from manager.store.base import MetricsRecord
+from manager.store.postgres import PostgresStore
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[PostgresStore]:
+    s = await PostgresStore.connect(database_url)
+    try:
+        yield s
+    finally:
+        await s.aclose()
+
+
+def insert_event(db: psycopg.Connection, document_id: str, event_type: str) -> int:
+    row = db.execute(
+        "INSERT INTO document_activity (document_id, event_type) VALUES (%s, %s) RETURNING id",
+        [document_id, event_type],
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_latest_events_and_cursor(store: PostgresStore, db: psycopg.Connection) -> None:
+    assert await store.latest_events() == ([], 0)
+    insert_event(db, "a", "active")
+    insert_event(db, "b", "active")
+    insert_event(db, "a", "idle")
+    last = insert_event(db, "c", "user_joined")
+    events, cursor = await store.latest_events()
+    assert cursor == last
+    assert [(e.document_id, e.event_type) for e in events] == [
+        ("b", "active"),
+        ("a", "idle"),
+        ("c", "user_joined"),
+    ]
+    assert all(e.timestamp.tzinfo is not None for e in events)
+
+
+async def test_latest_events_stops_below_an_insert_in_flight(
+    store: PostgresStore, db: psycopg.Connection, database_url: str
+) -> None:
+    first = insert_event(db, "a", "active")
+    with psycopg.connect(database_url) as slow:  # a transaction: not committed yet
+        in_flight = insert_event(slow, "b", "active")
+        later = insert_event(db, "c", "active")
+        events, cursor = await store.latest_events()
+        assert cursor == first  # following from here delivers b and c, in order
+        assert [e.id for e in events] == [first]
+        slow.commit()
+    assert [e.id for e in await store.events_after(cursor)] == [in_flight, later]
+
+
+async def test_events_after_pages_in_id_order(store: PostgresStore, db: psycopg.Connection) -> None:
+    ids = [insert_event(db, f"d{i}", "active") for i in range(5)]
+    assert [e.id for e in await store.events_after(0)] == ids
+    assert [e.id for e in await store.events_after(ids[1], limit=2)] == ids[2:4]
+    assert await store.events_after(ids[-1]) == []
+
+
+async def test_unusable_rows_are_logged_and_skipped(
+    store: PostgresStore, db: psycopg.Connection
+) -> None:
+    db.execute("ALTER TABLE document_activity DROP CONSTRAINT document_activity_event_type_known")
+    good = insert_event(db, "a", "active")
+    bad = insert_event(db, "a", "exploded")
+    blank = insert_event(db, "   ", "active")
+    page = await store.read_events(0)
+    assert [e.id for e in page.events] == [good]
+    assert page.ids == [good, bad, blank]
+    events, _ = await store.latest_events()
+    assert events == []  # the latest row of 'a' is unusable; nothing else to say
+
+
+async def test_claim_status_end_and_agents_of_manager(store: PostgresStore) -> None:
+    claim = await store.claim_document("doc", "agent-1", "m1", "host1", {"k": 1})
+    assert claim.claimed
+    assert claim.row.status == "connecting"
+    assert claim.row.metadata == {"k": 1}
+    assert claim.row.manager_host == "host1"
+
+    other = await store.claim_document("doc", "agent-2", "m2", None)
+    assert not other.claimed
+    assert other.row.agent_id == "agent-1"
+
+    row = await store.set_agent_status(
+        "agent-1", "active", pid=4242, metadata={"pid_create_time": 1.5}
+    )
+    assert row is not None
+    assert (row.status, row.agent_pid) == ("active", 4242)
+    assert row.metadata == {"k": 1, "pid_create_time": 1.5}
+    row = await store.set_agent_status("agent-1", "detaching")
+    assert row is not None
+    assert (row.agent_pid, row.metadata["pid_create_time"]) == (4242, 1.5)
+
+    live = await store.live_agents_of_manager("m1")
+    assert [r.agent_id for r in live] == ["agent-1"]
+    assert await store.live_agents_of_manager("m2") == []
+
+    ended = await store.end_agent_life("agent-1", "error", "boom")
+    assert ended is not None
+    assert (ended.status, ended.error_message) == ("error", "boom")
+    assert ended.disconnected_at is not None
+    assert await store.end_agent_life("agent-1", "disconnected", "again") is None
+    assert await store.set_agent_status("agent-1", "active") is None
+    assert await store.live_agents_of_manager("m1") == []
+    assert (await store.claim_document("doc", "agent-3", "m2", None)).claimed
+
+    with pytest.raises(ValueError, match="final status"):
+        await store.end_agent_life("agent-3", "active", None)
+    with pytest.raises(StoreError):
+        await store.set_agent_status("agent-3", "no-such-status")
+
+
+async def test_record_metrics_one_call_and_stats(
+    store: PostgresStore, db: psycopg.Connection
+) -> None:
+    claim = await store.claim_document("doc", "agent-1", "m1", None)
+    await store.set_agent_status("agent-1", "active")
+    now = datetime.now(UTC)
+    inserted = await store.record_metrics(
+        [
+            MetricsRecord("agent-1", memory_mb=20.5, cpu_percent=3.0, recorded_at=now),
+            MetricsRecord("agent-1", websocket_latency_ms=4.0, llm_response_time_ms=300.0),
+            MetricsRecord("agent-1", llm_calls=2, locations_marked=3, last_activity_at=now),
+            MetricsRecord("nobody", memory_mb=1.0),
+        ]
+    )
+    assert inserted == 2
+    assert await store.record_metrics([]) == 0
+    rows = db.execute("SELECT agent_connection_id FROM agent_metrics ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == [claim.row.id, claim.row.id]
+    stats = await store.system_stats()
+    assert (stats.total_agents, stats.active_agents, stats.connecting_agents) == (1, 1, 0)
+    assert (stats.total_llm_calls, stats.total_locations_marked) == (2, 3)
+    assert stats.avg_memory_mb == 20.5
+    assert stats.unique_documents == 1
+
+
+async def test_two_managers_claim_concurrently_one_live_row(
+    database_url: str, db: psycopg.Connection
+) -> None:
+    a = await PostgresStore.connect(database_url)
+    b = await PostgresStore.connect(database_url)
+    results = []
+    try:
+        for round_ in range(20):
+            doc = f"doc-{round_}"
+
+            async def claim(store: PostgresStore, name: str, doc: str = doc) -> None:
+                results.append(await store.claim_document(doc, f"{name}-{doc}", name, None))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(claim, a, "m1")
+                tg.start_soon(claim, b, "m2")
+    finally:
+        await a.aclose()
+        await b.aclose()
+    assert sum(r.claimed for r in results) == 20
+    live = db.execute(
+        "SELECT document_id, count(*) FROM agent_connections "
+        "WHERE status IN ('connecting', 'active') GROUP BY 1"
+    ).fetchall()
+    assert len(live) == 20
+    assert all(count == 1 for _, count in live)
+
+
+async def test_unreachable_database_raises_store_unavailable(pg_admin_url: str) -> None:
+    from tests.conftest import with_dbname
+
+    with pytest.raises(StoreUnavailable) as info:
+        await PostgresStore.connect(with_dbname(pg_admin_url, "no_such_db"), open_timeout_s=1)
+    assert "password" not in str(info.value)
+
+
+async def test_connection_killed_then_next_call_reconnects(
+    store: PostgresStore, db: psycopg.Connection
+) -> None:
+    await store.system_stats()
+    db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    stats = await store.system_stats()  # the pool's check drops the dead connection
+    assert stats.total_agents == 0
