@@ -1,0 +1,153 @@
+"""StoreWriter with a fake store: batching, ordering, the bound, buffering while down."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import pytest
+
+from manager.errors import StoreError, StoreUnavailable
+from manager.store.base import MetricsRecord
+from manager.writer import StoreWriter
+
+pytestmark = pytest.mark.anyio
+
+
+class FakeStore:
+    """Records calls; raises StoreUnavailable while ``down``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.down = False
+        self.refuse: set[str] = set()
+        self.metrics_written = anyio.Event()
+
+    def _check(self, agent_id: str = "") -> None:
+        if self.down:
+            raise StoreUnavailable("down")
+        if agent_id in self.refuse:
+            raise StoreError("refused")
+
+    async def set_agent_status(
+        self, agent_id: str, status: str, pid: int | None = None, metadata: Any = None
+    ) -> None:
+        self._check(agent_id)
+        self.calls.append(("status", (agent_id, status, pid)))
+
+    async def end_agent_life(self, agent_id: str, status: str, reason: str | None) -> None:
+        self._check(agent_id)
+        self.calls.append(("end", (agent_id, status, reason)))
+
+    async def record_metrics(self, batch: Sequence[MetricsRecord]) -> int:
+        self._check()
+        self.calls.append(("metrics", list(batch)))
+        self.metrics_written.set()
+        return len(batch)
+
+
+async def test_many_metrics_one_call_and_counters_coalesced() -> None:
+    store = FakeStore()
+    writer = StoreWriter(store)  # type: ignore[arg-type]
+    for i in range(50):
+        writer.add_metrics("a1", memory_mb=float(i))
+        writer.count("a1", llm_calls=1, locations_marked=2)
+    writer.count("a2", locations_marked=1)
+    assert writer.pending == 52
+    await writer.flush()
+    assert [kind for kind, _ in store.calls] == ["metrics"]
+    batch = store.calls[0][1]
+    assert len(batch) == 52
+    assert [r.memory_mb for r in batch[:50]] == [float(i) for i in range(50)]
+    totals = {r.agent_id: (r.llm_calls, r.locations_marked) for r in batch[50:]}
+    assert totals == {"a1": (50, 100), "a2": (0, 1)}
+    assert writer.pending == 0
+    await writer.flush()
+    assert len(store.calls) == 1  # nothing pending: no call
+
+
+async def test_status_changes_in_submission_order() -> None:
+    store = FakeStore()
+    writer = StoreWriter(store)  # type: ignore[arg-type]
+    writer.set_status("a1", "connecting")
+    writer.set_status("a2", "active", pid=7)
+    writer.set_status("a1", "active", pid=5)
+    writer.end_life("a1", "disconnected", "idle")
+    await writer.flush()
+    assert store.calls == [
+        ("status", ("a1", "connecting", None)),
+        ("status", ("a2", "active", 7)),
+        ("status", ("a1", "active", 5)),
+        ("end", ("a1", "disconnected", "idle")),
+    ]
+
+
+async def test_full_buffer_drops_oldest_samples_never_status() -> None:
+    store = FakeStore()
+    writer = StoreWriter(store, max_pending=5)  # type: ignore[arg-type]
+    writer.set_status("a", "active")
+    for i in range(10):
+        writer.add_metrics("a", memory_mb=float(i))
+    writer.end_life("a", "disconnected", None)
+    writer.set_status("b", "active")
+    writer.set_status("b", "detaching")
+    writer.end_life("b", "disconnected", None)
+    # 5 status changes leave no room for samples; none of them is dropped.
+    assert writer.pending == 5
+    assert writer.dropped == 10
+    await writer.flush()
+    assert [kind for kind, _ in store.calls] == ["status", "end", "status", "status", "end"]
+
+    for i in range(8):
+        writer.add_metrics("c", memory_mb=float(i))
+    await writer.flush()
+    assert [r.memory_mb for r in store.calls[-1][1]] == [3.0, 4.0, 5.0, 6.0, 7.0]
+
+
+async def test_database_down_buffers_then_flushes_in_order() -> None:
+    store = FakeStore()
+    writer = StoreWriter(store, flush_interval_s=0.05, backoff_min_s=0.01, backoff_max_s=0.05)  # type: ignore[arg-type]
+    async with anyio.create_task_group() as tg:
+        await tg.start(writer.run)
+        store.down = True
+        writer.set_status("a", "active", pid=1)
+        writer.add_metrics("a", memory_mb=1.0)
+        writer.count("a", llm_calls=1)
+        with anyio.fail_after(5):
+            while writer.healthy:  # noqa: ASYNC110 - the writer's own state, no event to wait on
+                await anyio.sleep(0.01)
+        writer.count("a", llm_calls=2)
+        writer.end_life("a", "disconnected", "bye")
+        assert store.calls == []
+        assert writer.pending == 4  # two ops, one sample, one counter
+        store.down = False
+        with anyio.fail_after(5):
+            await store.metrics_written.wait()
+        assert writer.healthy
+        tg.cancel_scope.cancel()
+    assert [call[0] for call in store.calls] == ["status", "end", "metrics"]
+    batch = store.calls[2][1]
+    assert [(r.memory_mb, r.llm_calls) for r in batch] == [(1.0, 0), (None, 3)]
+
+
+async def test_refused_write_is_dropped_and_the_rest_goes_on() -> None:
+    store = FakeStore()
+    store.refuse.add("bad")
+    writer = StoreWriter(store)  # type: ignore[arg-type]
+    writer.set_status("bad", "active")
+    writer.set_status("good", "active")
+    await writer.flush()
+    assert store.calls == [("status", ("good", "active", None))]
+
+
+async def test_cancel_does_a_final_flush_and_double_run_raises() -> None:
+    store = FakeStore()
+    writer = StoreWriter(store, flush_interval_s=60)  # type: ignore[arg-type]
+    async with anyio.create_task_group() as tg:
+        await tg.start(writer.run)
+        with pytest.raises(RuntimeError):
+            await writer.run()
+        writer.add_metrics("a", cpu_percent=2.0)
+        tg.cancel_scope.cancel()
+    assert [kind for kind, _ in store.calls] == ["metrics"]
