@@ -1,0 +1,336 @@
+"""The manager daemon in-process: real Postgres, real forkserver processes (stand-in worker).
+
+Documents are driven by inserting ``document_activity`` rows, as the docserver does.
+Conditions on the database are awaited by polling under ``fail_after``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import manager_standin
+import psutil
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from manager.config import Settings
+from manager.daemon import ManagerDaemon
+from manager.errors import ConfigurationError
+from manager.processes import WorkerFleet
+from manager.store.postgres import PostgresStore
+
+pytestmark = pytest.mark.anyio
+
+FAST = {
+    "max_concurrent_agents": 10,
+    "min_residency_s": 0.0,
+    "ping_interval_s": 0.3,
+    "ping_timeout_s": 0.5,
+    "detach_grace_s": 2.0,
+    "kill_grace_s": 0.5,
+    "shutdown_timeout_s": 5.0,
+    "poll_interval_s": 1.0,
+    "flush_interval_s": 0.1,
+    "stats_interval_s": 3600.0,
+    "restart_backoff_min_s": 0.05,
+    "restart_backoff_max_s": 0.2,
+    "restart_stable_s": 60.0,
+    "claim_retry_s": 0.5,
+}
+
+
+def make_settings(manager_id: str = "test-manager", **overrides: Any) -> Settings:
+    return Settings(manager_id=manager_id, **{**FAST, **overrides})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def fleet() -> WorkerFleet:
+    fleet = WorkerFleet(target=manager_standin.main)
+    fleet.warm_up()
+    return fleet
+
+
+@asynccontextmanager
+async def running(settings: Settings, url: str, fleet: WorkerFleet) -> AsyncIterator[ManagerDaemon]:
+    store = await PostgresStore.connect(url)
+    daemon = ManagerDaemon(settings, store, url, fleet)
+    ready = anyio.Event()
+    result: list[int] = []
+    finished = anyio.Event()
+    try:
+        async with anyio.create_task_group() as tg:
+
+            async def run() -> None:
+                result.append(await daemon.run(ready=ready.set))
+                finished.set()
+
+            tg.start_soon(run)
+            with anyio.fail_after(20):
+                await ready.wait()
+            yield daemon
+            daemon.request_shutdown()
+            with anyio.fail_after(15):
+                await finished.wait()
+        assert result == [0]
+    finally:
+        await store.aclose()
+
+
+class Db:
+    def __init__(self, url: str) -> None:
+        self.conn = psycopg.connect(url, autocommit=True, row_factory=dict_row)
+
+    def event(self, document_id: str, event_type: str = "active", users: int = 1) -> None:
+        self.conn.execute(
+            "INSERT INTO document_activity (document_id, event_type, user_count)"
+            " VALUES (%s, %s, %s)",
+            (document_id, event_type, users if event_type != "idle" else 0),
+        )
+
+    def rows(self, document_id: str | None = None) -> list[dict[str, Any]]:
+        if document_id is None:
+            return self.conn.execute(
+                "SELECT * FROM agent_connections ORDER BY connected_at"
+            ).fetchall()
+        return self.conn.execute(
+            "SELECT * FROM agent_connections WHERE document_id = %s ORDER BY connected_at",
+            (document_id,),
+        ).fetchall()
+
+    def live(self) -> dict[str, dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT * FROM agent_connections WHERE status IN ('connecting', 'active')"
+        ).fetchall()
+        return {r["document_id"]: r for r in rows}
+
+    def active(self, document_id: str) -> dict[str, Any] | None:
+        row = self.live().get(document_id)
+        return row if row is not None and row["status"] == "active" else None
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Db]:
+    db = Db(database_url)
+    with db.conn:
+        yield db
+
+
+async def until(predicate: Callable[[], Any], within: float = 10.0) -> Any:
+    """Poll a condition on the database (rows have no event to wait on)."""
+    with anyio.fail_after(within):
+        while not (value := predicate()):  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+    return value
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def test_attach_metrics_and_detach_on_idle(
+    database_url: str, db: Db, fleet: WorkerFleet
+) -> None:
+    async with running(make_settings(), database_url, fleet):
+        db.event("doc-1")
+        row = await until(lambda: db.active("doc-1"))
+        pid = row["agent_pid"]
+        assert pid and not gone(pid)
+        assert row["manager_id"] == "test-manager"
+        assert row["metadata"]["pid_create_time"] == pytest.approx(
+            psutil.Process(pid).create_time()
+        )
+        metrics = await until(
+            lambda: db.conn.execute(
+                "SELECT * FROM agent_metrics WHERE agent_connection_id = %s", (row["id"],)
+            ).fetchall()
+        )
+        assert float(metrics[0]["memory_mb"]) == 12.5
+        db.event("doc-1", "idle")
+        await until(lambda: db.rows("doc-1")[-1]["status"] == "disconnected")
+        assert db.rows("doc-1")[-1]["error_message"] == "idle"
+        await until(lambda: gone(pid), 5)
+        assert len(db.rows("doc-1")) == 1
+
+
+async def test_wanted_documents_attach_at_start_most_recent_first(
+    database_url: str, db: Db, fleet: WorkerFleet
+) -> None:
+    for doc in ["old", "gone", "mid", "new"]:
+        db.event(doc)
+    db.event("gone", "idle")
+    async with running(make_settings(max_concurrent_agents=2), database_url, fleet):
+        await until(
+            lambda: {d for d, r in db.live().items() if r["status"] == "active"} == {"mid", "new"}
+        )
+        assert db.rows("old") == [] and db.rows("gone") == []
+
+
+async def test_cap_lru_eviction_and_no_thrash(
+    database_url: str, db: Db, fleet: WorkerFleet
+) -> None:
+    settings = make_settings(max_concurrent_agents=2, min_residency_s=1.0)
+    async with running(settings, database_url, fleet) as daemon:
+        db.event("A")
+        await until(lambda: db.active("A"))
+        db.event("B")
+        await until(lambda: db.active("B"))
+        db.event("C")  # A is least recent: evicted once it has lived 1 s
+        await until(lambda: db.active("C"))
+        assert db.rows("A")[-1]["error_message"] == "evicted"
+        assert set(db.live()) == {"B", "C"}
+        assert daemon.supervisor.waiting == 1
+        # B and C stay busy, A waits: nobody is evicted however long this goes on.
+        for i in range(20):
+            db.event("BC"[i % 2], "user_joined", 2)
+            await anyio.sleep(0.1)
+        assert daemon.supervisor.evictions == 1
+        assert set(db.live()) == {"B", "C"} and len(db.rows()) == 3
+        # A slot frees: the evicted A gets an agent back.
+        db.event("B", "idle")
+        await until(lambda: db.active("A"))
+        assert len(db.rows("A")) == 2
+        assert daemon.supervisor.running <= 2
+
+
+async def test_worker_sigkill_is_restarted(database_url: str, db: Db, fleet: WorkerFleet) -> None:
+    async with running(make_settings(), database_url, fleet) as daemon:
+        db.event("doc-k")
+        first = await until(lambda: db.active("doc-k"))
+        os.kill(first["agent_pid"], signal.SIGKILL)
+        second = await until(
+            lambda: (r := db.active("doc-k")) and r["agent_id"] != first["agent_id"] and r
+        )
+        old = db.rows("doc-k")[0]
+        assert old["status"] == "disconnected" and old["error_message"] == "killed by SIGKILL"
+        assert second["agent_pid"] != first["agent_pid"]
+        assert daemon.supervisor.restarts == 1
+
+
+async def test_stopped_worker_is_detected_by_ping_killed_and_restarted(
+    database_url: str, db: Db, fleet: WorkerFleet
+) -> None:
+    async with running(make_settings(), database_url, fleet):
+        db.event("doc-s")
+        first = await until(lambda: db.active("doc-s"))
+        os.kill(first["agent_pid"], signal.SIGSTOP)
+        await until(lambda: (r := db.active("doc-s")) and r["agent_id"] != first["agent_id"])
+        assert db.rows("doc-s")[0]["error_message"] == "no pong within 0.5 s"
+        await until(lambda: gone(first["agent_pid"]), 5)
+
+
+async def test_crash_loop_backs_off_then_error_until_next_active(
+    database_url: str, db: Db, fleet: WorkerFleet
+) -> None:
+    settings = make_settings(crash_loop_restarts=3, crash_loop_window_s=60)
+    async with running(settings, database_url, fleet) as daemon:
+        db.event("crash-1")
+        await until(lambda: any(r["status"] == "error" for r in db.rows("crash-1")))
+        rows = db.rows("crash-1")
+        assert [r["status"] for r in rows] == ["disconnected"] * 3 + ["error"]
+        assert rows[0]["error_message"] == "exited with code 3"
+        assert "crash loop" in rows[-1]["error_message"]
+        gaps = [
+            (b["connected_at"] - a["disconnected_at"]).total_seconds()
+            for a, b in itertools.pairwise(rows)
+        ]
+        assert gaps[0] >= 0.04 and gaps[-1] >= 0.15  # 0.05, 0.1, 0.2: backed off
+        await anyio.sleep(1.0)
+        assert len(db.rows("crash-1")) == 4 and daemon.supervisor.blocked("crash-1") == "error"
+        db.event("crash-1")  # a new 'active' event: try again
+        await until(lambda: len(db.rows("crash-1")) > 4)
+
+
+async def test_garbage_on_pipe_restarts_only_that_worker(
+    database_url: str, db: Db, fleet: WorkerFleet
+) -> None:
+    settings = make_settings(crash_loop_restarts=2)
+    async with running(settings, database_url, fleet):
+        db.event("doc-fine")
+        fine = await until(lambda: db.active("doc-fine"))
+        db.event("garbage-1")
+        await until(lambda: len(db.rows("garbage-1")) >= 2)
+        assert db.rows("garbage-1")[0]["error_message"].startswith("protocol error")
+        assert db.rows("doc-fine") == [fine] or db.rows("doc-fine")[0]["id"] == fine["id"]
+        assert len(db.rows("doc-fine")) == 1 and not gone(fine["agent_pid"])
+
+
+async def test_abandoned_document_is_detached_and_not_restarted(
+    database_url: str, db: Db, fleet: WorkerFleet
+) -> None:
+    async with running(make_settings(), database_url, fleet) as daemon:
+        db.event("abandon-1")
+        await until(
+            lambda: db.rows("abandon-1") and db.rows("abandon-1")[-1]["status"] == "disconnected"
+        )
+        assert db.rows("abandon-1")[-1]["error_message"] == "abandoned"
+        await anyio.sleep(0.5)
+        assert len(db.rows("abandon-1")) == 1
+        assert daemon.supervisor.blocked("abandon-1") == "abandoned"
+
+
+async def test_two_managers_one_document_one_agent(
+    database_url: str, db: Db, fleet: WorkerFleet
+) -> None:
+    before = {w.pid for w in fleet.workers}
+    async with (
+        running(make_settings("m1", claim_retry_s=0.2), database_url, fleet),
+        running(make_settings("m2", claim_retry_s=0.2), database_url, fleet),
+    ):
+        db.event("shared")
+        await until(lambda: db.active("shared"))
+        await anyio.sleep(1.0)  # both retried their claims several times meanwhile
+        rows = db.rows("shared")
+        assert len(rows) == 1 and rows[0]["status"] == "active"
+        assert len({w.pid for w in fleet.workers} - before) == 1
+
+
+async def test_shutdown_with_ten_agents_detaches_all(
+    database_url: str, db: Db, fleet: WorkerFleet
+) -> None:
+    async with running(make_settings(), database_url, fleet):
+        for i in range(10):
+            db.event(f"doc-{i}")
+        await until(lambda: len([r for r in db.live().values() if r["status"] == "active"]) == 10)
+        pids = [r["agent_pid"] for r in db.live().values()]
+        started = anyio.current_time()
+    assert anyio.current_time() - started < 10
+    rows = db.rows()
+    assert len(rows) == 10
+    assert {r["status"] for r in rows} == {"disconnected"}
+    assert {r["error_message"] for r in rows} == {"manager shutdown"}
+    assert all(gone(pid) for pid in pids)
+
+
+async def test_restart_ends_stale_rows_and_reattaches(
+    database_url: str, db: Db, fleet: WorkerFleet
+) -> None:
+    db.event("doc-r")
+    db.conn.execute(
+        "SELECT * FROM claim_document('doc-r', 'stale-agent', 'test-manager', 'h', '{}'::jsonb)"
+    )
+    db.conn.execute("SELECT * FROM set_agent_status('stale-agent', 'active', 999999)")
+    async with running(make_settings(), database_url, fleet):
+        await until(lambda: db.active("doc-r"))
+        stale = db.rows("doc-r")[0]
+        assert stale["agent_id"] == "stale-agent"
+        assert stale["status"] == "disconnected" and stale["error_message"] == "manager restarted"
+
+
+async def test_missing_schema_is_a_clear_error(empty_database_url: str, fleet: WorkerFleet) -> None:
+    store = await PostgresStore.connect(empty_database_url)
+    try:
+        daemon = ManagerDaemon(make_settings(), store, empty_database_url, fleet)
+        with pytest.raises(ConfigurationError, match="docagents migrate"):
+            await daemon.run()
+    finally:
+        await store.aclose()
