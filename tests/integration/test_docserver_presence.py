@@ -96,7 +96,7 @@ asyncio.run(main())
 
 async def test_sigkilled_client_counts_as_leaving(tmp_path: Path, database_url: str) -> None:
     async with running_docserver(tmp_path, database_url) as server:
-        client = subprocess.Popen(
+        client = subprocess.Popen(  # noqa: ASYNC220
             [sys.executable, "-c", HUMAN_SCRIPT, server.ws_url("killed")],
             stdout=subprocess.PIPE,
         )
@@ -132,13 +132,12 @@ async def test_restart_gives_stale_active_documents_their_idle(
 async def test_join_and_leave_rows_when_enabled(tmp_path: Path, database_url: str) -> None:
     async with running_docserver(tmp_path, database_url, DOCSERVER_RECORD_JOINS="true") as server:
         url = server.ws_url("joins")
-        async with YClient(url).connected():
-            async with YClient(url).connected():
-                await wait_for_rows(
-                    database_url,
-                    "joins",
-                    [("active", 1), ("user_joined", 1), ("user_joined", 2)],
-                )
+        async with YClient(url).connected(), YClient(url).connected():
+            await wait_for_rows(
+                database_url,
+                "joins",
+                [("active", 1), ("user_joined", 1), ("user_joined", 2)],
+            )
         await wait_for_rows(
             database_url,
             "joins",
