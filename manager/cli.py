@@ -188,6 +188,16 @@ def agents(settings: Settings, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("document_id")
+@click.pass_obj
+def worker(settings: Settings, document_id: str) -> None:
+    """Run one agent on DOCUMENT_ID in the foreground (debugging; no manager, no database)."""
+    from worker.main import run_standalone
+
+    anyio.run(run_standalone, settings.worker_settings(), document_id, backend="asyncio")
+
+
+@main.command()
 @click.pass_obj
 def down(settings: Settings) -> None:
     """Stop the embedded Postgres under DOCAGENTS_HOME, whoever holds it."""
@@ -217,6 +227,32 @@ def docserver(settings: Settings) -> None:
         raise _fail(exc) from exc
     except DocserverError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+@main.command(name="manager")
+@click.pass_obj
+def manager_command(settings: Settings) -> None:
+    """Run the manager daemon in the foreground (run `docagents migrate` first)."""
+    from manager.up import run_manager_foreground
+
+    try:
+        code = run_manager_foreground(settings)
+    except DocagentsError as exc:
+        raise _fail(exc) from exc
+    sys.exit(code)
+
+
+@main.command()
+@click.pass_obj
+def up(settings: Settings) -> None:
+    """Run everything in the foreground: database, migrations, docserver, manager."""
+    from manager.up import run_up
+
+    try:
+        code = run_up(settings)
+    except DocagentsError as exc:
+        raise _fail(exc) from exc
+    sys.exit(code)
 
 
 if __name__ == "__main__":
