@@ -57,7 +57,7 @@ _COLUMNS = [
 ]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Socket:
     send: Any
     lock: anyio.Lock = field(default_factory=anyio.Lock)
@@ -264,9 +264,12 @@ class SupabaseDouble:
         query = dict(parse_qsl(scope["query_string"].decode()))
         self.websocket_urls.append(f"{scope['path']}?{scope['query_string'].decode()}")
         await receive()  # websocket.connect
+        if self.reject_websockets:  # Realtime down behind a healthy gateway
+            await send({"type": "websocket.http.response.start", "status": 503, "headers": []})
+            await send({"type": "websocket.http.response.body", "body": b"unavailable"})
+            return
         if (
-            self.reject_websockets
-            or scope["path"] != "/realtime/v1/websocket"
+            scope["path"] != "/realtime/v1/websocket"
             or query.get("apikey") != self.key
             or query.get("vsn") != "1.0.0"
         ):
@@ -343,24 +346,22 @@ class SupabaseDouble:
 
     async def _stream_changes(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         with self._stream_scope:
-            async with await psycopg.AsyncConnection.connect(
-                self.database_url, autocommit=True
-            ) as conn:
-                await conn.execute("LISTEN document_activity")
-                await conn.execute("SET TIME ZONE 'UTC'")
+            async with (
+                await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as listen,
+                await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as read,
+            ):
+                await listen.execute("LISTEN document_activity")
+                await read.execute("SET TIME ZONE 'UTC'")
                 task_status.started()
-                await self._relay(conn)
-
-    async def _relay(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        async for notify in conn.notifies():
-            row_id = int(notify.payload)
-            cur = await conn.execute(
-                "SELECT to_json(a) FROM document_activity a WHERE id = %s", (row_id,)
-            )
-            row = await cur.fetchone()
-            if row is None or self.withhold(row_id):
-                continue
-            await self._broadcast(row[0])
+                async for notify in listen.notifies():
+                    row_id = int(notify.payload)
+                    cur = await read.execute(
+                        "SELECT to_json(a) FROM document_activity a WHERE id = %s", (row_id,)
+                    )
+                    row = await cur.fetchone()
+                    if row is None or self.withhold(row_id):
+                        continue
+                    await self._broadcast(row[0])
 
     async def _broadcast(self, record: dict[str, Any]) -> None:
         for sock in list(self._sockets):
