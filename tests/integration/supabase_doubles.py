@@ -127,8 +127,10 @@ class SupabaseDouble:
         try:
             if method == "GET" and path == "/rest/v1/document_activity":
                 status, payload = await self._select(params)
-            elif method == "POST" and path == "/rest/v1/document_activity" and not params:
-                status, payload = await self._insert(json.loads(body), headers.get("prefer", ""))
+            elif method == "POST" and path == "/rest/v1/document_activity":
+                status, payload = await self._insert(
+                    json.loads(body), headers.get("prefer", ""), dict(params)
+                )
             elif method == "POST" and path.startswith("/rest/v1/rpc/") and not params:
                 status, payload = await self._rpc(
                     path.removeprefix("/rest/v1/rpc/"), json.loads(body)
@@ -189,11 +191,15 @@ class SupabaseDouble:
         )
         return 200, await self._one(statement, values)
 
-    async def _insert(self, body: Any, prefer: str) -> tuple[int, Any]:
+    async def _insert(self, body: Any, prefer: str, params: dict[str, str]) -> tuple[int, Any]:
         rows = body if isinstance(body, list) else [body]
         columns = sorted({key for row in rows for key in row})
-        if not rows or set(columns) - _INSERT_COLUMNS:
+        if not rows or set(columns) - _INSERT_COLUMNS or set(params) - {"columns"}:
             raise _Unexpected
+        if "columns" in params:  # postgrest-py names the columns of a bulk insert
+            named = sorted(c.strip('"') for c in params["columns"].split(","))
+            if named != columns:
+                raise _Unexpected
         cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
         statement = sql.SQL(
             "WITH ins AS (INSERT INTO document_activity ({cols}) SELECT {cols} FROM "

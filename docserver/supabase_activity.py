@@ -1,0 +1,269 @@
+"""Writing document_activity rows through Supabase (PostgREST) when there is no DATABASE_URL.
+
+:class:`SupabaseActivityWriter` has the public surface of
+:class:`docserver.activity.ActivityWriter` (``record``, ``pending``,
+``wait_drained``, ``run(*, on_active_documents, task_status)``) and the same
+guarantees: one FIFO for all documents (rows of one document get increasing
+ids), the event's own time in ``timestamp``, bounded buffering with retries
+while Supabase is unreachable ('user_joined'/'user_left' dropped first). Queued
+rows go out as one insert per batch; a batch refused by the database (a CHECK)
+is retried row by row so only the bad row is dropped, loudly.
+
+A refused key (HTTP 401/403) raises :class:`SupabaseKeyRefused` from
+:meth:`run`: retrying cannot help. The key is never logged. This module does
+not import ``manager`` (DESIGN.md: the docserver imports neither package).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import httpx
+import structlog
+from anyio.abc import TaskStatus
+from postgrest.exceptions import APIError
+from postgrest.types import ReturnMethod
+from pydantic import SecretStr
+from supabase import AsyncClient, AsyncClientOptions
+
+from docserver.activity import ActivityEvent
+from docserver.presence import EventType
+
+__all__ = ["SupabaseActivityWriter", "SupabaseKeyRefused"]
+
+log = structlog.get_logger(__name__)
+
+_TABLE = "document_activity"
+_METADATA = {"source": "docserver"}
+_BATCH = 500
+_PAGE = 1000
+_UNAVAILABLE = frozenset({502, 503, 504, 520})
+_REFUSED = frozenset({401, 403})
+
+
+class SupabaseKeyRefused(RuntimeError):
+    """Supabase refused SUPABASE_SERVICE_KEY (HTTP 401/403)."""
+
+
+class _Unavailable(Exception):
+    pass
+
+
+async def _check_status(response: httpx.Response) -> None:
+    if response.status_code in _REFUSED:
+        raise SupabaseKeyRefused(
+            f"Supabase refused SUPABASE_SERVICE_KEY (HTTP {response.status_code}); "
+            "use the project's service_role key"
+        )
+    if response.status_code in _UNAVAILABLE:
+        raise _Unavailable(f"HTTP {response.status_code}")
+
+
+class SupabaseActivityWriter:
+    def __init__(
+        self,
+        url: str,
+        service_key: SecretStr,
+        *,
+        max_buffer: int = 10_000,
+        retry_max_s: float = 5.0,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._key = service_key
+        self._max_buffer = max_buffer
+        self._retry_max_s = retry_max_s
+        self._timeout_s = timeout_s
+        self._queue: deque[ActivityEvent] = deque()
+        self._wake = anyio.Event()
+        self._drained = anyio.Event()
+        self._drained.set()
+        self._running = False
+        self._failing_since: float | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def record(self, document_id: str, event_type: EventType, user_count: int) -> None:
+        """Queue a row (never blocks; the time is taken now)."""
+        if len(self._queue) >= self._max_buffer:
+            self._make_room()
+        self._queue.append(ActivityEvent(document_id, event_type, user_count, datetime.now(UTC)))
+        self._drained = anyio.Event() if self._drained.is_set() else self._drained
+        self._wake.set()
+
+    async def wait_drained(self) -> None:
+        await self._drained.wait()
+
+    def _make_room(self) -> None:
+        for index, event in enumerate(self._queue):
+            if event.event_type in ("user_joined", "user_left"):
+                del self._queue[index]
+                log.warning("activity_buffer_full_dropped_join_row", dropped=_describe(event))
+                return
+        event = self._queue.popleft()
+        log.error("activity_buffer_full_dropped_row", dropped=_describe(event))
+
+    async def run(
+        self,
+        *,
+        on_active_documents: Callable[[list[str]], None],
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Read the active documents once, then insert queued rows until cancelled."""
+        if self._running:
+            raise RuntimeError("SupabaseActivityWriter.run() called twice")
+        self._running = True
+        http = httpx.AsyncClient(timeout=self._timeout_s, event_hooks={"response": [_check_status]})
+        options = AsyncClientOptions(
+            httpx_client=http,
+            postgrest_client_retry=False,
+            auto_refresh_token=False,
+            persist_session=False,
+        )
+        client = AsyncClient(self.url, self._key.get_secret_value(), options)
+        task_status.started()
+        recovered = False
+        delay = 0.1
+        try:
+            while True:
+                if recovered and not self._queue:
+                    self._drained.set()
+                    await self._wake.wait()
+                    self._wake = anyio.Event()
+                    continue
+                try:
+                    if not recovered:
+                        active = await _active_documents(client)
+                        log.info("activity_active_documents_at_start", count=len(active))
+                        on_active_documents(active)
+                        recovered = True
+                    await self._insert_queued(client)
+                    delay = 0.1
+                    if self._failing_since is not None:
+                        log.warning(
+                            "activity_database_back",
+                            down_for_s=round(anyio.current_time() - self._failing_since, 1),
+                        )
+                        self._failing_since = None
+                except (httpx.TransportError, _Unavailable) as exc:
+                    self._note_failure(exc, delay)
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, self._retry_max_s)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await http.aclose()
+
+    async def _insert_queued(self, client: AsyncClient) -> None:
+        while self._queue:
+            batch = [self._queue[i] for i in range(min(_BATCH, len(self._queue)))]
+            try:
+                await _insert(client, batch)
+            except APIError:
+                if len(batch) > 1:  # find the refused row: one at a time
+                    batch = batch[:1]
+                    try:
+                        await _insert(client, batch)
+                    except APIError as exc:
+                        log.error(  # noqa: TRY400  (the row is the news, not a traceback)
+                            "activity_row_refused", row=_describe(batch[0]), error=exc.message
+                        )
+                else:
+                    raise
+            for _ in batch:
+                self._queue.popleft()
+
+    def _note_failure(self, exc: Exception, delay: float) -> None:
+        error = str(exc).replace(self._key.get_secret_value(), "<redacted>") or type(exc).__name__
+        if self._failing_since is None:
+            self._failing_since = anyio.current_time()
+            log.warning(
+                "activity_database_unreachable",
+                error=error,
+                pending=len(self._queue),
+                buffer_limit=self._max_buffer,
+            )
+        else:
+            log.debug("activity_retry_failed", error=error, retry_in_s=delay)
+
+    async def recent_documents(self, *, limit: int = 50) -> list[dict[str, object]]:
+        """The latest active/idle row of the most recently used documents (for the home page).
+
+        Read from the newest active/idle rows (PostgREST has no GROUP BY here).
+        """
+        async with httpx.AsyncClient(
+            timeout=self._timeout_s, event_hooks={"response": [_check_status]}
+        ) as http:
+            options = AsyncClientOptions(
+                httpx_client=http, auto_refresh_token=False, persist_session=False
+            )
+            client = AsyncClient(self.url, self._key.get_secret_value(), options)
+            query = (
+                client.table(_TABLE)
+                .select("*")
+                .in_("event_type", ["active", "idle"])
+                .order("id", desc=True)
+                .limit(_PAGE)
+            )
+            rows = (await query.execute()).data
+        seen: dict[str, dict[str, object]] = {}
+        for row in rows:
+            if row["document_id"] not in seen:
+                seen[row["document_id"]] = {
+                    "document_id": row["document_id"],
+                    "last_event": row["event_type"],
+                    "timestamp": row["timestamp"],
+                    "user_count": row["user_count"],
+                }
+            if len(seen) >= limit:
+                break
+        return list(seen.values())
+
+
+async def _insert(client: AsyncClient, batch: list[ActivityEvent]) -> None:
+    rows: list[dict[str, Any]] = [
+        {
+            "document_id": event.document_id,
+            "event_type": event.event_type,
+            "user_count": event.user_count,
+            "timestamp": event.timestamp.isoformat(),
+            "metadata": _METADATA,
+        }
+        for event in batch
+    ]
+    await client.table(_TABLE).insert(rows, returning=ReturnMethod.minimal).execute()
+
+
+async def _active_documents(client: AsyncClient) -> list[str]:
+    """Documents whose latest active/idle row is 'active' (keyset scan by id)."""
+    latest: dict[str, str] = {}
+    cursor = 0
+    while True:
+        query = (
+            client.table(_TABLE)
+            .select("*")
+            .in_("event_type", ["active", "idle"])
+            .gt("id", cursor)
+            .order("id")
+            .limit(_PAGE)
+        )
+        rows = (await query.execute()).data
+        for row in rows:
+            latest[row["document_id"]] = row["event_type"]
+        if len(rows) < _PAGE:
+            return [doc for doc, event_type in latest.items() if event_type == "active"]
+        cursor = int(rows[-1]["id"])
+
+
+def _describe(event: ActivityEvent) -> dict[str, object]:
+    return {
+        "document_id": event.document_id,
+        "event_type": event.event_type,
+        "user_count": event.user_count,
+        "timestamp": event.timestamp.isoformat(),
+    }

@@ -1,0 +1,67 @@
+"""The docserver's Supabase activity writer against the PostgREST double (real Postgres)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import psycopg
+import pytest
+from pydantic import SecretStr
+
+from docserver.supabase_activity import SupabaseActivityWriter, SupabaseKeyRefused
+from tests.integration.supabase_doubles import SupabaseDouble, serve_supabase
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def supabase(database_url: str) -> AsyncIterator[SupabaseDouble]:
+    async with serve_supabase(database_url) as double:
+        yield double
+        assert double.unexpected == []
+
+
+async def test_rows_in_order_active_documents_and_a_refused_row(
+    supabase: SupabaseDouble, db: psycopg.Connection
+) -> None:
+    db.execute(
+        "INSERT INTO document_activity (document_id, event_type) VALUES"
+        " ('open', 'active'), ('closed', 'active'), ('closed', 'idle')"
+    )
+    writer = SupabaseActivityWriter(supabase.url, SecretStr(supabase.key))
+    active: list[list[str]] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(
+            lambda *, task_status: writer.run(
+                on_active_documents=active.append, task_status=task_status
+            )
+        )
+        writer.record("a", "active", 1)
+        writer.record("x" * 600, "active", 1)  # refused by the CHECK: dropped alone, logged
+        writer.record("a", "user_joined", 2)
+        writer.record("a", "idle", 0)
+        with anyio.fail_after(10):
+            await writer.wait_drained()
+        assert writer.pending == 0
+        recent = await writer.recent_documents(limit=10)
+        tg.cancel_scope.cancel()
+    assert active == [["open"]]
+    rows = db.execute(
+        "SELECT document_id, event_type, user_count, metadata FROM document_activity"
+        " WHERE id > 3 ORDER BY id"
+    ).fetchall()
+    assert rows == [
+        ("a", "active", 1, {"source": "docserver"}),
+        ("a", "user_joined", 2, {"source": "docserver"}),
+        ("a", "idle", 0, {"source": "docserver"}),
+    ]
+    assert [r["document_id"] for r in recent] == ["a", "closed", "open"]
+    assert recent[0]["last_event"] == "idle"
+
+
+async def test_wrong_key_is_refused_at_start(supabase: SupabaseDouble) -> None:
+    writer = SupabaseActivityWriter(supabase.url, SecretStr("not-the-key"))
+    with anyio.fail_after(10), pytest.raises(SupabaseKeyRefused) as error:
+        await writer.run(on_active_documents=lambda _docs: None)
+    assert "not-the-key" not in str(error.value)

@@ -1,0 +1,76 @@
+"""SupabaseStore against the PostgREST double: exact requests, real SQL semantics behind."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import psycopg
+import pytest
+from pydantic import SecretStr
+
+from manager.errors import StoreError
+from manager.store.base import MetricsRecord
+from manager.store.supabase import SupabaseStore
+from tests.integration.supabase_doubles import SupabaseDouble, serve_supabase
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def supabase(database_url: str) -> AsyncIterator[SupabaseDouble]:
+    async with serve_supabase(database_url) as double:
+        yield double
+        assert double.unexpected == []
+
+
+async def test_store_calls_the_sql_functions_through_rpc(
+    supabase: SupabaseDouble, db: psycopg.Connection
+) -> None:
+    db.execute(
+        "INSERT INTO document_activity (document_id, event_type) VALUES"
+        " ('a', 'active'), ('b', 'active'), ('a', 'idle')"
+    )
+    store = await SupabaseStore.connect(supabase.url, SecretStr(supabase.key))
+    try:
+        latest, cursor = await store.latest_events()
+        assert [(e.id, e.document_id, e.event_type) for e in latest] == [
+            (2, "b", "active"),
+            (3, "a", "idle"),
+        ]
+        assert cursor == 3
+        page = await store.read_events(1, limit=10)
+        assert page.ids == [2, 3]
+        assert latest[0].timestamp.tzinfo is not None
+
+        claim = await store.claim_document("a", "agent-1", "m1", "host", {"x": 1})
+        assert claim.claimed and claim.row.status == "connecting" and claim.row.metadata == {"x": 1}
+        other = await store.claim_document("a", "agent-2", "m2", None)
+        assert not other.claimed and other.row.agent_id == "agent-1"
+        row = await store.set_agent_status("agent-1", "active", 123, {"pid_create_time": 1.5})
+        assert row is not None and row.agent_pid == 123
+        assert row.metadata == {"x": 1, "pid_create_time": 1.5}
+        batch = [
+            MetricsRecord("agent-1", memory_mb=12.5, cpu_percent=3.0),
+            MetricsRecord("agent-1", llm_calls=2, locations_marked=1),
+            MetricsRecord("agent-1", memory_mb=13.0),
+        ]
+        assert await store.record_metrics(batch) == 2
+        assert [r.agent_id for r in await store.live_agents_of_manager("m1")] == ["agent-1"]
+        stats = await store.system_stats()
+        assert (stats.active_agents, stats.total_llm_calls, stats.total_locations_marked) == (
+            1,
+            2,
+            1,
+        )
+        ended = await store.end_agent_life("agent-1", "disconnected", "bye")
+        assert ended is not None and ended.status == "disconnected" and ended.error_message == "bye"
+        assert await store.end_agent_life("agent-1", "disconnected", "again") is None
+        with pytest.raises(StoreError, match="end_agent_life"):
+            await store.end_agent_life("agent-1", "active", None)
+    finally:
+        await store.aclose()
+    assert supabase.rpc_calls("record_agent_metrics") == 1  # one call per batch
+    assert supabase.select_requests()[:2] == [
+        "select=%2A&id=gt.0&order=id.asc&limit=1000",
+        "select=%2A&id=gt.1&order=id.asc&limit=10",
+    ]
