@@ -218,6 +218,16 @@ class EmbeddedPostgres:
             import pgserver
 
         self._engine = "pgserver"
+        from pgserver.postgres_server import PostgresServer
+
+        # pgserver caches one handle per data directory for the life of the
+        # process; after the server was stopped (stop_now, `docagents down`)
+        # that handle describes a dead postmaster. Forget it so we start anew.
+        cached = PostgresServer._instances.get(self.pgdata.resolve())
+        if cached is not None:
+            info = cached._postmaster_info
+            if info is None or info.pid is None or not _alive(info.pid):
+                PostgresServer._instances.pop(self.pgdata.resolve(), None)
         if (self.pgdata / _HOLDERS_FILE).exists():
             with self._holders():
                 pass  # prune holders that died without letting go

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 __all__ = [
@@ -167,5 +167,10 @@ class Store(Protocol):
     async def live_agents_of_manager(self, manager_id: str) -> list[AgentRow]: ...
 
     async def system_stats(self) -> SystemStats: ...
+
+    async def prune_history(self, older_than: timedelta, batch: int) -> tuple[int, int]:
+        """Delete at most ``batch`` old agent_metrics and document_activity rows each
+        (never a document's latest event); return (metrics, activity) deleted."""
+        ...
 
     async def aclose(self) -> None: ...

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Self
 
 import psycopg
@@ -63,6 +63,7 @@ _SET_STATUS = "SELECT * FROM set_agent_status(%s, %s, %s, %s)"
 _END_LIFE = "SELECT * FROM end_agent_life(%s, %s, %s)"
 _RECORD_METRICS = "SELECT record_agent_metrics(%s) AS inserted"
 _MANAGER_AGENTS = "SELECT * FROM get_manager_active_agents(%s)"
+_PRUNE_HISTORY = "SELECT * FROM prune_history(%s, %s)"
 _SYSTEM_STATS = "SELECT * FROM get_agent_system_stats()"
 
 # The lowest id missing from the last START_GAP_WINDOW ids: an INSERT that took
@@ -276,6 +277,10 @@ class PostgresStore:
         row = rows[0]
         avg = row.pop("avg_memory_mb")
         return SystemStats(avg_memory_mb=None if avg is None else float(avg), **row)
+
+    async def prune_history(self, older_than: timedelta, batch: int) -> tuple[int, int]:
+        rows = await self._fetchall(_PRUNE_HISTORY, (older_than, batch))
+        return int(rows[0]["metrics_deleted"]), int(rows[0]["activity_deleted"])
 
     async def aclose(self) -> None:
         await self._pool.close()

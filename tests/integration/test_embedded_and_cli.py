@@ -224,3 +224,20 @@ def test_system_binaries_fallback() -> None:
         embedded.release()
     assert _postmaster_pid(tmp_path / "home" / "pgdata") is None
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_start_again_in_the_same_process_after_stop_now(tmp_path: Path) -> None:
+    import psycopg
+
+    home = tmp_path / "home"
+    first = EmbeddedPostgres(home)
+    first.start()
+    assert first.stop_now()
+    second = EmbeddedPostgres(home)
+    url = second.start()
+    try:
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        second.release()
+    assert _postmaster_pid(home / "pgdata") is None
