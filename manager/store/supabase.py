@@ -26,7 +26,7 @@ from __future__ import annotations
 import uuid
 from collections import deque
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Self
 
 import httpx
@@ -234,6 +234,13 @@ class SupabaseStore:
             avg_memory_mb=None if avg is None else float(avg),
             **{name: int(value) for name, value in row.items()},
         )
+
+    async def prune_history(self, older_than: timedelta, batch: int) -> tuple[int, int]:
+        params = {"p_older_than": f"{older_than.total_seconds()} seconds", "p_batch": batch}
+        data = await self._rpc("prune_history", params)
+        if not isinstance(data, list) or not data:
+            raise StoreError("prune_history returned no row")
+        return int(data[0]["metrics_deleted"]), int(data[0]["activity_deleted"])
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -74,3 +74,19 @@ async def test_store_calls_the_sql_functions_through_rpc(
         "select=%2A&id=gt.0&order=id.asc&limit=1000",
         "select=%2A&id=gt.1&order=id.asc&limit=10",
     ]
+
+
+async def test_retention_through_rpc(supabase: SupabaseDouble, db: psycopg.Connection) -> None:
+    from manager.retention import prune_once
+
+    db.execute(
+        "INSERT INTO document_activity (document_id, event_type, \"timestamp\") VALUES"
+        " ('a', 'active', now() - interval '9 days'), ('a', 'idle', now() - interval '8 days')"
+    )
+    store = await SupabaseStore.connect(supabase.url, SecretStr(supabase.key))
+    try:
+        assert await prune_once(store, days=7, batch=10, pause_s=0) == (0, 1)
+    finally:
+        await store.aclose()
+    assert db.execute("SELECT event_type FROM document_activity").fetchall() == [("idle",)]
+    assert supabase.rpc_calls("prune_history") == 1
