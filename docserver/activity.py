@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import psycopg
@@ -29,7 +29,7 @@ from anyio.abc import TaskStatus
 
 from docserver.presence import EventType
 
-__all__ = ["ActivityEvent", "ActivityWriter", "recent_documents"]
+__all__ = ["ActivityEvent", "ActivitySink", "ActivityWriter", "recent_documents"]
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +61,24 @@ ORDER BY a.id DESC
 _METADATA = json.dumps({"source": "docserver"})
 _STATEMENT_TIMEOUT_S = 10.0
 _CONNECT_TIMEOUT_S = 5
+
+
+class ActivitySink(Protocol):
+    """What the service needs from an activity writer (Postgres here; others may follow)."""
+
+    @property
+    def pending(self) -> int: ...
+
+    def record(self, document_id: str, event_type: EventType, user_count: int) -> None: ...
+
+    async def wait_drained(self) -> None: ...
+
+    async def run(
+        self,
+        *,
+        on_active_documents: Callable[[list[str]], None],
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ import structlog
 import uvicorn
 from anyio.abc import TaskGroup, TaskStatus
 
-from docserver.activity import ActivityWriter
+from docserver.activity import ActivitySink, ActivityWriter
 from docserver.app import DocserverApp
 from docserver.presence import Action, PresenceTracker, Record, StartGrace
 from docserver.rooms import DocumentRooms
@@ -43,7 +43,7 @@ class PresenceService:
     """Drives :class:`PresenceTracker`: rows go to the writer, graces become tasks."""
 
     def __init__(
-        self, tracker: PresenceTracker, writer: ActivityWriter, task_group: TaskGroup
+        self, tracker: PresenceTracker, writer: ActivitySink, task_group: TaskGroup
     ) -> None:
         self._tracker = tracker
         self._writer = writer
@@ -108,11 +108,16 @@ async def run(
     settings: DocserverSettings,
     *,
     database_url: str,
+    writer: ActivitySink | None = None,
     handle_signals: bool = True,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until a signal (or cancellation); ``task_status.started(port)`` once listening."""
-    writer = ActivityWriter(database_url, max_buffer=settings.docserver_activity_buffer)
+    """Serve until a signal (or cancellation); ``task_status.started(port)`` once listening.
+
+    Activity rows go to ``writer`` (default: :class:`ActivityWriter` on ``database_url``).
+    """
+    if writer is None:
+        writer = ActivityWriter(database_url, max_buffer=settings.docserver_activity_buffer)
     async with (
         DocumentStore.open(settings.store_path) as store,
         anyio.create_task_group() as tg,

@@ -30,6 +30,9 @@ async def test_document_survives_unloading_and_a_killed_server(
         async with YClient(url).connected() as ann:
             ann.doc["t"] = text = Text()
             text += "written once"
+            with anyio.fail_after(10):  # the update reached the server before Ann leaves
+                while stored_updates(tmp_path) < 1:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
         with anyio.fail_after(10):
             while (await server.health())["rooms"] != 0:  # noqa: ASYNC110
                 await anyio.sleep(0.05)
