@@ -57,6 +57,8 @@ log = structlog.get_logger(__name__)
 
 #: After a failed shutdown, how long SIGKILLed workers get to be reaped.
 _REAP_TIMEOUT_S = 3.0
+#: Claims in flight at once (the store's pool has 4 connections).
+_CONCURRENT_CLAIMS = 3
 
 OnConnected = Callable[[str, str, float], None]
 
@@ -124,6 +126,9 @@ class ManagerDaemon:
         self._wake = anyio.Event()
         self._all_stopped = anyio.Event()
         self._running = False
+        #: Claims waiting for a database connection queue here, not in the pool
+        #: (a burst of 100 documents would otherwise time out on the pool).
+        self._claim_limiter = anyio.CapacityLimiter(_CONCURRENT_CLAIMS)
         self._requests_in, self._requests = anyio.create_memory_object_stream[int](64)
 
     # --- the whole run ---------------------------------------------------------------
@@ -282,7 +287,8 @@ class ManagerDaemon:
         doc, agent = life.document_id, life.agent_id
         try:
             try:
-                claim = await self._claim(doc, agent)
+                async with self._claim_limiter:
+                    claim = await self._claim(doc, agent)
             except StoreError as exc:
                 log.warning("claim_failed", document_id=doc, error=str(exc))
                 self._dispatch(self.supervisor.claim_failed(doc, agent, str(exc), _now()))

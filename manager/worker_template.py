@@ -3,10 +3,17 @@
 The manager never forks itself (it runs an event loop and database connections);
 ``multiprocessing``'s forkserver imports this module once, and every worker is a
 fork of that clean process. Everything loaded here (the worker's modules, pycrdt,
-the gazetteer) is shared copy-on-write between all workers, which is what keeps a
-worker at a few MiB of its own memory. ``gc.freeze()`` moves the loaded objects to
-the permanent generation so the children's collections do not touch (and copy)
-their pages. Workers inherit SIGINT ignored (see below).
+websockets, the OpenAI client, the gazetteer) is shared copy-on-write between all
+workers, which is what keeps a worker at a few MiB of its own memory.
+
+Copy-on-write only shares what neither side writes to. Following the ``gc.freeze``
+documentation: the collector is disabled before anything is loaded (a collection
+frees objects and leaves holes in the heap that a child would then fill, copying
+the pages), the loaded objects are frozen into the permanent generation (a child's
+collections do not touch them), and each worker re-enables the collector first
+thing (:func:`manager.worker_entry.run_worker`). Workers inherit SIGINT ignored:
+Ctrl+C in a terminal reaches the whole process group, but a worker leaves when its
+manager tells it to (or when the manager is gone).
 
 Nothing here may read the database settings: the forkserver inherits the
 environment of the moment it starts, and the manager removes the secrets from it
@@ -16,16 +23,29 @@ before that (invariant 6).
 from __future__ import annotations
 
 import gc
-import signal
 
-import worker.extract
-import worker.extract.gazetteer_extractor
-import worker.main  # the Process target
+gc.disable()
 
-# Ctrl+C in a terminal reaches the whole process group; workers leave when their
-# manager tells them to (or when it is gone), not on the terminal's SIGINT.
+import signal  # noqa: E402
+
+import anyio  # noqa: E402
+import anyio.lowlevel  # noqa: E402
+import openai  # noqa: E402, F401  (the LLM extractor's client, once for all workers)
+
+import manager.processes  # noqa: E402  (the Process class is unpickled in the child)
+import manager.worker_entry  # noqa: E402, F401  (the Process target)
+import worker.extract  # noqa: E402
+import worker.extract.gazetteer_extractor  # noqa: E402
+import worker.extract.llm  # noqa: E402
+import worker.main  # noqa: E402
+
+
+async def _warm_up() -> None:
+    """Load what asyncio and anyio import on first use of an event loop."""
+    await anyio.lowlevel.checkpoint()
+
+
 signal.signal(signal.SIGINT, signal.SIG_IGN)
-
+anyio.run(_warm_up, backend="asyncio")
 worker.extract.load_gazetteer()
-gc.collect()
 gc.freeze()
