@@ -33,6 +33,7 @@ __all__ = ["DocserverError", "PresenceService", "run"]
 log = structlog.get_logger(__name__)
 
 _FLUSH_ON_EXIT_S = 5.0
+_UVICORN_STOP_S = 10.0
 
 
 class DocserverError(Exception):
@@ -146,7 +147,11 @@ async def run(
                 task_status.started(port)
             await served.wait()
         finally:
+            # also on cancellation: uvicorn stops through its flag (closing its sockets)
             server.should_exit = True
+            with anyio.move_on_after(_UVICORN_STOP_S, shield=True):
+                await served.wait()
+            server.force_exit = True
             presence.closing = True
             with anyio.move_on_after(_FLUSH_ON_EXIT_S, shield=True) as flush:
                 await writer.wait_drained()
@@ -167,7 +172,8 @@ async def _stop_on_signal(server: uvicorn.Server) -> None:
 
 async def _serve(server: uvicorn.Server, served: anyio.Event) -> None:
     try:
-        await server.serve()
+        with anyio.CancelScope(shield=True):  # stopped by should_exit, see run()
+            await server.serve()
     except SystemExit as exc:  # uvicorn exits when it cannot listen
         config = server.config
         raise DocserverError(f"cannot listen on {config.host}:{config.port}") from exc
