@@ -11,16 +11,30 @@ frame) is a :class:`~worker.protocol.ProtocolError` for that worker alone.
 
 A worker's exit is seen through the process sentinel, so a crash, a kill or a
 clean exit all end :meth:`WorkerProcess.run` with an :class:`ExitInfo`.
+
+Warm pool: the fleet keeps ``warm_pool`` workers started ahead of need
+(:func:`manager.worker_entry.run_pooled`: forked, booted, waiting on their pipe).
+Starting a worker takes one from the pool and sends it its assignment (the target,
+the settings, the document) over the pipe, so the fork and the child's boot are off
+the attach path; a background thread refills the pool. Pooled workers count
+against nothing (not in :attr:`WorkerFleet.workers`, no database row) and exit at
+EOF on their pipe like any worker, so a dead manager leaves none behind. With an
+empty pool a worker is started the same way, its assignment sent right after the
+fork.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import pickle
 import signal
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing import context as mp_context
@@ -52,6 +66,10 @@ log = structlog.get_logger(__name__)
 
 #: Modules the forkserver imports once; every worker is a fork of that process.
 DEFAULT_PRELOAD = ("manager.worker_template",)
+#: Workers kept started and booted ahead of need (see the module docstring).
+DEFAULT_WARM_POOL = 4
+#: After a failed pool start, wait this long before the next try.
+_POOL_RETRY_S = 1.0
 
 Target = Callable[[WorkerSettings, str, str, Connection], None]
 
@@ -123,15 +141,26 @@ class WorkerFleet:
         *,
         target: Target | None = None,
         preload: tuple[str, ...] = DEFAULT_PRELOAD,
+        warm_pool: int = DEFAULT_WARM_POOL,
     ) -> None:
         if target is None:
             from manager.worker_entry import run_worker
 
             target = run_worker
+        if warm_pool < 0:
+            raise ValueError("warm_pool must be >= 0")
         self.target = target
         self.preload = preload
+        self.warm_pool = warm_pool
         self._ctx = multiprocessing.get_context("forkserver")
         self.workers: set[WorkerProcess] = set()
+        self._pool: list[tuple[Any, Connection]] = []
+        self._pool_changed = threading.Condition()
+        self._pool_closed = False
+        self._refiller: threading.Thread | None = None
+        #: Starts served from the pool / started cold (for benchmarks and stats).
+        self.pool_hits = 0
+        self.pool_misses = 0
 
     def warm_up(self) -> None:
         """Start the forkserver now (blocking: it imports the preload modules).
@@ -144,12 +173,90 @@ class WorkerFleet:
             log.warning("secret_environment_removed_before_forkserver", names=removed)
         self._ctx.set_forkserver_preload(list(self.preload))
         multiprocessing.forkserver.ensure_running()
+        with self._pool_changed:
+            if self.warm_pool and self._refiller is None and not self._pool_closed:
+                self._refiller = threading.Thread(
+                    target=self._refill, name="docagents-warm-pool", daemon=True
+                )
+                self._refiller.start()
+
+    def close_pool(self) -> None:
+        """Stop refilling and let the pooled (unassigned) workers go (idempotent)."""
+        with self._pool_changed:
+            self._pool_closed = True
+            pooled, self._pool = self._pool, []
+            self._pool_changed.notify_all()
+        for proc, conn in pooled:
+            conn.close()  # EOF: the pooled worker exits by itself
+            if proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+
+    @property
+    def pooled(self) -> int:
+        return len(self._pool)
+
+    def pooled_pids(self) -> list[int]:
+        with self._pool_changed:
+            return [proc.pid for proc, _ in self._pool if proc.pid is not None]
+
+    def _spawn(self) -> tuple[Any, Connection]:
+        """Fork one worker that waits for its assignment (blocking: the handshake)."""
+        from manager.worker_entry import run_pooled
+
+        parent, child = self._ctx.Pipe(duplex=True)
+        proc = _TemplateProcess(
+            target=run_pooled, args=(child,), name="docagents-worker", daemon=True
+        )
+        try:
+            proc.start()
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        return proc, parent
+
+    def _take(self) -> tuple[Any, Connection] | None:
+        """A live pooled worker, or None; wakes the refill thread."""
+        with self._pool_changed:
+            while self._pool:
+                proc, conn = self._pool.pop(0)
+                self._pool_changed.notify_all()
+                if proc.is_alive():
+                    return proc, conn
+                conn.close()
+        return None
+
+    def _refill(self) -> None:
+        while True:
+            with self._pool_changed:
+                while not self._pool_closed and len(self._pool) >= self.warm_pool:
+                    self._pool_changed.wait()
+                if self._pool_closed:
+                    return
+            try:
+                item = self._spawn()
+            except (OSError, ValueError, RuntimeError, EOFError) as exc:
+                log.warning("warm_pool_start_failed", error=repr(exc))
+                time.sleep(_POOL_RETRY_S)
+                continue
+            with self._pool_changed:
+                if not self._pool_closed:
+                    self._pool.append(item)
+                    continue
+            item[1].close()
+            return
 
     def process(self, settings: WorkerSettings, document_id: str, agent_id: str) -> WorkerProcess:
         return WorkerProcess(self, settings, document_id, agent_id)
 
     def kill_all(self) -> int:
-        """SIGKILL every live worker at once (second signal, or a failing shutdown)."""
+        """SIGKILL every live worker at once (second signal, failing shutdown, the end).
+
+        The warm pool is closed too: the manager is going down.
+        """
+        self.close_pool()
         killed = 0
         for worker in list(self.workers):
             if worker.kill():
@@ -178,6 +285,7 @@ class WorkerProcess:
         self.pid: int | None = None
         self.create_time: float | None = None
         self._proc: Any = None
+        self._start_called = False
         self._conn: Connection | None = None
         self._seq = itertools.count(1)
         self._pongs: dict[int, anyio.Event] = {}
@@ -193,29 +301,35 @@ class WorkerProcess:
         return self._exited.is_set()
 
     async def start(self) -> None:
-        """Fork the worker from the forkserver (in a thread: the handshake blocks)."""
-        if self._proc is not None:
+        """Take a pooled worker (or fork one, in a thread) and send it its assignment."""
+        if self._start_called:
             raise RuntimeError("a WorkerProcess starts once")
-        ctx = self.fleet.context
-        parent, child = ctx.Pipe(duplex=True)
-        proc = _TemplateProcess(
-            target=self.fleet.target,
-            args=(self.settings, self.document_id, self.agent_id, child),
-            name="docagents-worker",
-            daemon=True,
+        self._start_called = True
+        fleet = self.fleet
+        assignment = pickle.dumps(
+            (fleet.target, self.settings, self.document_id, self.agent_id),
+            protocol=pickle.HIGHEST_PROTOCOL,
         )
+        pooled = fleet._take()
+        if pooled is not None:
+            proc, parent = pooled
+            try:
+                parent.send_bytes(assignment)
+            except OSError:  # it died since: start one cold
+                parent.close()
+                pooled = None
+            else:
+                fleet.pool_hits += 1
+        if pooled is None:
+            proc, parent = await anyio.to_thread.run_sync(fleet._spawn)
+            fleet.pool_misses += 1
+            with contextlib.suppress(OSError):  # it died at once: run() reports the exit
+                parent.send_bytes(assignment)
         self._proc = proc
-        try:
-            await anyio.to_thread.run_sync(proc.start)
-        except BaseException:
-            parent.close()
-            raise
-        finally:
-            child.close()
         os.set_blocking(parent.fileno(), False)
         self._conn = parent
         self.pid = proc.pid
-        self.fleet.workers.add(self)
+        fleet.workers.add(self)
         try:
             self.create_time = psutil.Process(proc.pid).create_time()
         except psutil.Error:

@@ -1,17 +1,23 @@
-"""The function every worker process starts in (the forkserver ``Process`` target).
+"""The functions every worker process starts in (the forkserver ``Process`` targets).
 
-Kept tiny so the manager can name it without importing the worker's modules; the
-forkserver has them preloaded (:mod:`manager.worker_template`).
+Kept tiny so the manager can name them without importing the worker's modules;
+the forkserver has them preloaded (:mod:`manager.worker_template`).
+
+:func:`run_pooled` is what the fleet forks: the worker boots, waits on its pipe
+for its assignment (the target, the settings, the document), then runs it. A
+worker in the warm pool spends its wait there; at EOF (the manager closed the
+pool or died) it exits without having done anything.
 """
 
 from __future__ import annotations
 
 import gc
+import pickle
 from multiprocessing.connection import Connection
 
 from worker.config import WorkerSettings
 
-__all__ = ["run_worker"]
+__all__ = ["run_pooled", "run_worker"]
 
 
 def run_worker(settings: WorkerSettings, document_id: str, agent_id: str, conn: Connection) -> None:
@@ -20,3 +26,32 @@ def run_worker(settings: WorkerSettings, document_id: str, agent_id: str, conn: 
     from worker.main import process_main
 
     process_main(settings, document_id, agent_id, conn)
+
+
+def run_pooled(conn: Connection) -> None:
+    """Boot, wait for the assignment on ``conn``, run it with the same pipe."""
+    if not conn.poll(0):  # nobody waiting on this worker yet: warm up meanwhile
+        _boot()
+    try:
+        data = conn.recv_bytes()
+    except (EOFError, OSError):
+        return
+    # The manager is the only writer of this pipe until the assignment is taken.
+    target, settings, document_id, agent_id = pickle.loads(data)  # noqa: S301
+    target(settings, document_id, agent_id, conn)
+
+
+def _boot() -> None:
+    """Touch, in advance, what the first moments of every worker touch.
+
+    A fresh fork pays a copy-on-write page fault on the first write to every shared
+    page (logging's registries, the event loop machinery, allocator arenas); doing
+    that work here, before the worker is needed, takes it off the attach path.
+    """
+    import anyio
+
+    from worker.logs import configure_logging
+    from worker.main import warm_up
+
+    configure_logging("console", "WARNING")
+    anyio.run(warm_up, backend="asyncio")

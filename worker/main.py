@@ -24,7 +24,7 @@ from worker.logs import configure_logging
 from worker.protocol import Error, Ping, Pong, ProtocolError, Shutdown, decode
 from worker.reporting import LogReporter, PipeReporter
 
-__all__ = ["process_main", "run_standalone"]
+__all__ = ["process_main", "run_standalone", "warm_up"]
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +63,25 @@ async def run_standalone(settings: WorkerSettings, document_id: str) -> None:
         await agent.stop(LEAVE_TIMEOUT_S)
         tg.cancel_scope.cancel()
     log.info("worker_exited")
+
+
+class _Discard:
+    def report(self, message: object) -> None:
+        pass
+
+
+async def warm_up() -> None:
+    """Build (and drop) an agent without connecting: a pooled worker's boot.
+
+    Run in a fresh fork before it has a document, so the copy-on-write faults of
+    the first agent construction and of the event loop are paid ahead of need.
+    """
+    agent = Agent(
+        WorkerSettings.model_construct(), "warm-up", agent_id="warm-up", reporter=_Discard()
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(anyio.sleep, 0)
+    del agent
 
 
 async def _run_with_pipe(
