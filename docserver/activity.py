@@ -29,7 +29,13 @@ from anyio.abc import TaskStatus
 
 from docserver.presence import EventType
 
-__all__ = ["ActivityEvent", "ActivitySink", "ActivityWriter", "recent_documents"]
+__all__ = [
+    "ActivityEvent",
+    "ActivitySink",
+    "ActivityUnavailable",
+    "ActivityWriter",
+    "recent_documents",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -63,8 +69,13 @@ _STATEMENT_TIMEOUT_S = 10.0
 _CONNECT_TIMEOUT_S = 5
 
 
+class ActivityUnavailable(Exception):
+    """The activity table cannot be read right now (database or API unreachable)."""
+
+
 class ActivitySink(Protocol):
-    """What the service needs from an activity writer (Postgres here; others may follow)."""
+    """What the service needs from an activity writer (Postgres here, Supabase in
+    :mod:`docserver.supabase_activity`)."""
 
     @property
     def pending(self) -> int: ...
@@ -72,6 +83,10 @@ class ActivitySink(Protocol):
     def record(self, document_id: str, event_type: EventType, user_count: int) -> None: ...
 
     async def wait_drained(self) -> None: ...
+
+    async def recent_documents(self, *, limit: int = 50) -> list[dict[str, object]]:
+        """The home page's list; raises :class:`ActivityUnavailable`."""
+        ...
 
     async def run(
         self,
@@ -117,6 +132,12 @@ class ActivityWriter:
 
     async def wait_drained(self) -> None:
         await self._drained.wait()
+
+    async def recent_documents(self, *, limit: int = 50) -> list[dict[str, object]]:
+        try:
+            return await recent_documents(self._conninfo, limit=limit)
+        except (psycopg.Error, TimeoutError) as exc:
+            raise ActivityUnavailable(str(exc) or type(exc).__name__) from exc
 
     def _make_room(self) -> None:
         for index, event in enumerate(self._queue):

@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
-import psycopg
 import structlog
 
-from docserver.activity import recent_documents
+from docserver.activity import ActivitySink, ActivityUnavailable
 from docserver.connection import Connection
 from docserver.paths import Refusal, parse_document_path
 from docserver.ratelimit import TokenBucket
@@ -59,13 +58,13 @@ class DocserverApp:
         self,
         settings: DocserverSettings,
         *,
-        database_url: str,
+        activity: ActivitySink,
         rooms: DocumentRooms,
         presence: Presence,
         static_dir: Path = STATIC_DIR,
     ) -> None:
         self._settings = settings
-        self._database_url = database_url
+        self._activity = activity
         self._rooms = rooms
         self._presence = presence
         self._static_dir = static_dir.resolve()
@@ -178,8 +177,8 @@ class DocserverApp:
 
     async def _documents(self, send: Send, method: str) -> None:
         try:
-            documents = await recent_documents(self._database_url)
-        except (psycopg.Error, TimeoutError) as exc:
+            documents = await self._activity.recent_documents()
+        except ActivityUnavailable as exc:
             log.warning("documents_list_failed", error=str(exc) or type(exc).__name__)
             body = json.dumps({"error": "database unavailable"}).encode()
             await _respond(send, 503, "application/json", body, method=method)

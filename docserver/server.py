@@ -7,7 +7,9 @@ import sys
 import anyio
 import pydantic
 import structlog
+from pydantic import SecretStr
 
+from docserver.activity import ActivitySink
 from docserver.service import DocserverError, run
 from docserver.settings import DocserverSettings
 from docserver.store import DocumentStoreError
@@ -21,16 +23,43 @@ def load_settings() -> DocserverSettings:
     return DocserverSettings()
 
 
-def serve(settings: DocserverSettings, *, database_url: str) -> None:
-    """Run in the foreground until SIGINT/SIGTERM. Raises DocserverError on start failures."""
+def serve(
+    settings: DocserverSettings,
+    *,
+    database_url: str | None = None,
+    supabase_url: str | None = None,
+    supabase_key: SecretStr | None = None,
+) -> None:
+    """Run in the foreground until SIGINT/SIGTERM. Raises DocserverError on start failures.
+
+    Activity rows go to Postgres (``database_url``), or through Supabase's REST API
+    when ``supabase_url`` and ``supabase_key`` are given instead.
+    """
+    writer: ActivitySink | None = None
+    if database_url is None:
+        if not (supabase_url and supabase_key):
+            raise DocserverError("set DATABASE_URL, or SUPABASE_URL and SUPABASE_SERVICE_KEY")
+        from docserver.supabase_activity import SupabaseActivityWriter
+
+        writer = SupabaseActivityWriter(
+            supabase_url, supabase_key, max_buffer=settings.docserver_activity_buffer
+        )
     try:
-        anyio.run(_run, settings, database_url)
+        anyio.run(_run, settings, database_url, writer)
     except DocumentStoreError as exc:
         raise DocserverError(str(exc)) from exc
+    except RuntimeError as exc:
+        from docserver.supabase_activity import SupabaseKeyRefused
+
+        if isinstance(exc, SupabaseKeyRefused):
+            raise DocserverError(str(exc)) from exc
+        raise
 
 
-async def _run(settings: DocserverSettings, database_url: str) -> None:
-    await run(settings, database_url=database_url)
+async def _run(
+    settings: DocserverSettings, database_url: str | None, writer: ActivitySink | None
+) -> None:
+    await run(settings, database_url=database_url, writer=writer)
 
 
 def main(*, database_url: str) -> int:

@@ -108,7 +108,7 @@ def _uvicorn_config(app: DocserverApp, settings: DocserverSettings) -> uvicorn.C
 async def run(
     settings: DocserverSettings,
     *,
-    database_url: str,
+    database_url: str | None = None,
     writer: ActivitySink | None = None,
     handle_signals: bool = True,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
@@ -118,6 +118,8 @@ async def run(
     Activity rows go to ``writer`` (default: :class:`ActivityWriter` on ``database_url``).
     """
     if writer is None:
+        if not database_url:
+            raise DocserverError("the docserver needs a database_url or an activity writer")
         writer = ActivityWriter(database_url, max_buffer=settings.docserver_activity_buffer)
     async with (
         DocumentStore.open(settings.store_path) as store,
@@ -131,7 +133,7 @@ async def run(
             tg,
         )
         await tg.start(functools.partial(writer.run, on_active_documents=presence.active_at_start))
-        app = DocserverApp(settings, database_url=database_url, rooms=rooms, presence=presence)
+        app = DocserverApp(settings, activity=writer, rooms=rooms, presence=presence)
         server = _Server(_uvicorn_config(app, settings))
         if handle_signals:
             tg.start_soon(_stop_on_signal, server)

@@ -30,7 +30,7 @@ from postgrest.types import ReturnMethod
 from pydantic import SecretStr
 from supabase import AsyncClient, AsyncClientOptions
 
-from docserver.activity import ActivityEvent
+from docserver.activity import ActivityEvent, ActivityUnavailable
 from docserver.presence import EventType
 
 __all__ = ["SupabaseActivityWriter", "SupabaseKeyRefused"]
@@ -127,10 +127,21 @@ class SupabaseActivityWriter:
             persist_session=False,
         )
         client = AsyncClient(self.url, self._key.get_secret_value(), options)
-        task_status.started()
         recovered = False
         delay = 0.1
         try:
+            # One read before reporting started: a refused key stops the
+            # docserver at once with a clear error; an unreachable API is
+            # retried below like any outage.
+            try:
+                active = await _active_documents(client)
+            except (httpx.TransportError, _Unavailable) as exc:
+                self._note_failure(exc, delay)
+            else:
+                log.info("activity_active_documents_at_start", count=len(active))
+                on_active_documents(active)
+                recovered = True
+            task_status.started()
             while True:
                 if recovered and not self._queue:
                     self._drained.set()
@@ -210,7 +221,10 @@ class SupabaseActivityWriter:
                 .order("id", desc=True)
                 .limit(_PAGE)
             )
-            rows = (await query.execute()).data
+            try:
+                rows = (await query.execute()).data
+            except (httpx.HTTPError, _Unavailable, SupabaseKeyRefused, APIError) as exc:
+                raise ActivityUnavailable(str(exc) or type(exc).__name__) from exc
         seen: dict[str, dict[str, object]] = {}
         for row in rows:
             if row["document_id"] not in seen:

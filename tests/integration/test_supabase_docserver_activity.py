@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
+import httpx
 import psycopg
 import pytest
 from pydantic import SecretStr
 
 from docserver.supabase_activity import SupabaseActivityWriter, SupabaseKeyRefused
 from tests.integration.supabase_doubles import SupabaseDouble, serve_supabase
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docserver_support import DocserverProcess
+from ywebsocket_server import HumanClient
 
 pytestmark = pytest.mark.anyio
 
@@ -65,3 +72,50 @@ async def test_wrong_key_is_refused_at_start(supabase: SupabaseDouble) -> None:
     with anyio.fail_after(10), pytest.raises(SupabaseKeyRefused) as error:
         await writer.run(on_active_documents=lambda _docs: None)
     assert "not-the-key" not in str(error.value)
+
+
+async def test_docserver_process_writes_through_supabase(
+    supabase: SupabaseDouble, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    """`docagents docserver` with only SUPABASE_URL/KEY: rows and the documents list via REST."""
+    server = DocserverProcess(
+        tmp_path / "docserver",
+        "",
+        SUPABASE_URL=supabase.url,
+        SUPABASE_SERVICE_KEY=supabase.key,
+    )
+    server.env.pop("DATABASE_URL")
+    await server.start()
+    try:
+        ann = HumanClient(server.ws_url("via-rest"))
+        async with ann.connected():
+            with anyio.fail_after(15):
+                while not db.execute(  # noqa: ASYNC110 (polling the database)
+                    "SELECT 1 FROM document_activity WHERE document_id = 'via-rest'"
+                    " AND event_type = 'active'"
+                ).fetchone():
+                    await anyio.sleep(0.05)
+            async with httpx.AsyncClient() as client:
+                listed = (await client.get(server.http + "/api/documents")).json()
+            assert listed["documents"][0]["document_id"] == "via-rest"
+        with anyio.fail_after(15):
+            while not db.execute(  # noqa: ASYNC110
+                "SELECT 1 FROM document_activity WHERE document_id = 'via-rest'"
+                " AND event_type = 'idle'"
+            ).fetchone():
+                await anyio.sleep(0.05)
+    finally:
+        await server.stop()
+    assert supabase.key not in server.log()
+
+
+async def test_docserver_with_a_wrong_key_says_so(supabase: SupabaseDouble, tmp_path: Path) -> None:
+    server = DocserverProcess(
+        tmp_path / "docserver", "", SUPABASE_URL=supabase.url, SUPABASE_SERVICE_KEY="wrong-key"
+    )
+    server.env.pop("DATABASE_URL")
+    with pytest.raises(RuntimeError, match="docserver exited"):
+        await server.start()
+    assert server.process is not None and server.process.returncode not in (0, None)
+    assert "service_role key" in server.log()
+    assert "wrong-key" not in server.log()
