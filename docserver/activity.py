@@ -16,6 +16,7 @@ grace when nobody reconnects (a restart never leaves an agent running forever).
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ __all__ = [
     "ActivitySink",
     "ActivityUnavailable",
     "ActivityWriter",
+    "BufferedActivityWriter",
+    "describe_event",
     "recent_documents",
 ]
 
@@ -104,11 +107,18 @@ class ActivityEvent:
     timestamp: datetime
 
 
-class ActivityWriter:
-    def __init__(
-        self, conninfo: str, *, max_buffer: int = 10_000, retry_max_s: float = 5.0
-    ) -> None:
-        self._conninfo = conninfo
+class BufferedActivityWriter(ABC):
+    """The queue, the drain signal and the retry loop; subclasses own the transport.
+
+    Subclasses name their transient errors in ``transient`` (retried with backoff
+    while rows stay queued) and implement :meth:`_read_active` and
+    :meth:`_insert_queued` (which pops rows once they are written or refused).
+    Any other exception from those stops :meth:`run`: retrying cannot help.
+    """
+
+    transient: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, *, max_buffer: int = 10_000, retry_max_s: float = 5.0) -> None:
         self._max_buffer = max_buffer
         self._retry_max_s = retry_max_s
         self._queue: deque[ActivityEvent] = deque()
@@ -133,20 +143,23 @@ class ActivityWriter:
     async def wait_drained(self) -> None:
         await self._drained.wait()
 
-    async def recent_documents(self, *, limit: int = 50) -> list[dict[str, object]]:
-        try:
-            return await recent_documents(self._conninfo, limit=limit)
-        except (psycopg.Error, TimeoutError) as exc:
-            raise ActivityUnavailable(str(exc) or type(exc).__name__) from exc
+    @abstractmethod
+    async def recent_documents(self, *, limit: int = 50) -> list[dict[str, object]]: ...
 
-    def _make_room(self) -> None:
-        for index, event in enumerate(self._queue):
-            if event.event_type in ("user_joined", "user_left"):
-                del self._queue[index]
-                log.warning("activity_buffer_full_dropped_join_row", dropped=_describe(event))
-                return
-        event = self._queue.popleft()
-        log.error("activity_buffer_full_dropped_row", dropped=_describe(event))
+    @abstractmethod
+    async def _read_active(self) -> list[str]:
+        """Documents whose latest active/idle row is 'active'."""
+
+    @abstractmethod
+    async def _insert_queued(self) -> None:
+        """Write queued rows in order, popping each once written (or refused)."""
+
+    @abstractmethod
+    async def _close(self) -> None:
+        """Release the transport (after a transient error, and when :meth:`run` ends)."""
+
+    def _error_text(self, exc: BaseException) -> str:
+        return str(exc) or type(exc).__name__
 
     async def run(
         self,
@@ -154,15 +167,23 @@ class ActivityWriter:
         on_active_documents: Callable[[list[str]], None],
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Read the active documents once, then insert queued rows until cancelled."""
+        """Read the active documents, then insert queued rows until cancelled.
+
+        The first read happens before ``task_status.started()``: a permanent
+        error (a refused credential) stops the service at start; a transient
+        one is retried in the loop like any outage.
+        """
         if self._running:
-            raise RuntimeError("ActivityWriter.run() called twice")
+            raise RuntimeError(f"{type(self).__name__}.run() called twice")
         self._running = True
-        task_status.started()
-        conn: psycopg.AsyncConnection[Any] | None = None
         recovered = False
         delay = 0.1
         try:
+            try:
+                recovered = self._recovered(await self._read_active(), on_active_documents)
+            except self.transient as exc:
+                await self._failed(exc, delay)
+            task_status.started()
             while True:
                 if recovered and not self._queue:
                     self._drained.set()
@@ -170,18 +191,9 @@ class ActivityWriter:
                     self._wake = anyio.Event()
                     continue
                 try:
-                    with anyio.fail_after(_STATEMENT_TIMEOUT_S):
-                        if conn is None or conn.closed:
-                            conn = await psycopg.AsyncConnection.connect(
-                                self._conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S
-                            )
-                        if not recovered:
-                            cursor = await conn.execute(_ACTIVE_DOCUMENTS)
-                            active = [row[0] for row in await cursor.fetchall()]
-                            log.info("activity_active_documents_at_start", count=len(active))
-                            on_active_documents(active)
-                            recovered = True
-                    await self._insert_queued(conn)
+                    if not recovered:
+                        recovered = self._recovered(await self._read_active(), on_active_documents)
+                    await self._insert_queued()
                     delay = 0.1
                     if self._failing_since is not None:
                         log.warning(
@@ -189,19 +201,78 @@ class ActivityWriter:
                             down_for_s=round(anyio.current_time() - self._failing_since, 1),
                         )
                         self._failing_since = None
-                except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as exc:
-                    self._note_failure(exc, delay)
-                    if conn is not None:
-                        await conn.close()
-                        conn = None
+                except self.transient as exc:
+                    await self._failed(exc, delay)
                     await anyio.sleep(delay)
                     delay = min(delay * 2, self._retry_max_s)
         finally:
-            if conn is not None:
-                with anyio.CancelScope(shield=True):
-                    await conn.close()
+            with anyio.CancelScope(shield=True):
+                await self._close()
 
-    async def _insert_queued(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    @staticmethod
+    def _recovered(active: list[str], on_active_documents: Callable[[list[str]], None]) -> bool:
+        log.info("activity_active_documents_at_start", count=len(active))
+        on_active_documents(active)
+        return True
+
+    async def _failed(self, exc: BaseException, delay: float) -> None:
+        await self._close()  # reopened on the next attempt
+        error = self._error_text(exc)
+        if self._failing_since is None:
+            self._failing_since = anyio.current_time()
+            log.warning(
+                "activity_database_unreachable",
+                error=error,
+                pending=len(self._queue),
+                buffer_limit=self._max_buffer,
+            )
+        else:
+            log.debug("activity_retry_failed", error=error, retry_in_s=delay)
+
+    def _make_room(self) -> None:
+        for index, event in enumerate(self._queue):
+            if event.event_type in ("user_joined", "user_left"):
+                del self._queue[index]
+                log.warning("activity_buffer_full_dropped_join_row", dropped=describe_event(event))
+                return
+        event = self._queue.popleft()
+        log.error("activity_buffer_full_dropped_row", dropped=describe_event(event))
+
+
+class ActivityWriter(BufferedActivityWriter):
+    """Writes rows with one psycopg connection, reconnecting after failures."""
+
+    transient = (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError)
+
+    def __init__(
+        self, conninfo: str, *, max_buffer: int = 10_000, retry_max_s: float = 5.0
+    ) -> None:
+        super().__init__(max_buffer=max_buffer, retry_max_s=retry_max_s)
+        self._conninfo = conninfo
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def recent_documents(self, *, limit: int = 50) -> list[dict[str, object]]:
+        try:
+            return await recent_documents(self._conninfo, limit=limit)
+        except (psycopg.Error, TimeoutError) as exc:
+            raise ActivityUnavailable(str(exc) or type(exc).__name__) from exc
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed:
+            with anyio.fail_after(_STATEMENT_TIMEOUT_S):
+                self._conn = await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S
+                )
+        return self._conn
+
+    async def _read_active(self) -> list[str]:
+        conn = await self._connection()
+        with anyio.fail_after(_STATEMENT_TIMEOUT_S):
+            cursor = await conn.execute(_ACTIVE_DOCUMENTS)
+            return [row[0] for row in await cursor.fetchall()]
+
+    async def _insert_queued(self) -> None:
+        conn = await self._connection()
         while self._queue:
             event = self._queue[0]
             try:
@@ -218,23 +289,16 @@ class ActivityWriter:
                     )
             except (psycopg.DataError, psycopg.IntegrityError):
                 # the row itself is refused: retrying cannot help; say so, loudly
-                log.exception("activity_row_refused", row=_describe(event))
+                log.exception("activity_row_refused", row=describe_event(event))
             self._queue.popleft()
 
-    def _note_failure(self, exc: Exception, delay: float) -> None:
-        if self._failing_since is None:
-            self._failing_since = anyio.current_time()
-            log.warning(
-                "activity_database_unreachable",
-                error=str(exc) or type(exc).__name__,
-                pending=len(self._queue),
-                buffer_limit=self._max_buffer,
-            )
-        else:
-            log.debug("activity_retry_failed", error=str(exc), retry_in_s=delay)
+    async def _close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
 
 
-def _describe(event: ActivityEvent) -> dict[str, object]:
+def describe_event(event: ActivityEvent) -> dict[str, object]:
     return {
         "document_id": event.document_id,
         "event_type": event.event_type,

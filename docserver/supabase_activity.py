@@ -16,22 +16,21 @@ not import ``manager`` (DESIGN.md: the docserver imports neither package).
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
-import anyio
 import httpx
 import structlog
-from anyio.abc import TaskStatus
 from postgrest.exceptions import APIError
 from postgrest.types import ReturnMethod
 from pydantic import SecretStr
 from supabase import AsyncClient, AsyncClientOptions
 
-from docserver.activity import ActivityEvent, ActivityUnavailable
-from docserver.presence import EventType
+from docserver.activity import (
+    ActivityEvent,
+    ActivityUnavailable,
+    BufferedActivityWriter,
+    describe_event,
+)
 
 __all__ = ["SupabaseActivityWriter", "SupabaseKeyRefused"]
 
@@ -63,7 +62,9 @@ async def _check_status(response: httpx.Response) -> None:
         raise _Unavailable(f"HTTP {response.status_code}")
 
 
-class SupabaseActivityWriter:
+class SupabaseActivityWriter(BufferedActivityWriter):
+    transient = (httpx.TransportError, _Unavailable)
+
     def __init__(
         self,
         url: str,
@@ -73,104 +74,32 @@ class SupabaseActivityWriter:
         retry_max_s: float = 5.0,
         timeout_s: float = 10.0,
     ) -> None:
+        super().__init__(max_buffer=max_buffer, retry_max_s=retry_max_s)
         self.url = url.rstrip("/")
         self._key = service_key
-        self._max_buffer = max_buffer
-        self._retry_max_s = retry_max_s
         self._timeout_s = timeout_s
-        self._queue: deque[ActivityEvent] = deque()
-        self._wake = anyio.Event()
-        self._drained = anyio.Event()
-        self._drained.set()
-        self._running = False
-        self._failing_since: float | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._client: AsyncClient | None = None
 
-    @property
-    def pending(self) -> int:
-        return len(self._queue)
+    def _rest(self) -> AsyncClient:
+        if self._client is None:
+            self._http = httpx.AsyncClient(
+                timeout=self._timeout_s, event_hooks={"response": [_check_status]}
+            )
+            options = AsyncClientOptions(
+                httpx_client=self._http,
+                postgrest_client_retry=False,
+                auto_refresh_token=False,
+                persist_session=False,
+            )
+            self._client = AsyncClient(self.url, self._key.get_secret_value(), options)
+        return self._client
 
-    def record(self, document_id: str, event_type: EventType, user_count: int) -> None:
-        """Queue a row (never blocks; the time is taken now)."""
-        if len(self._queue) >= self._max_buffer:
-            self._make_room()
-        self._queue.append(ActivityEvent(document_id, event_type, user_count, datetime.now(UTC)))
-        self._drained = anyio.Event() if self._drained.is_set() else self._drained
-        self._wake.set()
+    async def _read_active(self) -> list[str]:
+        return await _active_documents(self._rest())
 
-    async def wait_drained(self) -> None:
-        await self._drained.wait()
-
-    def _make_room(self) -> None:
-        for index, event in enumerate(self._queue):
-            if event.event_type in ("user_joined", "user_left"):
-                del self._queue[index]
-                log.warning("activity_buffer_full_dropped_join_row", dropped=_describe(event))
-                return
-        event = self._queue.popleft()
-        log.error("activity_buffer_full_dropped_row", dropped=_describe(event))
-
-    async def run(
-        self,
-        *,
-        on_active_documents: Callable[[list[str]], None],
-        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Read the active documents once, then insert queued rows until cancelled."""
-        if self._running:
-            raise RuntimeError("SupabaseActivityWriter.run() called twice")
-        self._running = True
-        http = httpx.AsyncClient(timeout=self._timeout_s, event_hooks={"response": [_check_status]})
-        options = AsyncClientOptions(
-            httpx_client=http,
-            postgrest_client_retry=False,
-            auto_refresh_token=False,
-            persist_session=False,
-        )
-        client = AsyncClient(self.url, self._key.get_secret_value(), options)
-        recovered = False
-        delay = 0.1
-        try:
-            # One read before reporting started: a refused key stops the
-            # docserver at once with a clear error; an unreachable API is
-            # retried below like any outage.
-            try:
-                active = await _active_documents(client)
-            except (httpx.TransportError, _Unavailable) as exc:
-                self._note_failure(exc, delay)
-            else:
-                log.info("activity_active_documents_at_start", count=len(active))
-                on_active_documents(active)
-                recovered = True
-            task_status.started()
-            while True:
-                if recovered and not self._queue:
-                    self._drained.set()
-                    await self._wake.wait()
-                    self._wake = anyio.Event()
-                    continue
-                try:
-                    if not recovered:
-                        active = await _active_documents(client)
-                        log.info("activity_active_documents_at_start", count=len(active))
-                        on_active_documents(active)
-                        recovered = True
-                    await self._insert_queued(client)
-                    delay = 0.1
-                    if self._failing_since is not None:
-                        log.warning(
-                            "activity_database_back",
-                            down_for_s=round(anyio.current_time() - self._failing_since, 1),
-                        )
-                        self._failing_since = None
-                except (httpx.TransportError, _Unavailable) as exc:
-                    self._note_failure(exc, delay)
-                    await anyio.sleep(delay)
-                    delay = min(delay * 2, self._retry_max_s)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await http.aclose()
-
-    async def _insert_queued(self, client: AsyncClient) -> None:
+    async def _insert_queued(self) -> None:
+        client = self._rest()
         while self._queue:
             batch = [self._queue[i] for i in range(min(_BATCH, len(self._queue)))]
             try:
@@ -182,25 +111,20 @@ class SupabaseActivityWriter:
                         await _insert(client, batch)
                     except APIError as exc:
                         log.error(  # noqa: TRY400  (the row is the news, not a traceback)
-                            "activity_row_refused", row=_describe(batch[0]), error=exc.message
+                            "activity_row_refused", row=describe_event(batch[0]), error=exc.message
                         )
                 else:
                     raise
             for _ in batch:
                 self._queue.popleft()
 
-    def _note_failure(self, exc: Exception, delay: float) -> None:
-        error = str(exc).replace(self._key.get_secret_value(), "<redacted>") or type(exc).__name__
-        if self._failing_since is None:
-            self._failing_since = anyio.current_time()
-            log.warning(
-                "activity_database_unreachable",
-                error=error,
-                pending=len(self._queue),
-                buffer_limit=self._max_buffer,
-            )
-        else:
-            log.debug("activity_retry_failed", error=error, retry_in_s=delay)
+    async def _close(self) -> None:
+        if self._http is not None:
+            http, self._http, self._client = self._http, None, None
+            await http.aclose()
+
+    def _error_text(self, exc: BaseException) -> str:
+        return str(exc).replace(self._key.get_secret_value(), "<redacted>") or type(exc).__name__
 
     async def recent_documents(self, *, limit: int = 50) -> list[dict[str, object]]:
         """The latest active/idle row of the most recently used documents (for the home page).
@@ -272,12 +196,3 @@ async def _active_documents(client: AsyncClient) -> list[str]:
         if len(rows) < _PAGE:
             return [doc for doc, event_type in latest.items() if event_type == "active"]
         cursor = int(rows[-1]["id"])
-
-
-def _describe(event: ActivityEvent) -> dict[str, object]:
-    return {
-        "document_id": event.document_id,
-        "event_type": event.event_type,
-        "user_count": event.user_count,
-        "timestamp": event.timestamp.isoformat(),
-    }
