@@ -141,6 +141,48 @@ class EventCursor:
             del self._holes[index]
 
 
+class CursorReader:
+    """Reads ``document_activity`` through a store by id cursor and delivers in batches.
+
+    Shared by every activity source: a wake-up (NOTIFY, a Realtime change, a
+    timer) only says "read now"; this is the read. The cursor advances only
+    after ``on_events`` returned (see :class:`EventCursor` for holes).
+    """
+
+    def __init__(self, store: Store, *, cursor: int, batch: int, gap_timeout_s: float) -> None:
+        self._store = store
+        self._ids = EventCursor(cursor, gap_timeout_s=gap_timeout_s)
+        self._batch = batch
+        self.lag_s: float | None = None
+        self.events_delivered = 0
+
+    @property
+    def cursor(self) -> int:
+        return self._ids.cursor
+
+    @property
+    def has_holes(self) -> bool:
+        return bool(self._ids.holes)
+
+    async def catch_up(self, on_events: OnEvents) -> None:
+        """Read by id cursor until the end of the table, delivering in batches."""
+        start = self._ids.cursor
+        while True:
+            page = await self._store.read_events(start, self._batch)
+            complete = len(page.ids) < self._batch
+            fresh = self._ids.accept(page.events, page.ids, now=time.monotonic())
+            if fresh:
+                await on_events(fresh)
+                self._ids.delivered(fresh, now=time.monotonic())
+                self.events_delivered += len(fresh)
+                self.lag_s = max(0.0, (datetime.now(UTC) - fresh[-1].timestamp).total_seconds())
+            else:
+                self._ids.advance(time.monotonic())
+            if complete:
+                return
+            start = page.ids[-1]
+
+
 class ActivityListener:
     """Delivers ``document_activity`` events in id order, none lost.
 
@@ -162,29 +204,29 @@ class ActivityListener:
         backoff_max_s: float = 30.0,
     ) -> None:
         self._conninfo = conninfo
-        self._store = store
-        self._ids = EventCursor(cursor, gap_timeout_s=gap_timeout_s)
+        self._reader = CursorReader(store, cursor=cursor, batch=batch, gap_timeout_s=gap_timeout_s)
         self._poll_interval_s = poll_interval_s
-        self._batch = batch
         self._probe_timeout_s = probe_timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._backoff_min_s = backoff_min_s
         self._backoff_max_s = backoff_max_s
         self._connected = False
         self._running = False
-        self._lag_s: float | None = None
         self.reconnects = 0
-        self.events_delivered = 0
 
     @property
     def cursor(self) -> int:
         """Every event with an id at or below this one has been delivered (or skipped)."""
-        return self._ids.cursor
+        return self._reader.cursor
 
     @property
     def lag_s(self) -> float | None:
         """Delay between the last delivered event's timestamp and its delivery."""
-        return self._lag_s
+        return self._reader.lag_s
+
+    @property
+    def events_delivered(self) -> int:
+        return self._reader.events_delivered
 
     @property
     def connected(self) -> bool:
@@ -217,7 +259,7 @@ class ActivityListener:
                     self._connected = True
                     if failures or self.reconnects:
                         log.info("activity_listener_reconnected", cursor=self.cursor)
-                    await self._catch_up(on_events)
+                    await self._reader.catch_up(on_events)
                     failures = 0
                     if not started:
                         started = True
@@ -249,7 +291,7 @@ class ActivityListener:
             if not woke:
                 with anyio.fail_after(self._probe_timeout_s):
                     await conn.execute("SELECT 1")
-            await self._catch_up(on_events)
+            await self._reader.catch_up(on_events)
 
     @staticmethod
     async def _wait(conn: psycopg.AsyncConnection, *, wait_s: float) -> bool:
@@ -263,24 +305,6 @@ class ActivityListener:
                 async for _ in notes:
                     pass
         return woke
-
-    async def _catch_up(self, on_events: OnEvents) -> None:
-        """Read by id cursor until the end of the table, delivering in batches."""
-        start = self._ids.cursor
-        while True:
-            page = await self._store.read_events(start, self._batch)
-            complete = len(page.ids) < self._batch
-            fresh = self._ids.accept(page.events, page.ids, now=time.monotonic())
-            if fresh:
-                await on_events(fresh)
-                self._ids.delivered(fresh, now=time.monotonic())
-                self.events_delivered += len(fresh)
-                self._lag_s = max(0.0, (datetime.now(UTC) - fresh[-1].timestamp).total_seconds())
-            else:
-                self._ids.advance(time.monotonic())
-            if complete:
-                return
-            start = page.ids[-1]
 
 
 def _brief(exc: BaseException) -> str:

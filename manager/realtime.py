@@ -16,7 +16,7 @@ client is disposed of and a new one subscribes, with backoff. While Realtime
 is down the timer keeps events flowing (``connected`` is False).
 
 Ordering and holes (an id taken by an INSERT that has not committed yet) are
-handled by the same :class:`~manager.activity.EventCursor` as the Postgres
+handled by the same :class:`~manager.activity.CursorReader` as the Postgres
 listener. A refused key (HTTP 401/403 on the websocket upgrade, or a join
 refused before the first subscription) raises
 :class:`~manager.errors.ConfigurationError` from :meth:`run` before it reports
@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -39,7 +37,7 @@ import websockets.exceptions
 from pydantic import SecretStr
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
 
-from manager.activity import EventCursor
+from manager.activity import CursorReader
 from manager.errors import ConfigurationError, StoreError
 from manager.store.base import ActivityEvent, Store
 from manager.store.supabase import redact
@@ -106,10 +104,8 @@ class RealtimeActivitySource:
     ) -> None:
         self._realtime_url = url.rstrip("/") + "/realtime/v1"
         self._key = service_key
-        self._store = store
-        self._ids = EventCursor(cursor, gap_timeout_s=gap_timeout_s)
+        self._reader = CursorReader(store, cursor=cursor, batch=batch, gap_timeout_s=gap_timeout_s)
         self._poll_interval_s = poll_interval_s
-        self._batch = batch
         self._settle_s = settle_s
         self._join_timeout_s = join_timeout_s
         self._backoff_min_s = backoff_min_s
@@ -117,19 +113,21 @@ class RealtimeActivitySource:
         self._wake = anyio.Event()
         self._connected = False
         self._running = False
-        self._lag_s: float | None = None
         self.reconnects = 0
-        self.events_delivered = 0
 
     @property
     def cursor(self) -> int:
         """Every event with an id at or below this one has been delivered (or skipped)."""
-        return self._ids.cursor
+        return self._reader.cursor
 
     @property
     def lag_s(self) -> float | None:
         """Delay between the last delivered event's timestamp and its delivery."""
-        return self._lag_s
+        return self._reader.lag_s
+
+    @property
+    def events_delivered(self) -> int:
+        return self._reader.events_delivered
 
     @property
     def connected(self) -> bool:
@@ -157,7 +155,7 @@ class RealtimeActivitySource:
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(self._subscribe_forever)
-                await self._catch_up(on_events)
+                await self._reader.catch_up(on_events)
                 task_status.started()
                 await self._follow(on_events)
         except BaseExceptionGroup as group:
@@ -287,33 +285,17 @@ class RealtimeActivitySource:
     async def _follow(self, on_events: OnEvents) -> None:
         while True:
             wait_s = (
-                self._poll_interval_s if not self._ids.holes else min(self._poll_interval_s, 1.0)
+                self._poll_interval_s
+                if not self._reader.has_holes
+                else min(self._poll_interval_s, 1.0)
             )
             with anyio.move_on_after(wait_s):
                 await self._wake.wait()
             self._wake = anyio.Event()
             try:
-                await self._catch_up(on_events)
+                await self._reader.catch_up(on_events)
             except StoreError as exc:
                 log.warning("activity_read_failed", error=self._redact(exc), cursor=self.cursor)
-
-    async def _catch_up(self, on_events: OnEvents) -> None:
-        """Read by id cursor until the end of the table, delivering in batches."""
-        start = self._ids.cursor
-        while True:
-            page = await self._store.read_events(start, self._batch)
-            complete = len(page.ids) < self._batch
-            fresh = self._ids.accept(page.events, page.ids, now=time.monotonic())
-            if fresh:
-                await on_events(fresh)
-                self._ids.delivered(fresh, now=time.monotonic())
-                self.events_delivered += len(fresh)
-                self._lag_s = max(0.0, (datetime.now(UTC) - fresh[-1].timestamp).total_seconds())
-            else:
-                self._ids.advance(time.monotonic())
-            if complete:
-                return
-            start = page.ids[-1]
 
     def _redact(self, exc: BaseException | str) -> str:
         text = str(exc).strip() or type(exc).__name__
