@@ -220,9 +220,18 @@ def docserver(settings: Settings) -> None:
         docserver_settings = load_docserver_settings()
     except pydantic.ValidationError as exc:
         raise click.ClickException(f"invalid docserver configuration: {exc}") from exc
+    from manager.backends import select_backend
+
     try:
-        with database_conninfo(settings) as conninfo:
-            serve_docserver(docserver_settings, database_url=conninfo)
+        if select_backend(settings) == "supabase":
+            serve_docserver(
+                docserver_settings,
+                supabase_url=settings.supabase_url,
+                supabase_key=settings.supabase_service_key,
+            )
+        else:
+            with database_conninfo(settings) as conninfo:
+                serve_docserver(docserver_settings, database_url=conninfo)
     except DocagentsError as exc:
         raise _fail(exc) from exc
     except DocserverError as exc:
@@ -238,7 +247,7 @@ def manager_command(settings: Settings) -> None:
     try:
         code = run_manager_foreground(settings)
     except DocagentsError as exc:
-        raise _fail(exc) from exc
+        raise _daemon_failure(exc) from exc
     sys.exit(code)
 
 
@@ -251,8 +260,30 @@ def up(settings: Settings) -> None:
     try:
         code = run_up(settings)
     except DocagentsError as exc:
-        raise _fail(exc) from exc
+        raise _daemon_failure(exc) from exc
     sys.exit(code)
+
+
+def _daemon_failure(exc: DocagentsError) -> click.ClickException:
+    """A start failure of ``manager``/``up``, with an exit code systemd can tell apart.
+
+    Configuration errors exit 78 (EX_CONFIG; the unit has ``RestartPreventExitStatus=78``,
+    so a wrong key is not restarted in a loop); an unreachable database exits 69.
+    The messages never contain secrets (the errors are built without them).
+    """
+    from manager.errors import ConfigurationError, StoreUnavailable
+    from manager.up import EX_CONFIG, EX_UNAVAILABLE
+
+    if isinstance(exc, ConfigurationError):
+        failure = click.ClickException(f"configuration error: {exc}")
+        failure.exit_code = EX_CONFIG
+    elif isinstance(exc, StoreUnavailable):
+        failure = click.ClickException(f"database unavailable: {exc}")
+        failure.exit_code = EX_UNAVAILABLE
+    else:
+        failure = _fail(exc)
+    log.error("manager_start_failed", error=str(exc), exit_code=failure.exit_code)
+    return failure
 
 
 if __name__ == "__main__":

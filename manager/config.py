@@ -76,13 +76,20 @@ class Settings(WorkerSettings):
     claim_retry_s: float = Field(default=15.0, gt=0)
     #: After SIGTERM, how long a detaching worker gets before SIGKILL.
     kill_grace_s: float = Field(default=2.0, ge=0)
+    #: Prometheus ``/metrics`` and ``/healthz`` (off unless set); bound on ``metrics_host``.
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    #: Delete ``agent_metrics`` / ``document_activity`` rows older than this (off unless set),
+    #: every ``retention_interval_s``; a document's latest event is always kept.
     retention_days: float | None = Field(default=None, gt=0)
+    retention_interval_s: float = Field(default=3600.0, gt=0)
 
     # --- docserver ----------------------------------------------------------------
     docserver_host: str = "127.0.0.1"
 
-    @field_validator("database_url", "supabase_service_key", mode="before")
+    @field_validator(
+        "database_url", "supabase_service_key", "metrics_port", "retention_days", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value

@@ -3,18 +3,29 @@
 ``docagents up`` runs the whole stack on one host, in the foreground: the
 embedded Postgres (or ``DATABASE_URL``), the migrations, the docserver as a child
 process (``python -m manager.cli docserver``), and the manager in this process.
-Ctrl+C stops the manager first (its workers leave their documents while the
-docserver is still there), then the docserver, then releases the embedded
-Postgres: nothing is left running.
+With ``SUPABASE_URL`` + ``SUPABASE_SERVICE_KEY`` (and no ``DATABASE_URL``) there
+is no local Postgres and no migration step (that needs a direct connection:
+``DATABASE_URL=... docagents migrate``); the docserver gets the Supabase URL
+and key. Ctrl+C stops the manager first (its workers leave their documents
+while the docserver is still there), then the docserver, then releases the
+embedded Postgres: nothing is left running.
 
 Invariant 6: the database credentials are removed from ``os.environ`` before any
 child starts (the forkserver copies the environment it starts with); the
-docserver gets its ``DATABASE_URL`` explicitly, workers never.
+docserver gets its credentials explicitly, workers never. The sd_notify
+variables are taken out of the environment too, so no child talks to systemd
+in the manager's name.
+
+Exit codes (the ``manager``/``up`` commands): 0 after a clean stop, 1 after a
+second signal, :data:`EX_CONFIG` (78) when the configuration cannot work
+(systemd: ``RestartPreventExitStatus=78``, no restart loop), :data:`EX_UNAVAILABLE`
+(69) when the database is unreachable at start (systemd restarts later).
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import secrets
 import signal
@@ -25,49 +36,79 @@ import anyio
 import structlog
 from pydantic import SecretStr
 
+from manager.backends import select_backend
 from manager.config import Settings
 from manager.daemon import run_manager
 from manager.database import database_conninfo
 from manager.processes import scrub_secret_environment
+from manager.sdnotify import SystemdNotifier
 
-__all__ = ["run_manager_foreground", "run_up"]
+__all__ = ["EX_CONFIG", "EX_UNAVAILABLE", "run_manager_foreground", "run_up"]
 
 log = structlog.get_logger(__name__)
+
+#: sysexits.h: configuration error (systemd unit: RestartPreventExitStatus=78).
+EX_CONFIG = 78
+#: sysexits.h: a service is unavailable (the database, at start).
+EX_UNAVAILABLE = 69
 
 #: How long the docserver gets to stop after SIGTERM before SIGKILL.
 _DOCSERVER_STOP_S = 5.0
 _PR_SET_PDEATHSIG = 1
+_NOTIFY_ENV_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+def take_systemd_notifier() -> SystemdNotifier:
+    """This process's notifier; its variables leave ``os.environ`` (no child sees them)."""
+    notifier = SystemdNotifier()
+    for name in _NOTIFY_ENV_VARS:
+        os.environ.pop(name, None)
+    return notifier
 
 
 def run_manager_foreground(settings: Settings) -> int:
-    """``docagents manager``: the daemon alone; the schema must exist."""
+    """``docagents manager``: the daemon alone, on the selected backend; the schema must exist."""
+    select_backend(settings)  # a configuration error, before anything starts
+    notifier = take_systemd_notifier()
     scrub_secret_environment()
-    with database_conninfo(settings) as conninfo:
-        return anyio.run(run_manager, settings, conninfo)
+    return anyio.run(functools.partial(run_manager, settings, notifier=notifier))
 
 
 def run_up(settings: Settings) -> int:
     """``docagents up``: database + migrations + docserver + manager, in the foreground."""
     from manager.store.migrations import apply_migrations
 
+    kind = select_backend(settings)
+    notifier = take_systemd_notifier()
     scrub_secret_environment()
     token = settings.docserver_agent_token
     if token is None:
         token = SecretStr(secrets.token_urlsafe(32))
         settings = settings.model_copy(update={"docserver_agent_token": token})
+    manager = functools.partial(run_manager, settings, notifier=notifier)
+    if kind == "supabase":
+        url, key = settings.supabase_url, settings.supabase_service_key
+        assert url is not None and key is not None
+        log.info("up_on_supabase", migrations="run `docagents migrate` with DATABASE_URL once")
+        credentials = {"SUPABASE_URL": url, "SUPABASE_SERVICE_KEY": key.get_secret_value()}
+        docserver = _start_docserver(credentials, token.get_secret_value())
+        try:
+            return anyio.run(manager)
+        finally:
+            _stop_docserver(docserver)
     with database_conninfo(settings) as conninfo:
         applied = anyio.run(apply_migrations, conninfo)
         if applied:
             log.info("migrations_applied", versions=applied)
-        docserver = _start_docserver(conninfo, token.get_secret_value())
+        docserver = _start_docserver({"DATABASE_URL": conninfo}, token.get_secret_value())
         try:
-            return anyio.run(run_manager, settings, conninfo)
+            return anyio.run(functools.partial(manager, conninfo))
         finally:
             _stop_docserver(docserver)
 
 
-def _start_docserver(conninfo: str, token: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "DATABASE_URL": conninfo, "DOCSERVER_AGENT_TOKEN": token}
+def _start_docserver(credentials: dict[str, str], token: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **credentials, "DOCSERVER_AGENT_TOKEN": token}
     proc = subprocess.Popen(
         [sys.executable, "-m", "manager.cli", "docserver"],
         env=env,

@@ -16,7 +16,6 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-import manager.daemon
 from manager.backends import Backend, open_backend, select_backend
 from manager.config import Settings
 from manager.daemon import ManagerDaemon
@@ -128,7 +127,7 @@ async def supabase(database_url: str) -> AsyncIterator[SupabaseDouble]:
 
 
 async def test_manager_on_supabase_attaches_and_detaches(
-    supabase: SupabaseDouble, database_url: str, monkeypatch: pytest.MonkeyPatch
+    supabase: SupabaseDouble, database_url: str
 ) -> None:
     fleet = WorkerFleet(target=manager_standin.main)
     await anyio.to_thread.run_sync(fleet.warm_up)
@@ -139,7 +138,7 @@ async def test_manager_on_supabase_attaches_and_detaches(
         async with open_backend(config) as backend:
             assert backend.kind == "supabase" and backend.conninfo is None
             assert supabase.key not in backend.description
-            await _run_daemon(config, backend, fleet, rows, supabase, monkeypatch)
+            await _run_daemon(config, backend, fleet, rows, supabase)
     finally:
         fleet.kill_all()
         rows.conn.close()
@@ -151,15 +150,15 @@ async def _run_daemon(
     fleet: WorkerFleet,
     rows: Rows,
     supabase: SupabaseDouble,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # The daemon builds its source from a conninfo today; hand it the backend's instead.
-    monkeypatch.setattr(
-        manager.daemon,
-        "ActivityListener",
-        lambda _conninfo, _store, *, cursor, **_kw: backend.activity_source(cursor),
+    daemon = ManagerDaemon(
+        config,
+        backend.store,
+        backend.conninfo,
+        fleet,
+        activity_source=backend.activity_source,
+        writer=backend.writer,
     )
-    daemon = ManagerDaemon(config, backend.store, "", fleet)
     ready = anyio.Event()
     result: list[int] = []
     async with anyio.create_task_group() as tg:

@@ -1,0 +1,302 @@
+"""Agent lives: one task per life, claim -> start -> read the pipe, ping, stop -> exit.
+
+:class:`LifeRunner` executes the supervisor's ``Start``/``Stop``/``Kill`` for one
+life at a time and reports back what happened (``claim_failed``,
+``worker_connected``, ``worker_activity``, ``worker_unhealthy``,
+``worker_exited``) through the daemon's ``dispatch``. Every message a worker
+sends is turned into writer calls (buffered rows) and observer calls
+(telemetry); nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import anyio
+import anyio.abc
+import structlog
+
+from manager.config import Settings
+from manager.errors import StoreError
+from manager.processes import WorkerFleet, WorkerProcess
+from manager.store.base import ClaimResult, Store
+from manager.supervisor import Action, Supervisor
+from manager.writer import StoreWriter
+from worker.protocol import (
+    Activity,
+    Connected,
+    Error,
+    LlmCall,
+    LocationMarked,
+    Metrics,
+    WorkerMessage,
+)
+
+__all__ = ["AgentLife", "LifeObserver", "LifeRunner", "monotonic"]
+
+log = structlog.get_logger(__name__)
+
+#: Claims in flight at once (the store's pool has 4 connections).
+_CONCURRENT_CLAIMS = 3
+
+
+def monotonic() -> float:
+    """The supervisor's clock."""
+    return time.monotonic()
+
+
+@dataclass(eq=False)
+class AgentLife:
+    """One agent life as the driver sees it."""
+
+    document_id: str
+    agent_id: str
+    worker: WorkerProcess | None = None
+    stop_reason: str | None = None
+    kill: bool = False
+    stop_requested: anyio.Event = field(default_factory=anyio.Event)
+
+    def request_stop(self, reason: str, *, kill: bool) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.kill = self.kill or kill
+        if kill and self.worker is not None:
+            self.worker.kill()
+        self.stop_requested.set()
+
+
+class LifeObserver(Protocol):
+    """What the daemon's telemetry wants to hear about lives (keyword-free, cheap calls)."""
+
+    def worker_started(self, life: AgentLife, restart: bool) -> None: ...
+    def worker_connected(self, life: AgentLife) -> None: ...
+    def worker_exited(self, life: AgentLife, asked: bool) -> None: ...
+    def llm_call(self, response_time_ms: float) -> None: ...
+    def location_marked(self) -> None: ...
+
+
+class LifeRunner:
+    """Runs agent lives inside the daemon's task group."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        writer: StoreWriter,
+        fleet: WorkerFleet,
+        supervisor: Supervisor,
+        *,
+        dispatch: Callable[[Sequence[Action]], None],
+        observer: LifeObserver,
+        host: str,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.writer = writer
+        self.fleet = fleet
+        self.supervisor = supervisor
+        self.host = host
+        self.worker_settings = settings.worker_settings()
+        self.lives: dict[str, AgentLife] = {}
+        self._dispatch = dispatch
+        self._observer = observer
+        #: Claims waiting for a database connection queue here, not in the pool
+        #: (a burst of 100 documents would otherwise time out on the pool).
+        self._claim_limiter = anyio.CapacityLimiter(_CONCURRENT_CLAIMS)
+        #: Called after every life ended (the daemon checks for "all stopped").
+        self.on_life_ended: Callable[[], None] = lambda: None
+
+    def start(
+        self, tg: anyio.abc.TaskGroup, document_id: str, agent_id: str, restart: bool
+    ) -> None:
+        life = AgentLife(document_id, agent_id)
+        self.lives[agent_id] = life
+        tg.start_soon(self._live, life, restart)
+
+    def stop(self, document_id: str, agent_id: str, reason: str, *, kill: bool) -> None:
+        life = self.lives.get(agent_id)
+        if life is None:
+            return
+        log.info(
+            "agent_killing" if kill else "agent_stopping",
+            document_id=document_id,
+            agent_id=agent_id,
+            reason=reason,
+        )
+        life.request_stop(reason, kill=kill)
+
+    async def _live(self, life: AgentLife, restart: bool) -> None:
+        """Claim, start, run and end one agent life."""
+        doc, agent = life.document_id, life.agent_id
+        sup = self.supervisor
+        try:
+            try:
+                async with self._claim_limiter:
+                    claim = await self._claim(doc, agent)
+            except StoreError as exc:
+                log.warning("claim_failed", document_id=doc, error=str(exc))
+                self._dispatch(sup.claim_failed(doc, agent, str(exc), monotonic()))
+                return
+            if not claim.claimed:
+                log.info(
+                    "document_owned_elsewhere",
+                    document_id=doc,
+                    owner_manager_id=claim.row.manager_id,
+                    owner_agent_id=claim.row.agent_id,
+                )
+                reason = f"owned by manager {claim.row.manager_id}"
+                self._dispatch(sup.claim_failed(doc, agent, reason, monotonic()))
+                return
+            if life.stop_reason is not None:
+                self._dispatch(sup.worker_exited(doc, agent, "never started", monotonic()))
+                return
+            worker = self.fleet.process(self.worker_settings, doc, agent)
+            try:
+                await worker.start()
+            except (OSError, ValueError, RuntimeError, EOFError) as exc:
+                log.exception("worker_start_failed", document_id=doc)
+                description = f"failed to start: {exc!r}"
+                self._dispatch(sup.worker_exited(doc, agent, description, monotonic()))
+                return
+            life.worker = worker
+            if life.kill:
+                worker.kill()
+            self.writer.set_status(
+                agent,
+                "connecting",
+                pid=worker.pid,
+                metadata={"pid_create_time": worker.create_time, "host": self.host},
+            )
+            self._observer.worker_started(life, restart)
+            log.info(
+                "worker_restarted" if restart else "worker_started",
+                document_id=doc,
+                agent_id=agent,
+                pid=worker.pid,
+            )
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._pinger, life, worker)
+                tg.start_soon(self._stopper, life, worker)
+                exit_info = await worker.run(
+                    on_message=lambda message: self._on_message(life, worker, message),
+                    on_protocol_error=lambda reason: self._unhealthy(life, reason),
+                )
+                tg.cancel_scope.cancel()
+            log.info(
+                "worker_exited",
+                document_id=doc,
+                agent_id=agent,
+                pid=worker.pid,
+                how=exit_info.description,
+                asked=life.stop_reason,
+            )
+            self._observer.worker_exited(life, life.stop_reason is not None)
+            self._dispatch(sup.worker_exited(doc, agent, exit_info.description, monotonic()))
+        finally:
+            self.lives.pop(agent, None)
+            self.on_life_ended()
+
+    async def _claim(self, document_id: str, agent_id: str) -> ClaimResult:
+        settings = self.settings
+        metadata = {"host": self.host, "manager_pid": os.getpid()}
+        claim = await self.store.claim_document(
+            document_id, agent_id, settings.manager_id, self.host, metadata
+        )
+        if (
+            not claim.claimed
+            and claim.row.manager_id == settings.manager_id
+            and claim.row.agent_id not in self.lives
+        ):
+            # Our own previous life of this document; its end is still in the
+            # writer's buffer. Write it, then claim again.
+            await self.writer.flush()
+            claim = await self.store.claim_document(
+                document_id, agent_id, settings.manager_id, self.host, metadata
+            )
+        return claim
+
+    async def _stopper(self, life: AgentLife, worker: WorkerProcess) -> None:
+        await life.stop_requested.wait()
+        if life.kill:
+            worker.kill()
+            return
+        self.writer.set_status(life.agent_id, "detaching")
+        await worker.stop(
+            life.stop_reason or "detach",
+            grace=self.settings.detach_grace_s,
+            kill_grace=self.settings.kill_grace_s,
+        )
+
+    async def _pinger(self, life: AgentLife, worker: WorkerProcess) -> None:
+        interval = self.settings.ping_interval_s
+        timeout = self.settings.ping_timeout_s
+        while True:
+            await anyio.sleep(interval)
+            if life.stop_reason is not None:
+                return
+            if not await worker.ping(timeout):
+                if life.stop_reason is None:
+                    log.warning(
+                        "worker_ping_timeout",
+                        document_id=life.document_id,
+                        agent_id=life.agent_id,
+                        pid=worker.pid,
+                    )
+                    self._unhealthy(life, f"no pong within {timeout:g} s")
+                return
+
+    def _unhealthy(self, life: AgentLife, reason: str) -> None:
+        self._dispatch(
+            self.supervisor.worker_unhealthy(life.document_id, life.agent_id, reason, monotonic())
+        )
+
+    def _on_message(self, life: AgentLife, worker: WorkerProcess, message: WorkerMessage) -> None:
+        agent = life.agent_id
+        if isinstance(message, Metrics):
+            self.writer.add_metrics(
+                agent,
+                memory_mb=message.memory_mb,
+                cpu_percent=message.cpu_percent,
+                websocket_latency_ms=message.websocket_latency_ms,
+                llm_response_time_ms=message.llm_response_time_ms,
+            )
+        elif isinstance(message, LlmCall):
+            self.writer.count(agent, llm_calls=1)
+            self._observer.llm_call(message.response_time_ms)
+        elif isinstance(message, LocationMarked):
+            self.writer.count(agent, locations_marked=1)
+            self._observer.location_marked()
+        elif isinstance(message, Activity):
+            self.writer.count(agent, at=datetime.now(UTC))
+            actions = self.supervisor.worker_activity(
+                life.document_id, agent, message.kind, monotonic()
+            )
+            if message.kind == "abandoned":
+                log.info("document_abandoned", document_id=life.document_id, agent_id=agent)
+            self._dispatch(actions)
+        elif isinstance(message, Connected):
+            log.info(
+                "worker_connected",
+                document_id=life.document_id,
+                agent_id=agent,
+                pid=worker.pid,
+                sync_ms=round(message.sync_ms, 1),
+            )
+            if life.stop_reason is None:
+                self.writer.set_status(agent, "active", pid=worker.pid)
+            self._dispatch(self.supervisor.worker_connected(life.document_id, agent, monotonic()))
+            self._observer.worker_connected(life)
+        elif isinstance(message, Error):
+            log.warning(
+                "worker_reported_error",
+                document_id=life.document_id,
+                agent_id=agent,
+                message=message.message[:300],
+                fatal=message.fatal,
+            )
+            self.supervisor.worker_error(life.document_id, agent, message.message)
