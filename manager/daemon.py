@@ -23,7 +23,7 @@ import contextlib
 import signal
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 import anyio
 import anyio.abc
@@ -31,7 +31,7 @@ import structlog
 
 from manager.backends import ActivitySource, ActivitySourceFactory, open_backend, select_backend
 from manager.config import Settings
-from manager.errors import ConfigurationError, StoreError
+from manager.errors import ConfigurationError, DocagentsError, StoreError
 from manager.lives import AgentLife, LifeRunner, monotonic
 from manager.monitor import DaemonMonitor, OnConnected
 from manager.processes import Target, WorkerFleet
@@ -135,50 +135,65 @@ class ManagerDaemon:
         if self._running:
             raise RuntimeError("ManagerDaemon.run() called twice")
         self._running = True
-        settings = self.settings
         with (
             self._requests_in,
             self._requests,
             anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals,
         ):
             ended, latest, cursor = await self._read_start_state()
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                tg.start_soon(self._forward_signals, signals)
-                await self._start_metrics_server(tg)
-                tg.start_soon(self.monitor.run_heartbeat)
-                log.info(
-                    "manager_starting",
-                    manager_id=settings.manager_id,
-                    capacity=settings.max_concurrent_agents,
-                    stale_lives_ended=len(ended),
-                    documents_known=len(latest),
-                    cursor=cursor,
-                )
-                self.listener = self.monitor.source = self._activity_source(cursor)
-                await tg.start(self.writer.run)
-                self._dispatch(self.supervisor.load(latest, monotonic()))
-                events_scope = anyio.CancelScope()
-                await tg.start(self._follow_events, events_scope)
-                tg.start_soon(self._ticker)
-                tg.start_soon(self._stats_loop)
-                if settings.retention_days is not None:
-                    tg.start_soon(self._retention, settings.retention_days)
-                log.info("manager_ready", manager_id=settings.manager_id, attached=len(self.lives))
-                self.monitor.ready()
-                if ready is not None:
-                    ready()
-                async for signum in self._requests:
-                    if signum == signal.SIGUSR1:
-                        await self.print_stats()
-                        continue
-                    log.info("manager_stopping", signal=signal.Signals(signum).name)
-                    break
-                self.monitor.stopping()
-                events_scope.cancel()
-                code = await self._shutdown()
-                tg.cancel_scope.cancel()  # the writer's final flush runs on cancel
+            try:
+                with _unwrap_start_error():
+                    code = await self._run_services(signals, ended, latest, cursor, ready)
+            finally:
+                self.monitor.notifier.close()
         log.info("manager_stopped", exit_code=code)
+        return code
+
+    async def _run_services(
+        self,
+        signals: AsyncIterator[int],
+        ended: list[AgentRow],
+        latest: list[ActivityEvent],
+        cursor: int,
+        ready: Callable[[], None] | None,
+    ) -> int:
+        settings = self.settings
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._forward_signals, signals)
+            await self._start_metrics_server(tg)
+            tg.start_soon(self.monitor.run_heartbeat)
+            log.info(
+                "manager_starting",
+                manager_id=settings.manager_id,
+                capacity=settings.max_concurrent_agents,
+                stale_lives_ended=len(ended),
+                documents_known=len(latest),
+                cursor=cursor,
+            )
+            self.listener = self.monitor.source = self._activity_source(cursor)
+            await tg.start(self.writer.run)
+            self._dispatch(self.supervisor.load(latest, monotonic()))
+            events_scope = anyio.CancelScope()
+            await tg.start(self._follow_events, events_scope)
+            tg.start_soon(self._ticker)
+            tg.start_soon(self._stats_loop)
+            if settings.retention_days is not None:
+                tg.start_soon(self._retention, settings.retention_days)
+            log.info("manager_ready", manager_id=settings.manager_id, attached=len(self.lives))
+            self.monitor.ready()
+            if ready is not None:
+                ready()
+            async for signum in self._requests:
+                if signum == signal.SIGUSR1:
+                    await self.print_stats()
+                    continue
+                log.info("manager_stopping", signal=signal.Signals(signum).name)
+                break
+            self.monitor.stopping()
+            events_scope.cancel()
+            code = await self._shutdown()
+            tg.cancel_scope.cancel()  # the writer's final flush runs on cancel
         return code
 
     def request_shutdown(self) -> None:
@@ -339,6 +354,27 @@ class ManagerDaemon:
             log.warning("stats_unavailable", error=str(exc))
             return
         print(render_stats_box(system, self.manager_stats()), flush=True)
+
+
+@contextlib.contextmanager
+def _unwrap_start_error() -> Iterator[None]:
+    """A configuration error raised inside the task group comes out as itself (for the CLI)."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        cancelled = anyio.get_cancelled_exc_class()
+        leaves = _leaves(group)
+        errors = [e for e in leaves if not isinstance(e, cancelled)]
+        if len(errors) == 1 and isinstance(errors[0], DocagentsError):
+            raise errors[0] from group
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
 
 
 def _listener_factory(settings: Settings, store: Store, conninfo: str) -> ActivitySourceFactory:
