@@ -1,0 +1,1 @@
+"""The docagents benchmark suite: ``python -m scripts.bench [--quick]`` (see README.md)."""

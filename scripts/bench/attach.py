@@ -1,0 +1,136 @@
+"""Attach latency (one at a time, bursts), memory per idle worker, and capacity.
+
+All in one in-process manager: committed ``document_activity`` INSERT -> the
+worker's ``connected`` message read by the manager.
+
+Capacity: the manager is ramped to N running agents (N in ``capacity_steps``); at
+each step the memory of the idle workers is taken, then ``probes`` new documents
+are attached one at a time. N is sustained when every probe attached in under 1 s
+(and the ramp itself succeeded); the search stops at the first failure.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+
+from scripts.bench import floors
+from scripts.bench.stack import ManagerRun, Stack, memory_of, summary
+
+ATTACH_LIMIT_MS = 1000.0
+
+
+async def _one(stack: Stack, run: ManagerRun, doc: str, within: float = 30.0) -> float:
+    committed = stack.events([doc], "active")
+    await run.wait_connected([doc], within=within)
+    return (run.connected[doc] - committed) * 1000
+
+
+async def _idle_all(stack: Stack, run: ManagerRun, docs: list[str]) -> None:
+    for start in range(0, len(docs), 500):
+        stack.events(docs[start : start + 500], "idle")
+    await run.wait_running(0, within=120)
+
+
+async def _burst(stack: Stack, run: ManagerRun, docs: list[str]) -> dict[str, Any]:
+    committed = stack.events(docs, "active")
+    await run.wait_connected(docs, within=180)
+    spans = sorted((run.connected[d] - committed) * 1000 for d in docs)
+    return {
+        "n": len(docs),
+        "all_connected_ms": spans[-1],
+        "spans_ms": spans,
+        **{"first_ms": spans[0], "median_ms": spans[len(spans) // 2]},
+    }
+
+
+async def run(stack: Stack, cfg: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    cap = max(cfg["capacity_steps"] + cfg["bursts"]) + cfg["probes"] + 20
+    settings = stack.settings(max_concurrent_agents=cap, flush_interval_s=0.5)
+    async with stack.manager(settings) as run_:
+        fleet = run_.fleet
+        out["floor_forkserver_first_message_ms"] = await floors.forkserver_floor(fleet)
+        out["floor_bare_python"] = floors.bare_python_memory()
+        # warm-up: the first worker and the docserver's first room
+        await _one(stack, run_, "warm")
+        await _idle_all(stack, run_, ["warm"])
+
+        latencies: list[float] = []
+        for i in range(cfg["sequential"]):
+            doc = f"seq-{i}"
+            latencies.append(await _one(stack, run_, doc))
+            stack.events([doc], "idle")
+            await anyio.sleep(0.02)  # let the pool refill, as between real arrivals
+        await run_.wait_running(0, within=60)
+        out["sequential_ms"] = {**summary(latencies), "samples": latencies}
+        out["pool"] = {
+            "hits": fleet.pool_hits,
+            "misses": fleet.pool_misses,
+            "size": fleet.warm_pool,
+        }
+
+        out["bursts"] = {}
+        for n in cfg["bursts"]:
+            await anyio.sleep(1)  # the pool refills
+            docs = [f"burst{n}-{i}" for i in range(n)]
+            out["bursts"][str(n)] = await _burst(stack, run_, docs)
+            await _idle_all(stack, run_, docs)
+
+        # memory + capacity ramp
+        steps = sorted(set(cfg["memory_at"]) | set(cfg["capacity_steps"]))
+        ramp: list[str] = []
+        out["memory"] = {}
+        out["capacity"] = {"steps": [], "sustained": 0}
+        for n in steps:
+            new = [f"ramp-{i}" for i in range(len(ramp), n)]
+            started = time.perf_counter()
+            try:
+                result = await _burst(stack, run_, new)
+            except TimeoutError:
+                out["capacity"]["steps"].append({"n": n, "ok": False, "why": "ramp timed out"})
+                break
+            ramp += new
+            ramp_s = time.perf_counter() - started
+            await anyio.sleep(cfg["settle_s"])
+            pids = run_.worker_pids()
+            mem = memory_of(pids)
+            if n in cfg["memory_at"]:
+                out["memory"][str(n)] = mem
+            if n not in cfg["capacity_steps"]:
+                continue
+            probes: list[float] = []
+            ok = True
+            for i in range(cfg["probes"]):
+                doc = f"probe{n}-{i}"
+                try:
+                    probes.append(await _one(stack, run_, doc, within=10))
+                except TimeoutError:
+                    ok = False
+                    break
+                stack.events([doc], "idle")
+                await anyio.sleep(0.05)
+            ok = ok and max(probes) < ATTACH_LIMIT_MS and result["all_connected_ms"] < 60_000
+            out["capacity"]["steps"].append(
+                {
+                    "n": n,
+                    "ok": ok,
+                    "ramp_s": ramp_s,
+                    "probe_ms": summary(probes),
+                    "memory": mem,
+                    "load_1m": _load(),
+                }
+            )
+            if not ok:
+                break
+            out["capacity"]["sustained"] = n
+        await _idle_all(stack, run_, ramp)
+    return out
+
+
+def _load() -> float:
+    import os
+
+    return os.getloadavg()[0]

@@ -1,0 +1,67 @@
+"""Floors: what the scenarios could not beat, measured in the same run.
+
+- a bare forkserver child's time to its first message (the same forkserver and
+  template as the workers, a child that only writes one message on its pipe);
+- a bare Python process's PSS / USS (``python -c`` waiting on stdin);
+- a fresh interpreter importing ``manager.cli`` (the fixed part of a manager restart).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import anyio
+import psutil
+
+from manager.processes import WorkerFleet, _TemplateProcess
+from scripts.bench.stack import summary
+
+
+def forkserver_first_message(fleet: WorkerFleet, samples: int = 30) -> dict[str, float]:
+    """ms from ``Process.start()`` to the first message read by the parent (blocking)."""
+    ctx = fleet.context
+    times: list[float] = []
+    for _ in range(samples):
+        parent, child = ctx.Pipe(duplex=True)
+        proc = _TemplateProcess(target=child.send_bytes, args=(b"hello",), daemon=True)
+        started = time.perf_counter()
+        proc.start()
+        child.close()
+        parent.recv_bytes()
+        times.append((time.perf_counter() - started) * 1000)
+        proc.join(5)
+        parent.close()
+    return summary(times)
+
+
+def bare_python_memory() -> dict[str, float]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    try:
+        time.sleep(0.5)
+        info = psutil.Process(proc.pid).memory_full_info()
+        return {
+            "rss_mib": info.rss / 2**20,
+            "pss_mib": info.pss / 2**20,
+            "uss_mib": info.uss / 2**20,
+        }
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(5)
+
+
+def manager_import_s(samples: int = 3) -> float:
+    best = float("inf")
+    for _ in range(samples):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import manager.cli"], check=True)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+async def forkserver_floor(fleet: WorkerFleet) -> dict[str, float]:
+    return await anyio.to_thread.run_sync(forkserver_first_message, fleet)

@@ -1,0 +1,154 @@
+"""Typed period -> geoMark visible to another client.
+
+A human client (pycrdt over the docserver, like an editor) opens a document; the
+docserver writes 'active', the manager attaches an agent. For each sentence the
+client types "We went to <City>" one character per transaction, waits past the
+debounce (so that part is extracted, with nothing finished), then types the '.'.
+Latency = the '.' transaction -> the client sees the new geoMark.
+
+Variants: the gazetteer with the default debounce (300 ms) and with none; the LLM
+extractor against a local OpenAI-compatible double that answers after 200 ms.
+Overhead = latency - debounce (- 200 ms for the LLM). Floor: the same '.' seen by
+a second client (the docserver's relay round trip).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+from openai_double import OpenAIDouble, places, serve
+from ywebsocket_server import HumanClient
+
+from scripts.bench.stack import Stack, summary
+
+CITIES = [
+    "Lisbon",
+    "Copenhagen",
+    "Oslo",
+    "Paris",
+    "Berlin",
+    "Madrid",
+    "Rome",
+    "Vienna",
+    "Prague",
+    "Dublin",
+    "Warsaw",
+    "Budapest",
+    "Athens",
+    "Helsinki",
+    "Stockholm",
+    "Amsterdam",
+    "Brussels",
+    "Zurich",
+    "Munich",
+    "Hamburg",
+    "Milan",
+    "Naples",
+    "Seville",
+    "Porto",
+    "Krakow",
+    "Tokyo",
+    "Osaka",
+    "Toronto",
+    "Chicago",
+    "Boston",
+]
+LLM_S = 0.2
+
+
+def type_chars(run: Any, text: str) -> None:
+    offset = len(run)
+    for ch in text:
+        run.insert(offset, ch)
+        offset += len(ch.encode())
+
+
+async def _sentences(
+    stack: Stack, settings: Any, doc: str, n: int, quiet_s: float
+) -> dict[str, Any]:
+    assert stack.docserver is not None
+    marks_ms: list[float] = []
+    relay_ms: list[float] = []
+    async with stack.manager(settings) as run:
+        ann = HumanClient(stack.docserver.ws_url(doc))
+        bob = HumanClient(stack.docserver.ws_url(doc), name="Bob")
+        async with ann.connected(), bob.connected():
+            await run.wait_connected([doc], within=30)
+            await anyio.sleep(0.3)
+            for i in range(n):
+                city = CITIES[i % len(CITIES)]
+                (text_run,) = ann.add_paragraph("")
+                type_chars(text_run, f"We went to {city}")
+                await anyio.sleep(quiet_s)
+                before = len(ann.marks())
+                want = len(bob.text()) + 1
+                type_chars(text_run, ".")
+                typed = time.perf_counter()
+                async with anyio.create_task_group() as tg:
+
+                    async def relay(want: int = want, typed: float = typed) -> None:
+                        await bob.wait_for(lambda: len(bob.text()) >= want, within=10)
+                        relay_ms.append((time.perf_counter() - typed) * 1000)
+
+                    tg.start_soon(relay)
+                    await ann.wait_for(lambda b=before: len(ann.marks()) > b, within=20)
+                    marks_ms.append((time.perf_counter() - typed) * 1000)
+    return {
+        "period_to_mark_ms": {**summary(marks_ms), "samples": marks_ms},
+        "floor_relay_ms": summary(relay_ms),
+    }
+
+
+async def run(stack: Stack, cfg: dict[str, Any]) -> dict[str, Any]:
+    n = cfg["sentences"]
+    out: dict[str, Any] = {}
+    base = {"max_concurrent_agents": 5}
+    for debounce in (300, 0):
+        settings = stack.settings(**base, sentence_debounce_ms=debounce)
+        result = await _sentences(
+            stack, settings, f"marks-gaz-{debounce}", n, quiet_s=debounce / 1000 + 0.3
+        )
+        lat = result["period_to_mark_ms"]
+        result["debounce_ms"] = debounce
+        result["overhead_p50_ms"] = lat["p50"] - debounce
+        result["overhead_p99_ms"] = lat["p99"] - debounce
+        out[f"gazetteer_debounce_{debounce}"] = result
+
+    cities = [CITIES[i % len(CITIES)] for i in range(cfg["llm_sentences"])]
+    script = [
+        places({"sentence_index": 0, "text": c, "name": c, "lat": 10.0, "lng": 20.0})
+        for c in cities
+    ]
+    for reply in script:
+        reply.delay_s = LLM_S
+    async with serve(OpenAIDouble(script)) as double:
+        for debounce in (300, 0):
+            double.script = [*script]
+            settings = stack.settings(
+                **base,
+                extractor="llm",
+                openai_api_key="bench-key",
+                openai_base_url=double.base_url,
+                llm_max_calls_per_minute=10_000,
+                sentence_debounce_ms=debounce,
+            )
+            try:
+                result = await _sentences(
+                    stack,
+                    settings,
+                    f"marks-llm-{debounce}",
+                    len(cities),
+                    quiet_s=debounce / 1000 + 0.3,
+                )
+            except Exception as exc:  # a TimeoutError inside task groups
+                out[f"llm_debounce_{debounce}"] = {"error": repr(exc)[:300]}
+                continue
+            lat = result["period_to_mark_ms"]
+            result["debounce_ms"] = debounce
+            result["model_ms"] = LLM_S * 1000
+            result["overhead_p50_ms"] = lat["p50"] - debounce - LLM_S * 1000
+            result["overhead_p99_ms"] = lat["p99"] - debounce - LLM_S * 1000
+            out[f"llm_debounce_{debounce}"] = result
+    return out

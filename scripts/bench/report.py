@@ -1,0 +1,343 @@
+"""The Markdown report and its plots, from the results dictionary."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def _get(d: dict[str, Any], *path: str) -> Any:
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, float):
+        v = f"{v:.1f}" if abs(v) < 100 else f"{v:.0f}"
+    return f"{v}{unit}"
+
+
+def _row(
+    name: str,
+    value: Any,
+    unit: str,
+    target: str,
+    ok: bool | None,
+    floor: Any = None,
+    funit: str = "",
+) -> str:
+    verdict = "—" if ok is None else ("✅" if ok else "❌")
+    ratio = "—"
+    if isinstance(value, (int, float)) and isinstance(floor, (int, float)) and floor:
+        ratio = f"{value / floor:.1f}x"
+    return (
+        f"| {name} | {_fmt(value, unit)} | {target} | {verdict} | {_fmt(floor, funit)} | {ratio} |"
+    )
+
+
+def _le(v: Any, limit: float) -> bool | None:
+    return None if not isinstance(v, (int, float)) else v <= limit
+
+
+def _ge(v: Any, limit: float) -> bool | None:
+    return None if not isinstance(v, (int, float)) else v >= limit
+
+
+def rows(r: dict[str, Any]) -> list[str]:
+    a, e, m, rc = (
+        r.get("attach", {}),
+        r.get("events", {}),
+        r.get("marks", {}),
+        r.get("recovery", {}),
+    )
+    fork = _get(a, "floor_forkserver_first_message_ms", "p50")
+    bare = _get(a, "floor_bare_python") or {}
+    seq = a.get("sequential_ms", {})
+    out = [
+        "| figure | measured | target | ok | floor | ratio to floor |",
+        "|---|---|---|---|---|---|",
+        _row(
+            "attach p50 (INSERT -> connected)",
+            seq.get("p50"),
+            " ms",
+            "≤ 25 ms",
+            _le(seq.get("p50"), 25),
+            fork,
+            " ms",
+        ),
+        _row("attach p90", seq.get("p90"), " ms", "", None, fork, " ms"),
+        _row(
+            "attach p99", seq.get("p99"), " ms", "≤ 100 ms", _le(seq.get("p99"), 100), fork, " ms"
+        ),
+    ]
+    for n, limit in (("100", 2000), ("300", 6000), ("50", None)):
+        v = _get(a, "bursts", n, "all_connected_ms")
+        if v is not None:
+            out.append(
+                _row(
+                    f"{n} at once, all connected",
+                    v,
+                    " ms",
+                    f"≤ {limit} ms" if limit else "",
+                    _le(v, limit) if limit else None,
+                    fork,
+                    " ms",
+                )
+            )
+    for n, mem in (a.get("memory") or {}).items():
+        out.append(
+            _row(
+                f"PSS per idle worker ({n} running)",
+                mem["pss_mib"],
+                " MiB",
+                "≤ 25 MiB",
+                _le(mem["pss_mib"], 25),
+                bare.get("pss_mib"),
+                " MiB",
+            )
+        )
+        out.append(
+            _row(
+                f"USS per idle worker ({n} running)",
+                mem["uss_mib"],
+                " MiB",
+                "≤ 10 MiB",
+                _le(mem["uss_mib"], 10),
+                bare.get("uss_mib"),
+                " MiB",
+            )
+        )
+        out.append(
+            _row(
+                f"RSS per idle worker ({n} running)",
+                mem["rss_mib"],
+                " MiB",
+                "",
+                None,
+                bare.get("rss_mib"),
+                " MiB",
+            )
+        )
+    cap = _get(a, "capacity", "sustained")
+    out.append(_row("concurrent agents, every attach < 1 s", cap, "", "≥ 500", _ge(cap, 500)))
+    floor_rate = e.get("floor_bare_reader_per_s")
+    for kind in ("noop_repeats", "transitions"):
+        k = e.get(kind) or {}
+        out.append(
+            _row(
+                f"events applied/s ({kind.replace('_', ' ')})",
+                k.get("applied_per_s"),
+                "/s",
+                "≥ 5000/s",
+                _ge(k.get("applied_per_s"), 5000),
+                floor_rate,
+                "/s",
+            )
+        )
+        out.append(
+            _row(
+                f"event lag, max ({kind.replace('_', ' ')})",
+                k.get("lag_max_s"),
+                " s",
+                "≤ 1 s",
+                _le(k.get("lag_max_s"), 1),
+            )
+        )
+    for key, label, target in (
+        ("gazetteer_debounce_300", "period -> mark, gazetteer, debounce 300 ms", None),
+        ("gazetteer_debounce_0", "period -> mark, gazetteer, no debounce", 50),
+    ):
+        g = m.get(key) or {}
+        relay = _get(g, "floor_relay_ms", "p50")
+        p = g.get("period_to_mark_ms") or {}
+        out.append(_row(label + " p50", p.get("p50"), " ms", "", None, relay, " ms"))
+        out.append(
+            _row(
+                label + " p99",
+                p.get("p99"),
+                " ms",
+                f"≤ {target} ms" if target else "(300 ms is debounce)",
+                _le(p.get("p99"), target) if target else None,
+                relay,
+                " ms",
+            )
+        )
+        out.append(
+            _row(
+                label + " minus debounce, p99",
+                g.get("overhead_p99_ms"),
+                " ms",
+                "≤ 50 ms",
+                _le(g.get("overhead_p99_ms"), 50),
+            )
+        )
+    for key in ("llm_debounce_300", "llm_debounce_0"):
+        g = m.get(key) or {}
+        out.append(
+            _row(
+                f"LLM overhead above 200 ms + debounce ({key[-3:].strip('_')} ms), p50",
+                g.get("overhead_p50_ms"),
+                " ms",
+                "≤ 20 ms",
+                _le(g.get("overhead_p50_ms"), 20),
+            )
+        )
+        out.append(
+            _row(
+                f"LLM overhead above 200 ms + debounce ({key[-3:].strip('_')} ms), p99",
+                g.get("overhead_p99_ms"),
+                " ms",
+                "",
+                None,
+            )
+        )
+    out.append(
+        _row(
+            f"recovery of {rc.get('recovery_agents', '?')} agents after kill -9",
+            rc.get("recovery_s"),
+            " s",
+            "≤ 3 s",
+            _le(rc.get("recovery_s"), 3),
+            rc.get("floor_manager_import_s"),
+            " s",
+        )
+    )
+    out.append(
+        _row(
+            "workers outlive a killed manager by",
+            rc.get("orphans_gone_s"),
+            " s",
+            "≤ 2 s",
+            _le(rc.get("orphans_gone_s"), 2),
+        )
+    )
+    out.append(
+        _row(
+            f"manager CPU, {rc.get('cpu_agents', '?')} idle agents",
+            rc.get("cpu_manager_percent"),
+            " %",
+            "",
+            None,
+            rc.get("cpu_idle_manager_percent"),
+            " %",
+        )
+    )
+    return out
+
+
+def plots(r: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
+    made: list[tuple[str, str]] = []
+    a, m = r.get("attach", {}), r.get("marks", {})
+    samples = _get(a, "sequential_ms", "samples")
+    if samples:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.hist(samples, bins=40, color="#4477aa")
+        for p, style in (("p50", "-"), ("p99", "--")):
+            ax.axvline(
+                a["sequential_ms"][p],
+                color="k",
+                linestyle=style,
+                label=f"{p} {a['sequential_ms'][p]:.0f} ms",
+            )
+        ax.axvline(25, color="g", linestyle=":", label="target p50 25 ms")
+        ax.axvline(100, color="r", linestyle=":", label="target p99 100 ms")
+        ax.set_xlabel("INSERT -> connected (ms), one at a time")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / "attach_sequential.png", dpi=110)
+        plt.close(fig)
+        made.append(("Attach latency, one document at a time", "attach_sequential.png"))
+    bursts = a.get("bursts") or {}
+    if bursts:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for n, b in bursts.items():
+            spans = b["spans_ms"]
+            ax.plot(
+                spans, [(i + 1) / len(spans) * 100 for i in range(len(spans))], label=f"{n} at once"
+            )
+        ax.set_xlabel("ms after the committed INSERT")
+        ax.set_ylabel("% connected")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / "attach_bursts.png", dpi=110)
+        plt.close(fig)
+        made.append(
+            ("Documents becoming active at once: share connected over time", "attach_bursts.png")
+        )
+    steps = _get(a, "capacity", "steps") or []
+    if steps:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+        ns = [s["n"] for s in steps if "memory" in s]
+        for key, label in (("rss_mib", "RSS"), ("pss_mib", "PSS"), ("uss_mib", "USS")):
+            ax1.plot(
+                ns, [s["memory"][key] for s in steps if "memory" in s], marker="o", label=label
+            )
+        ax1.set_xlabel("running agents")
+        ax1.set_ylabel("MiB per worker")
+        ax1.legend()
+        ax2.plot(
+            ns, [s["probe_ms"]["max"] for s in steps if "probe_ms" in s], marker="o", label="max"
+        )
+        ax2.plot(
+            ns, [s["probe_ms"]["p50"] for s in steps if "probe_ms" in s], marker="o", label="p50"
+        )
+        ax2.axhline(1000, color="r", linestyle=":", label="1 s")
+        ax2.set_xlabel("running agents")
+        ax2.set_ylabel("attach of one more (ms)")
+        ax2.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / "capacity.png", dpi=110)
+        plt.close(fig)
+        made.append(("Memory per worker and attach latency as agents accumulate", "capacity.png"))
+    series = [
+        (k, _get(v, "period_to_mark_ms", "samples")) for k, v in m.items() if isinstance(v, dict)
+    ]
+    series = [(k, s) for k, s in series if s]
+    if series:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.boxplot(
+            [s for _, s in series],
+            tick_labels=[k.replace("_debounce_", "\ndebounce ") for k, _ in series],
+        )
+        ax.set_ylabel("typed '.' -> mark seen (ms)")
+        fig.tight_layout()
+        fig.savefig(out_dir / "marks.png", dpi=110)
+        plt.close(fig)
+        made.append(("Typed period -> geoMark visible to the typing client", "marks.png"))
+    return made
+
+
+def write(r: dict[str, Any], out_dir: Path) -> None:
+    lines = [
+        "# docagents benchmark",
+        "",
+        f"{r.get('started')} · {json.dumps(r.get('machine'))} · total {_fmt(r.get('total_s'))} s",
+        "",
+        *rows(r),
+        "",
+    ]
+    errors = {k: v["error"] for k, v in r.items() if isinstance(v, dict) and "error" in v}
+    for name, err in errors.items():
+        lines.append(f"**{name} failed**: `{err}`\n")
+    pool = _get(r, "attach", "pool")
+    if pool:
+        lines.append(
+            f"Warm pool: size {pool['size']}, {pool['hits']} starts from the pool,"
+            f" {pool['misses']} cold.\n"
+        )
+    for title, name in plots(r, out_dir):
+        lines += [f"## {title}", "", f"![{title}]({name})", ""]
+    lines += ["Configuration: `" + json.dumps(r.get("config")) + "`", ""]
+    (out_dir / "report.md").write_text("\n".join(lines))
