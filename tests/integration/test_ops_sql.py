@@ -38,8 +38,10 @@ def test_live_agents_shows_latest_metrics(db: psycopg.Connection) -> None:
 
 def test_usage_and_lifetimes_views(db: psycopg.Connection) -> None:
     _seed_agent(db, "d1", "a1")
-    db.execute("SELECT record_agent_metrics('[{\"agent_id\":\"a1\",\"llm_calls\":4,"
-               "\"locations_marked\":2,\"memory_mb\":30}]'::jsonb)")
+    db.execute(
+        'SELECT record_agent_metrics(\'[{"agent_id":"a1","llm_calls":4,'
+        '"locations_marked":2,"memory_mb":30}]\'::jsonb)'
+    )
     db.execute("SELECT * FROM end_agent_life('a1', 'error', 'crash loop: 5 restarts in 300 s')")
     _seed_agent(db, "d1", "a2")
     usage = db.execute(
@@ -71,7 +73,7 @@ def test_prune_history_batches_and_keeps_latest_event(db: psycopg.Connection) ->
     )
     # d-old: only old events (its latest must survive); d-new: old + recent.
     db.execute(
-        "INSERT INTO document_activity (document_id, event_type, \"timestamp\") VALUES "
+        'INSERT INTO document_activity (document_id, event_type, "timestamp") VALUES '
         "('d-old', 'active', now() - interval '50 days'),"
         "('d-old', 'idle', now() - interval '49 days'),"
         "('d-old', 'active', now() - interval '48 days'),"
