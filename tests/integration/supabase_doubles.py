@@ -213,9 +213,7 @@ class SupabaseDouble:
     async def _rpc(self, function: str, args: dict[str, Any]) -> tuple[int, Any]:
         if function not in _RPC_FUNCTIONS or not isinstance(args, dict):
             raise _Unexpected
-        async with await psycopg.AsyncConnection.connect(
-            self.database_url, autocommit=True
-        ) as conn:
+        async with _connection(self.database_url) as conn:
             cur = await conn.execute(
                 "SELECT proargnames, string_to_array(oidvectortypes(proargtypes), ', '), proretset "
                 "FROM pg_proc WHERE proname = %s AND pronamespace = 'public'::regnamespace",
@@ -257,9 +255,7 @@ class SupabaseDouble:
         return 200, None if row is None else row[0]
 
     async def _one(self, statement: sql.Composable, values: list[Any]) -> Any:
-        async with await psycopg.AsyncConnection.connect(
-            self.database_url, autocommit=True
-        ) as conn:
+        async with _connection(self.database_url) as conn:
             await conn.execute("SET TIME ZONE 'UTC'")
             cur = await conn.execute(statement, values)
             row = await cur.fetchone()
@@ -345,17 +341,19 @@ class SupabaseDouble:
 
     async def drop_websockets(self) -> None:
         """Close every realtime socket, as a gateway restart would."""
-        for sock in list(self._sockets):
+        # Reset first: a client may rejoin while we are still closing sockets.
+        self.subscribed = anyio.Event()
+        doomed = list(self._sockets)
+        for sock in doomed:
+            self._sockets.discard(sock)
             async with sock.lock:
                 await sock.send({"type": "websocket.close", "code": 1011})
-        self._sockets.clear()
-        self.subscribed = anyio.Event()
 
     async def _stream_changes(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         with self._stream_scope:
             async with (
-                await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as listen,
-                await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as read,
+                _connection(self.database_url) as listen,
+                _connection(self.database_url) as read,
             ):
                 await listen.execute("LISTEN document_activity")
                 await read.execute("SET TIME ZONE 'UTC'")
@@ -414,6 +412,18 @@ class SupabaseDouble:
         return sum(
             1 for m, p, _ in self.requests if m == "POST" and p == f"/rest/v1/rpc/{function}"
         )
+
+
+@asynccontextmanager
+async def _connection(database_url: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A connection opened and closed even while the test cancels the double."""
+    with anyio.CancelScope(shield=True):
+        conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
+    try:
+        yield conn
+    finally:
+        with anyio.CancelScope(shield=True):
+            await conn.close()
 
 
 class _Unexpected(Exception):
