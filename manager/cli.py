@@ -35,7 +35,9 @@ def load_settings() -> Settings:
             f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
             for err in exc.errors(include_url=False, include_input=False)
         )
-        raise click.ClickException(f"invalid configuration: {problems}") from exc
+        failure = click.ClickException(f"invalid configuration: {problems}")
+        failure.exit_code = 78  # EX_CONFIG: under systemd, RestartPreventExitStatus=78
+        raise failure from exc
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

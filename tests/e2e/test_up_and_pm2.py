@@ -156,6 +156,66 @@ async def test_docagents_up_runs_everything_and_ctrl_c_stops_all(tmp_path: Path)
     assert system["total_locations_marked"] == 2
 
 
+@pytest.mark.filterwarnings("ignore:ConnectionClosed.code is deprecated:DeprecationWarning")
+async def test_docagents_up_on_supabase_runs_no_embedded_postgres(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Only SUPABASE_URL + SUPABASE_SERVICE_KEY: docserver and manager both go through it."""
+    from tests.integration.supabase_doubles import serve_supabase
+
+    home = tmp_path / "home"
+    port = free_port()
+    env = _base_env(home, port)
+    async with serve_supabase(database_url) as supabase:
+        env.update(
+            MANAGER_ID="up-supabase",
+            SUPABASE_URL=supabase.url,
+            SUPABASE_SERVICE_KEY=supabase.key,
+            POLL_INTERVAL_S="1",
+        )
+        log_path = tmp_path / "up.log"
+        with log_path.open("wb") as log:
+            up = subprocess.Popen(  # noqa: ASYNC220
+                [sys.executable, "-m", "manager.cli", "up"],
+                cwd=tmp_path,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            await until(lambda: _port_open(port) or up.poll() is not None, within=60)
+            assert up.poll() is None, log_path.read_text()
+            ann = HumanClient(_ws_url(port, "sb-trip"))
+            async with ann.connected():
+                (run,) = ann.add_paragraph("")
+                type_chars(run, "Then we drove from Porto to Seville.")
+                await ann.wait_for(lambda: len(ann.marks()) == 2, within=30)
+            os.killpg(up.pid, signal.SIGINT)
+            await until(lambda: up.poll() is not None, within=30)
+            assert up.returncode == 0, log_path.read_text()
+        finally:
+            if up.poll() is None:
+                os.killpg(up.pid, signal.SIGKILL)
+                up.wait()
+        assert supabase.unexpected == []
+    assert not (home / "pgdata").exists()
+    assert supabase.key not in log_path.read_text()
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        events = [
+            r["event_type"]
+            for r in conn.execute(
+                "SELECT event_type FROM document_activity WHERE document_id = 'sb-trip' ORDER BY id"
+            )
+        ]
+        lives = conn.execute(
+            "SELECT status, locations_marked_count FROM agent_connections"
+            " WHERE document_id = 'sb-trip'"
+        ).fetchall()
+    assert events[0] == "active"
+    assert lives == [{"status": "disconnected", "locations_marked_count": 2}]
+
+
 # --------------------------------------------------------------------- pm2
 
 
