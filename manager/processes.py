@@ -70,6 +70,13 @@ DEFAULT_PRELOAD = ("manager.worker_template",)
 DEFAULT_WARM_POOL = 4
 #: After a failed pool start, wait this long before the next try.
 _POOL_RETRY_S = 1.0
+#: (pid, preload) of the forkserver this module started, to tell it from one
+#: started by other code of the same process.
+_template_forkserver: tuple[int | None, tuple[str, ...]] | None = None
+_TEMPLATE_LOCK = threading.Lock()
+#: The pool refills only after this long without a start: during a burst the
+#: forkserver and the CPU serve the workers that are wanted now.
+_POOL_QUIET_S = 0.25
 
 Target = Callable[[WorkerSettings, str, str, Connection], None]
 
@@ -157,6 +164,7 @@ class WorkerFleet:
         self._pool: list[tuple[Any, Connection]] = []
         self._pool_changed = threading.Condition()
         self._pool_closed = False
+        self._last_demand = 0.0
         self._refiller: threading.Thread | None = None
         #: Starts served from the pool / started cold (for benchmarks and stats).
         self.pool_hits = 0
@@ -171,8 +179,18 @@ class WorkerFleet:
         removed = scrub_secret_environment()
         if removed:
             log.warning("secret_environment_removed_before_forkserver", names=removed)
-        self._ctx.set_forkserver_preload(list(self.preload))
-        multiprocessing.forkserver.ensure_running()
+        server = multiprocessing.forkserver._forkserver
+        with _TEMPLATE_LOCK:
+            global _template_forkserver
+            running = server._forkserver_pid
+            if running is not None and _template_forkserver != (running, self.preload):
+                # Started by other code of this process without our template (every
+                # worker would import everything itself): start ours instead.
+                log.warning("forkserver_restarted_with_template", pid=running)
+                server._stop()
+            self._ctx.set_forkserver_preload(list(self.preload))
+            multiprocessing.forkserver.ensure_running()
+            _template_forkserver = (server._forkserver_pid, self.preload)
         with self._pool_changed:
             if self.warm_pool and self._refiller is None and not self._pool_closed:
                 self._refiller = threading.Thread(
@@ -200,13 +218,16 @@ class WorkerFleet:
         with self._pool_changed:
             return [proc.pid for proc, _ in self._pool if proc.pid is not None]
 
-    def _spawn(self) -> tuple[Any, Connection]:
-        """Fork one worker that waits for its assignment (blocking: the handshake)."""
+    def _spawn(self, warm: bool = True) -> tuple[Any, Connection]:
+        """Fork one worker that waits for its assignment (blocking: the handshake).
+
+        ``warm``: for the pool (it boots while it waits); else its assignment follows.
+        """
         from manager.worker_entry import run_pooled
 
         parent, child = self._ctx.Pipe(duplex=True)
         proc = _TemplateProcess(
-            target=run_pooled, args=(child,), name="docagents-worker", daemon=True
+            target=run_pooled, args=(child, warm), name="docagents-worker", daemon=True
         )
         try:
             proc.start()
@@ -220,6 +241,7 @@ class WorkerFleet:
     def _take(self) -> tuple[Any, Connection] | None:
         """A live pooled worker, or None; wakes the refill thread."""
         with self._pool_changed:
+            self._last_demand = time.monotonic()
             while self._pool:
                 proc, conn = self._pool.pop(0)
                 self._pool_changed.notify_all()
@@ -231,8 +253,14 @@ class WorkerFleet:
     def _refill(self) -> None:
         while True:
             with self._pool_changed:
-                while not self._pool_closed and len(self._pool) >= self.warm_pool:
-                    self._pool_changed.wait()
+                while not self._pool_closed:
+                    if len(self._pool) >= self.warm_pool:
+                        self._pool_changed.wait()
+                        continue
+                    quiet_for = time.monotonic() - self._last_demand
+                    if quiet_for >= _POOL_QUIET_S:
+                        break
+                    self._pool_changed.wait(_POOL_QUIET_S - quiet_for)
                 if self._pool_closed:
                     return
             try:
@@ -321,7 +349,7 @@ class WorkerProcess:
             else:
                 fleet.pool_hits += 1
         if pooled is None:
-            proc, parent = await anyio.to_thread.run_sync(fleet._spawn)
+            proc, parent = await anyio.to_thread.run_sync(fleet._spawn, False)
             fleet.pool_misses += 1
             with contextlib.suppress(OSError):  # it died at once: run() reports the exit
                 parent.send_bytes(assignment)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import pickle
+import sys
 from multiprocessing.connection import Connection
 
 from worker.config import WorkerSettings
@@ -28,9 +29,14 @@ def run_worker(settings: WorkerSettings, document_id: str, agent_id: str, conn: 
     process_main(settings, document_id, agent_id, conn)
 
 
-def run_pooled(conn: Connection) -> None:
-    """Boot, wait for the assignment on ``conn``, run it with the same pipe."""
-    if not conn.poll(0):  # nobody waiting on this worker yet: warm up meanwhile
+def run_pooled(conn: Connection, warm: bool = True) -> None:
+    """Boot (a pooled worker), wait for the assignment on ``conn``, run it with the same pipe.
+
+    ``warm=False``: started for an assignment that follows at once; no boot ahead.
+    """
+    # Boot ahead only in our template: in a forkserver started without it (by other
+    # code in the same process) that would import the whole worker, for nothing.
+    if warm and "manager.worker_template" in sys.modules and not conn.poll(0):
         _boot()
     try:
         data = conn.recv_bytes()

@@ -18,6 +18,12 @@ manager tells it to (or when the manager is gone).
 Nothing here may read the database settings: the forkserver inherits the
 environment of the moment it starts, and the manager removes the secrets from it
 before that (invariant 6).
+
+The OpenAI client (about a second to import) is preloaded only when the workers
+will use it: the extractor the environment (and ``.env``) selects is ``llm``, or
+``DOCAGENTS_PRELOAD_LLM=1``. Otherwise a worker that does get the LLM extractor
+imports it itself (slower first call, more private memory), and a gazetteer-only
+manager starts its workers a second sooner (crash recovery).
 """
 
 from __future__ import annotations
@@ -26,18 +32,34 @@ import gc
 
 gc.disable()
 
+import os  # noqa: E402
 import signal  # noqa: E402
 
 import anyio  # noqa: E402
 import anyio.lowlevel  # noqa: E402
-import openai  # noqa: E402, F401  (the LLM extractor's client, once for all workers)
+from pydantic import ValidationError  # noqa: E402
 
 import manager.processes  # noqa: E402  (the Process class is unpickled in the child)
 import manager.worker_entry  # noqa: E402, F401  (the Process target)
 import worker.extract  # noqa: E402
 import worker.extract.gazetteer_extractor  # noqa: E402
-import worker.extract.llm  # noqa: E402
 import worker.main  # noqa: E402
+from worker.config import WorkerSettings  # noqa: E402
+
+
+def _workers_use_llm() -> bool:
+    if os.environ.get("DOCAGENTS_PRELOAD_LLM", "").lower() in ("1", "true", "yes", "on"):
+        return True
+    try:
+        return WorkerSettings().resolved_extractor() == "llm"
+    except ValidationError:
+        return True  # the manager will refuse these settings anyway; preload to be safe
+
+
+if _workers_use_llm():
+    import openai  # noqa: F401  (the LLM extractor's client, once for all workers)
+
+    import worker.extract.llm
 
 
 async def _warm_up() -> None:

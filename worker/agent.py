@@ -62,7 +62,10 @@ class Agent:
         self._doc = Doc()
         self._presence = Presence(self._doc)
         self._view = DocumentView(
-            self._doc, settings.ydoc_fragment, on_remote_change=self._on_remote_change
+            self._doc,
+            settings.ydoc_fragment,
+            on_remote_change=self._on_remote_change,
+            on_sentence_end=self._on_sentence_end,
         )
         token = settings.docserver_agent_token
         self._connection = DocumentConnection(
@@ -73,9 +76,11 @@ class Agent:
             on_synced=self._on_synced,
             backoff=backoff,
         )
+        sentence_end_ms = settings.sentence_end_debounce_ms
         self._debouncer = Debouncer(
             debounce_s=settings.sentence_debounce_ms / 1000,
             max_wait_s=settings.sentence_max_wait_ms / 1000,
+            sentence_end_s=None if sentence_end_ms < 0 else sentence_end_ms / 1000,
         )
         self._changed = anyio.Event()
         self._processed: set[str] = set()
@@ -99,6 +104,10 @@ class Agent:
         """Work in the document until cancelled or :meth:`stop` is called."""
         if self._task_group is not None:
             raise RuntimeError("Agent already running")
+        if self._extractor is None and self._settings.resolved_extractor() == "llm":
+            # Not preloaded by the manager's template (a gazetteer-only environment):
+            # import the client (about a second) without stalling the event loop.
+            await anyio.to_thread.run_sync(_import_llm_client)
         extractor = self._extractor or self._make_extractor()
         try:
             async with anyio.create_task_group() as tg:
@@ -124,6 +133,10 @@ class Agent:
             tg.cancel_scope.cancel()
 
     # --- document changes ----------------------------------------------------
+
+    def _on_sentence_end(self) -> None:
+        self._debouncer.sentence_ended(anyio.current_time())
+        self._changed.set()
 
     def _on_remote_change(self) -> None:
         now = anyio.current_time()
@@ -168,7 +181,11 @@ class Agent:
                 due = self._debouncer.due_at()
                 if due is None or due <= anyio.current_time():
                     break
-                await anyio.sleep_until(due)  # touches meanwhile move ``due`` later
+                # Touches meanwhile move ``due`` later; a typed '.' moves it earlier.
+                with anyio.move_on_after(due - anyio.current_time()):
+                    await self._changed.wait()
+                if self._changed.is_set():
+                    self._changed = anyio.Event()
             self._debouncer.take()
             pending = self._view.take_pending(self._processed)
             if pending:
@@ -244,3 +261,7 @@ class Agent:
                 reported = True
                 log.info("document_abandoned", idle_s=round(now - since, 1))
                 self._reporter.report(Activity(kind="abandoned"))
+
+
+def _import_llm_client() -> None:
+    import worker.extract.llm  # noqa: F401  (imports openai)

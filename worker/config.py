@@ -42,6 +42,9 @@ class WorkerSettings(BaseSettings):
     idle_timeout_ms: int = Field(default=30_000, ge=0)
     metrics_interval_s: float = Field(default=30.0, gt=0)
     sentence_debounce_ms: int = Field(default=300, ge=0)
+    #: After a change that typed a sentence terminator: extract this soon (the
+    #: ordinary debounce still coalesces other keystrokes). Negative: no shortcut.
+    sentence_end_debounce_ms: int = Field(default=0)
     sentence_max_wait_ms: int = Field(default=2_000, ge=0)
 
     log_format: Literal["console", "json"] = "console"

@@ -21,6 +21,7 @@ from pycrdt import Doc, XmlElement, XmlFragment, XmlText
 
 from worker.marks import PlaceLike, PlannedMark, geo_mark_attrs, plan_marks
 from worker.runs import MARK_NAME, Block, TextRun
+from worker.sentences import TERMINATORS as _TERMINATORS
 from worker.sentences import finished_sentences, sentence_key
 
 __all__ = ["AGENT_ORIGIN", "AppliedMark", "DocumentView", "PendingSentence"]
@@ -52,11 +53,19 @@ class AppliedMark:
 
 class DocumentView:
     def __init__(
-        self, doc: Doc, fragment_name: str, *, on_remote_change: Callable[[], None]
+        self,
+        doc: Doc,
+        fragment_name: str,
+        *,
+        on_remote_change: Callable[[], None],
+        on_sentence_end: Callable[[], None] | None = None,
     ) -> None:
         self._doc = doc
         self._fragment = doc.get(fragment_name, type=XmlFragment)
         self._on_remote_change = on_remote_change
+        #: Called (before ``on_remote_change``) when a remote change inserted text
+        #: holding a sentence terminator.
+        self._on_sentence_end = on_sentence_end
         self._dirty: set[int] = set()
         self._next_color = 0
         #: geoId -> exact text of every mark this agent applied.
@@ -147,12 +156,19 @@ class DocumentView:
     def _observe(self, events: list[Any]) -> None:
         if not events or events[0].transaction.origin == AGENT_ORIGIN:
             return
+        sentence_end = False
         for event in events:
             target = event.target
             if isinstance(target, XmlText):
                 parent = target.parent
                 if parent is not None:
                     self._dirty.add(hash(parent))
+                if self._on_sentence_end is not None and not sentence_end:
+                    sentence_end = any(
+                        isinstance(text := change.get("insert"), str)
+                        and not _TERMINATORS.isdisjoint(text)
+                        for change in event.delta
+                    )
                 continue
             if isinstance(target, XmlElement):
                 self._dirty.add(hash(target))
@@ -161,6 +177,8 @@ class DocumentView:
                 if isinstance(inserted, list):
                     for node in inserted:
                         self._dirty.update(hash(block) for block in _blocks_within(node))
+        if sentence_end and self._on_sentence_end is not None:
+            self._on_sentence_end()
         self._on_remote_change()
 
 

@@ -90,7 +90,9 @@ async def _run_with_pipe(
     reporter = PipeReporter(conn)
     agent = Agent(settings, document_id, agent_id=agent_id, reporter=reporter)
     async with anyio.create_task_group() as tg:
-        await tg.start(agent.run)
+        # The pipe is served from the start: pings are answered while the agent is
+        # still setting up (a slow start is not a hung worker).
+        tg.start_soon(agent.run)
         reason = await _serve_pipe(conn, reporter)
         log.info("worker_stopping", reason=reason)
         await agent.stop(LEAVE_TIMEOUT_S)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-__all__ = ["SentenceSpan", "finished_sentences", "sentence_key"]
+__all__ = ["TERMINATORS", "SentenceSpan", "finished_sentences", "sentence_key"]
 
-_TERMINATORS = frozenset(".!?\u2026")
+TERMINATORS = frozenset(".!?\u2026")
+_TERMINATORS = TERMINATORS
 _CLOSERS = frozenset("\"')]}\u00bb\u201d\u2019")
 
 

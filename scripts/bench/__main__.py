@@ -22,7 +22,7 @@ import psutil
 
 from manager.processes import scrub_secret_environment
 from scripts.bench import attach, events, marks, recovery, report
-from scripts.bench.stack import REPO, Stack, raise_fd_limit
+from scripts.bench.stack import REPO, Stack, preview_ticker_fix, raise_fd_limit
 from worker.logs import configure_logging
 
 SCENARIOS = {
@@ -74,6 +74,7 @@ async def main_async(cfg: dict[str, Any], only: list[str], out_dir: Path) -> dic
             "platform": platform.platform(),
             "fd_limit": raise_fd_limit(),
         },
+        "preview_ticker_fix": preview_ticker_fix(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     with tempfile.TemporaryDirectory(prefix="docagents-bench-") as tmp:
@@ -104,6 +105,9 @@ def main() -> None:
         parser.error(f"unknown scenarios: {sorted(unknown)}")
     configure_logging("console", os.environ.get("BENCH_LOG_LEVEL", "WARNING"))
     scrub_secret_environment()
+    # The in-process managers run the LLM extractor too (marks): preload its client in
+    # the forkserver, as a manager configured with EXTRACTOR=llm does.
+    os.environ["DOCAGENTS_PRELOAD_LLM"] = "1"
     cfg = QUICK if args.quick else FULL
     out_dir = args.out / (time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else ""))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -35,3 +35,24 @@ def test_humans_are_non_empty_non_agent_states() -> None:
     assert not is_human({})
     assert not is_human(None)
     assert not is_human({"user": {"name": "AI Agent"}, "type": "agent"})
+
+
+def test_a_typed_terminator_makes_the_batch_due_early() -> None:
+    d = Debouncer(debounce_s=0.3, max_wait_s=2.0, sentence_end_s=0.0)
+    d.touch(10.0)
+    assert d.due_at() == pytest.approx(10.3)
+    d.sentence_ended(10.1)
+    d.touch(10.1)
+    assert d.due_at() == pytest.approx(10.1)
+    d.touch(10.15)  # keystrokes after the '.' do not postpone it
+    assert d.due_at() == pytest.approx(10.1)
+    d.take()
+    d.touch(11.0)
+    assert d.due_at() == pytest.approx(11.3)  # the shortcut is per batch
+
+
+def test_without_a_sentence_end_delay_terminators_are_ordinary_touches() -> None:
+    d = Debouncer(debounce_s=0.3, max_wait_s=2.0)
+    d.sentence_ended(10.0)
+    d.touch(10.0)
+    assert d.due_at() == pytest.approx(10.3)

