@@ -70,6 +70,24 @@ DEFAULT_PRELOAD = ("manager.worker_template",)
 DEFAULT_WARM_POOL = 4
 #: After a failed pool start, wait this long before the next try.
 _POOL_RETRY_S = 1.0
+#: How long the refill waits at most for a pooled worker to finish its boot.
+_BOOT_WAIT_S = 1.0
+
+
+def _wait_booted(pid: int | None) -> None:
+    """Wait until a pooled worker sleeps (booted, blocked on its pipe), at most a second."""
+    if pid is None:
+        return
+    deadline = time.monotonic() + _BOOT_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_SLEEPING:
+                return
+        except psutil.Error:
+            return
+        time.sleep(0.005)
+
+
 #: (pid, preload) of the forkserver this module started, to tell it from one
 #: started by other code of the same process.
 _template_forkserver: tuple[int | None, tuple[str, ...]] | None = None
@@ -241,7 +259,6 @@ class WorkerFleet:
     def _take(self) -> tuple[Any, Connection] | None:
         """A live pooled worker, or None; wakes the refill thread."""
         with self._pool_changed:
-            self._last_demand = time.monotonic()
             while self._pool:
                 proc, conn = self._pool.pop(0)
                 self._pool_changed.notify_all()
@@ -249,6 +266,11 @@ class WorkerFleet:
                     return proc, conn
                 conn.close()
         return None
+
+    def _note_miss(self) -> None:
+        """The pool ran dry: a burst; the refill waits until it is over."""
+        with self._pool_changed:
+            self._last_demand = time.monotonic()
 
     def _refill(self) -> None:
         while True:
@@ -269,6 +291,7 @@ class WorkerFleet:
                 log.warning("warm_pool_start_failed", error=repr(exc))
                 time.sleep(_POOL_RETRY_S)
                 continue
+            _wait_booted(item[0].pid)  # one boot at a time: a spike would slow real starts
             with self._pool_changed:
                 if not self._pool_closed:
                     self._pool.append(item)
@@ -349,6 +372,7 @@ class WorkerProcess:
             else:
                 fleet.pool_hits += 1
         if pooled is None:
+            fleet._note_miss()
             proc, parent = await anyio.to_thread.run_sync(fleet._spawn, False)
             fleet.pool_misses += 1
             with contextlib.suppress(OSError):  # it died at once: run() reports the exit
