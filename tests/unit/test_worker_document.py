@@ -72,3 +72,25 @@ def test_mark_racing_a_concurrent_edit_is_taken_off_again() -> None:
     assert str(run.diff()[0][0]) + "".join(str(c) for c, _ in run.diff()[1:]) == "We saw Roma."
     assert marks(human) == []
     assert marks(agent) == []
+
+
+def test_a_remote_terminator_is_reported_as_a_sentence_end() -> None:
+    human, agent = Doc(), Doc()
+    calls: list[str] = []
+    DocumentView(
+        agent,
+        "prosemirror",
+        on_remote_change=lambda: calls.append("change"),
+        on_sentence_end=lambda: calls.append("end"),
+    )
+    fragment = human.get("prosemirror", type=XmlFragment)
+    paragraph = fragment.children.append(XmlElement("paragraph"))
+    run = paragraph.children.append(XmlText("We saw Rome"))
+    exchange(human, agent)
+    assert calls == ["change"]
+    run.insert(len(run), ".")
+    exchange(human, agent)
+    assert calls == ["change", "end", "change"]
+    run.insert(len(run), " Then")
+    exchange(human, agent)
+    assert calls == ["change", "end", "change", "change"]
