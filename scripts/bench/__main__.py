@@ -73,6 +73,7 @@ async def main_async(cfg: dict[str, Any], only: list[str], out_dir: Path) -> dic
             "python": platform.python_version(),
             "platform": platform.platform(),
             "fd_limit": raise_fd_limit(),
+            "load_1m_at_start": os.getloadavg()[0],
         },
         "preview_ticker_fix": preview_ticker_fix(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -114,6 +115,7 @@ def main() -> None:
     started = time.perf_counter()
     results = anyio.run(main_async, cfg, only, out_dir)
     results["total_s"] = time.perf_counter() - started
+    results["machine"]["load_1m_at_end"] = os.getloadavg()[0]
     (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
     report.write(results, out_dir)
     print(f"report: {out_dir / 'report.md'}")
