@@ -72,6 +72,9 @@ class Settings(WorkerSettings):
     #: -> status 'error', no restart until its next 'active' event.
     crash_loop_restarts: int = Field(default=5, ge=0)
     crash_loop_window_s: float = Field(default=300.0, gt=0)
+    #: Workers started and booted ahead of need; a newly active document gets one
+    #: over its pipe (fork and boot off the attach path). 0 disables the pool.
+    warm_pool_size: int = Field(default=4, ge=0)
     #: Retry delay for a wanted document that another manager owns.
     claim_retry_s: float = Field(default=15.0, gt=0)
     #: After SIGTERM, how long a detaching worker gets before SIGKILL.

@@ -326,7 +326,11 @@ class ManagerDaemon:
             with anyio.move_on_after(delay):
                 await self._wake.wait()
             self._wake = anyio.Event()
-            self._dispatch(self.supervisor.tick(monotonic()))
+            # Dispatch only when the clock produced something: _dispatch wakes
+            # the ticker, so dispatching nothing would spin a core.
+            actions = self.supervisor.tick(monotonic())
+            if actions:
+                self._dispatch(actions)
 
     async def _stats_loop(self) -> None:
         while True:
@@ -405,11 +409,13 @@ async def run_manager(
     the database cannot be reached at start.
     """
     kind = select_backend(settings)
-    fleet = WorkerFleet(target=worker_target)
+    fleet = WorkerFleet(target=worker_target, warm_pool=settings.warm_pool_size)
+    # The worker template imports in its own process while the backend opens
+    # and recovery runs (secrets are scrubbed from the environment first).
+    await anyio.to_thread.run_sync(fleet.warm_up)
     try:
         async with open_backend(settings, conninfo=conninfo) as backend:
             log.info("manager_backend", kind=kind, database=backend.description)
-            await anyio.to_thread.run_sync(fleet.warm_up)
             daemon = ManagerDaemon(
                 settings,
                 backend.store,

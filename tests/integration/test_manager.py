@@ -25,6 +25,7 @@ from manager.daemon import ManagerDaemon
 from manager.errors import ConfigurationError
 from manager.processes import WorkerFleet
 from manager.store.postgres import PostgresStore
+from manager.supervisor import Supervisor
 
 pytestmark = pytest.mark.anyio
 
@@ -334,3 +335,27 @@ async def test_missing_schema_is_a_clear_error(empty_database_url: str, fleet: W
             await daemon.run()
     finally:
         await store.aclose()
+
+
+async def test_an_idle_manager_does_not_spin(
+    database_url: str, db: Db, fleet: WorkerFleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing to do, the ticker sleeps until its next deadline (about once a second).
+
+    Counted, not timed: a ticker that woke itself after every tick (a bug that
+    once cost a whole core) makes thousands of supervisor ticks in the same span.
+    """
+    ticks = 0
+    original = Supervisor.tick
+
+    def counting_tick(self: Supervisor, now: float) -> Any:
+        nonlocal ticks
+        ticks += 1
+        return original(self, now)
+
+    monkeypatch.setattr(Supervisor, "tick", counting_tick)
+    async with running(make_settings("idle-manager"), database_url, fleet):
+        ticks = 0
+        await anyio.sleep(1.5)
+        seen = ticks
+    assert seen <= 10, f"{seen} supervisor ticks in 1.5 s with nothing to do"
