@@ -22,7 +22,7 @@ import psutil
 
 from manager.processes import scrub_secret_environment
 from scripts.bench import attach, events, marks, recovery, report
-from scripts.bench.stack import REPO, Stack, preview_ticker_fix, raise_fd_limit
+from scripts.bench.stack import REPO, Stack, raise_fd_limit
 from worker.logs import configure_logging
 
 SCENARIOS = {
@@ -75,7 +75,6 @@ async def main_async(cfg: dict[str, Any], only: list[str], out_dir: Path) -> dic
             "fd_limit": raise_fd_limit(),
             "load_1m_at_start": os.getloadavg()[0],
         },
-        "preview_ticker_fix": preview_ticker_fix(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     with tempfile.TemporaryDirectory(prefix="docagents-bench-") as tmp:

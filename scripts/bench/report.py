@@ -315,11 +315,6 @@ def write(r: dict[str, Any], out_dir: Path) -> None:
         *rows(r),
         "",
     ]
-    if r.get("preview_ticker_fix"):
-        lines.append(
-            "**Preview**: in-process managers ran with the requested ticker fix"
-            " (BENCH_PREVIEW_TICKER_FIX=1); the recovery/CPU scenario's child manager did not.\n"
-        )
     errors = {k: v["error"] for k, v in r.items() if isinstance(v, dict) and "error" in v}
     for name, err in errors.items():
         lines.append(f"**{name} failed**: `{err}`\n")

@@ -59,31 +59,6 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def preview_ticker_fix() -> bool:
-    """``BENCH_PREVIEW_TICKER_FIX=1``: run the in-process managers with the ticker fix
-    requested in notes/MANAGER_INTERFACES.md (the ticker re-wakes itself through
-    ``_dispatch`` and spins a core). For an A/B figure only; the report says so.
-    """
-    if os.environ.get("BENCH_PREVIEW_TICKER_FIX") != "1":
-        return False
-    import manager.daemon as daemon_module
-
-    async def _ticker(self: Any) -> None:
-        while True:
-            now = time.monotonic()
-            deadline = self.supervisor.next_deadline(now)
-            delay = 1.0 if deadline is None else min(1.0, max(0.0, deadline - now))
-            with anyio.move_on_after(delay):
-                await self._wake.wait()
-            self._wake = anyio.Event()
-            actions = self.supervisor.tick(time.monotonic())
-            if actions:
-                self._dispatch(actions)
-
-    daemon_module.ManagerDaemon._ticker = _ticker  # type: ignore[method-assign]
-    return True
-
-
 def raise_fd_limit(wanted: int = 65536) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = min(wanted, hard) if hard != resource.RLIM_INFINITY else wanted
