@@ -80,7 +80,7 @@ async def test_retention_through_rpc(supabase: SupabaseDouble, db: psycopg.Conne
     from manager.retention import prune_once
 
     db.execute(
-        "INSERT INTO document_activity (document_id, event_type, \"timestamp\") VALUES"
+        'INSERT INTO document_activity (document_id, event_type, "timestamp") VALUES'
         " ('a', 'active', now() - interval '9 days'), ('a', 'idle', now() - interval '8 days')"
     )
     store = await SupabaseStore.connect(supabase.url, SecretStr(supabase.key))
