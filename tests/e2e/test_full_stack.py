@@ -8,8 +8,7 @@ detached, and the database tells the same story.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +20,12 @@ from psycopg.rows import dict_row
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 from docserver_support import AGENT_TOKEN, DocserverProcess
+from manager_support import running_manager, type_chars
 from ywebsocket_server import HumanClient
 
 from manager.config import Settings
-from manager.daemon import ManagerDaemon
-from manager.processes import WorkerFleet
-from manager.store.postgres import PostgresStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
-
-
-def type_chars(run: Any, text: str) -> None:
-    """One character per transaction, like a person typing."""
-    offset = len(run)
-    for ch in text:
-        run.insert(offset, ch)
-        offset += len(ch.encode())
 
 
 @pytest.fixture
@@ -50,34 +39,6 @@ async def until(predicate: Any, within: float = 20.0) -> Any:
         while not (value := predicate()):  # noqa: ASYNC110 (polling the database)
             await anyio.sleep(0.05)
     return value
-
-
-@asynccontextmanager
-async def manager_running(settings: Settings, url: str) -> AsyncIterator[ManagerDaemon]:
-    fleet = WorkerFleet()  # the real worker (worker.main.process_main)
-    await anyio.to_thread.run_sync(fleet.warm_up)
-    store = await PostgresStore.connect(url)
-    daemon = ManagerDaemon(settings, store, url, fleet)
-    ready, finished = anyio.Event(), anyio.Event()
-    codes: list[int] = []
-    try:
-        async with anyio.create_task_group() as tg:
-
-            async def run() -> None:
-                codes.append(await daemon.run(ready=ready.set))
-                finished.set()
-
-            tg.start_soon(run)
-            with anyio.fail_after(30):
-                await ready.wait()
-            yield daemon
-            daemon.request_shutdown()
-            with anyio.fail_after(15):
-                await finished.wait()
-        assert codes == [0]
-    finally:
-        fleet.kill_all()
-        await store.aclose()
 
 
 async def test_open_type_two_places_marked_leave_detached(
@@ -101,7 +62,7 @@ async def test_open_type_two_places_marked_leave_detached(
         stats_interval_s=3600.0,
     )
     try:
-        async with manager_running(settings, database_url):
+        async with running_manager(settings, database_url):
             ann = HumanClient(docserver.ws_url("trip-1"))
             async with ann.connected():
                 row = await until(

@@ -25,19 +25,13 @@ from psycopg.rows import dict_row
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 from docserver_support import free_port
+from manager_support import type_chars
 from ywebsocket_server import HumanClient
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 PM2 = REPO / "tests" / "js" / "node_modules" / ".bin" / "pm2"
-
-
-def type_chars(run: Any, text: str) -> None:
-    offset = len(run)
-    for ch in text:
-        run.insert(offset, ch)
-        offset += len(ch.encode())
 
 
 async def until(predicate: Callable[[], Any], within: float = 30.0) -> Any:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -18,6 +17,7 @@ import manager_standin
 import psutil
 import psycopg
 import pytest
+from manager_support import running_manager
 from psycopg.rows import dict_row
 
 from manager.config import Settings
@@ -56,32 +56,6 @@ def fleet() -> WorkerFleet:
     fleet = WorkerFleet(target=manager_standin.main)
     fleet.warm_up()
     return fleet
-
-
-@asynccontextmanager
-async def running(settings: Settings, url: str, fleet: WorkerFleet) -> AsyncIterator[ManagerDaemon]:
-    store = await PostgresStore.connect(url)
-    daemon = ManagerDaemon(settings, store, url, fleet)
-    ready = anyio.Event()
-    result: list[int] = []
-    finished = anyio.Event()
-    try:
-        async with anyio.create_task_group() as tg:
-
-            async def run() -> None:
-                result.append(await daemon.run(ready=ready.set))
-                finished.set()
-
-            tg.start_soon(run)
-            with anyio.fail_after(20):
-                await ready.wait()
-            yield daemon
-            daemon.request_shutdown()
-            with anyio.fail_after(15):
-                await finished.wait()
-        assert result == [0]
-    finally:
-        await store.aclose()
 
 
 class Db:
@@ -141,7 +115,7 @@ def gone(pid: int) -> bool:
 async def test_attach_metrics_and_detach_on_idle(
     database_url: str, db: Db, fleet: WorkerFleet
 ) -> None:
-    async with running(make_settings(), database_url, fleet):
+    async with running_manager(make_settings(), database_url, fleet):
         db.event("doc-1")
         row = await until(lambda: db.active("doc-1"))
         pid = row["agent_pid"]
@@ -169,7 +143,7 @@ async def test_wanted_documents_attach_at_start_most_recent_first(
     for doc in ["old", "gone", "mid", "new"]:
         db.event(doc)
     db.event("gone", "idle")
-    async with running(make_settings(max_concurrent_agents=2), database_url, fleet):
+    async with running_manager(make_settings(max_concurrent_agents=2), database_url, fleet):
         await until(
             lambda: {d for d, r in db.live().items() if r["status"] == "active"} == {"mid", "new"}
         )
@@ -180,7 +154,7 @@ async def test_cap_lru_eviction_and_no_thrash(
     database_url: str, db: Db, fleet: WorkerFleet
 ) -> None:
     settings = make_settings(max_concurrent_agents=2, min_residency_s=1.0)
-    async with running(settings, database_url, fleet) as daemon:
+    async with running_manager(settings, database_url, fleet) as daemon:
         db.event("A")
         await until(lambda: db.active("A"))
         db.event("B")
@@ -204,7 +178,7 @@ async def test_cap_lru_eviction_and_no_thrash(
 
 
 async def test_worker_sigkill_is_restarted(database_url: str, db: Db, fleet: WorkerFleet) -> None:
-    async with running(make_settings(), database_url, fleet) as daemon:
+    async with running_manager(make_settings(), database_url, fleet) as daemon:
         db.event("doc-k")
         first = await until(lambda: db.active("doc-k"))
         os.kill(first["agent_pid"], signal.SIGKILL)
@@ -220,7 +194,7 @@ async def test_worker_sigkill_is_restarted(database_url: str, db: Db, fleet: Wor
 async def test_stopped_worker_is_detected_by_ping_killed_and_restarted(
     database_url: str, db: Db, fleet: WorkerFleet
 ) -> None:
-    async with running(make_settings(), database_url, fleet):
+    async with running_manager(make_settings(), database_url, fleet):
         db.event("doc-s")
         first = await until(lambda: db.active("doc-s"))
         os.kill(first["agent_pid"], signal.SIGSTOP)
@@ -233,7 +207,7 @@ async def test_crash_loop_backs_off_then_error_until_next_active(
     database_url: str, db: Db, fleet: WorkerFleet
 ) -> None:
     settings = make_settings(crash_loop_restarts=3, crash_loop_window_s=60)
-    async with running(settings, database_url, fleet) as daemon:
+    async with running_manager(settings, database_url, fleet) as daemon:
         db.event("crash-1")
         await until(lambda: any(r["status"] == "error" for r in db.rows("crash-1")))
         rows = db.rows("crash-1")
@@ -255,7 +229,7 @@ async def test_garbage_on_pipe_restarts_only_that_worker(
     database_url: str, db: Db, fleet: WorkerFleet
 ) -> None:
     settings = make_settings(crash_loop_restarts=2)
-    async with running(settings, database_url, fleet):
+    async with running_manager(settings, database_url, fleet):
         db.event("doc-fine")
         fine = await until(lambda: db.active("doc-fine"))
         db.event("garbage-1")
@@ -268,7 +242,7 @@ async def test_garbage_on_pipe_restarts_only_that_worker(
 async def test_abandoned_document_is_detached_and_not_restarted(
     database_url: str, db: Db, fleet: WorkerFleet
 ) -> None:
-    async with running(make_settings(), database_url, fleet) as daemon:
+    async with running_manager(make_settings(), database_url, fleet) as daemon:
         db.event("abandon-1")
         await until(
             lambda: db.rows("abandon-1") and db.rows("abandon-1")[-1]["status"] == "disconnected"
@@ -284,8 +258,8 @@ async def test_two_managers_one_document_one_agent(
 ) -> None:
     before = {w.pid for w in fleet.workers}
     async with (
-        running(make_settings("m1", claim_retry_s=0.2), database_url, fleet),
-        running(make_settings("m2", claim_retry_s=0.2), database_url, fleet),
+        running_manager(make_settings("m1", claim_retry_s=0.2), database_url, fleet),
+        running_manager(make_settings("m2", claim_retry_s=0.2), database_url, fleet),
     ):
         db.event("shared")
         await until(lambda: db.active("shared"))
@@ -298,7 +272,7 @@ async def test_two_managers_one_document_one_agent(
 async def test_shutdown_with_ten_agents_detaches_all(
     database_url: str, db: Db, fleet: WorkerFleet
 ) -> None:
-    async with running(make_settings(), database_url, fleet):
+    async with running_manager(make_settings(), database_url, fleet):
         for i in range(10):
             db.event(f"doc-{i}")
         await until(lambda: len([r for r in db.live().values() if r["status"] == "active"]) == 10)
@@ -320,7 +294,7 @@ async def test_restart_ends_stale_rows_and_reattaches(
         "SELECT * FROM claim_document('doc-r', 'stale-agent', 'test-manager', 'h', '{}'::jsonb)"
     )
     db.conn.execute("SELECT * FROM set_agent_status('stale-agent', 'active', 999999)")
-    async with running(make_settings(), database_url, fleet):
+    async with running_manager(make_settings(), database_url, fleet):
         await until(lambda: db.active("doc-r"))
         stale = db.rows("doc-r")[0]
         assert stale["agent_id"] == "stale-agent"
@@ -354,7 +328,7 @@ async def test_an_idle_manager_does_not_spin(
         return original(self, now)
 
     monkeypatch.setattr(Supervisor, "tick", counting_tick)
-    async with running(make_settings("idle-manager"), database_url, fleet):
+    async with running_manager(make_settings("idle-manager"), database_url, fleet):
         ticks = 0
         await anyio.sleep(1.5)
         seen = ticks

@@ -16,8 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +24,13 @@ import anyio
 import manager_standin
 import psycopg
 import pytest
+from manager_support import running_manager
 from psycopg.rows import dict_row
 from ywebsocket_server import YServer
 
 from manager.config import Settings
-from manager.daemon import ManagerDaemon
 from manager.processes import WorkerFleet
 from manager.sdnotify import SystemdNotifier
-from manager.store.postgres import PostgresStore
 from manager.up import EX_CONFIG
 
 pytestmark = pytest.mark.anyio
@@ -88,33 +86,6 @@ async def until(predicate: Callable[[], Any], within: float = 15.0) -> Any:
         while not (value := predicate()):  # noqa: ASYNC110 (rows and datagrams have no event)
             await anyio.sleep(0.02)
     return value
-
-
-@asynccontextmanager
-async def running(
-    settings: Settings, url: str, fleet: WorkerFleet, **daemon_args: Any
-) -> AsyncIterator[ManagerDaemon]:
-    store = await PostgresStore.connect(url)
-    daemon = ManagerDaemon(settings, store, url, fleet, **daemon_args)
-    ready, finished = anyio.Event(), anyio.Event()
-    codes: list[int] = []
-    try:
-        async with anyio.create_task_group() as tg:
-
-            async def run() -> None:
-                codes.append(await daemon.run(ready=ready.set))
-                finished.set()
-
-            tg.start_soon(run)
-            with anyio.fail_after(20):
-                await ready.wait()
-            yield daemon
-            daemon.request_shutdown()
-            with anyio.fail_after(15):
-                await finished.wait()
-        assert codes == [0]
-    finally:
-        await store.aclose()
 
 
 class NotifySocket:
@@ -184,7 +155,9 @@ async def test_ready_after_recovery_watchdog_periodic_and_silent_while_loop_bloc
 
     with NotifySocket(tmp_path / "notify.sock", on_message) as sock:
         notifier = SystemdNotifier({"NOTIFY_SOCKET": sock.path, "WATCHDOG_USEC": "400000"})
-        async with running(make_settings(), database_url, fleet, notifier=notifier) as daemon:
+        async with running_manager(
+            make_settings(), database_url, fleet, notifier=notifier
+        ) as daemon:
             assert daemon.monitor.period_s == pytest.approx(0.2)
             await until(lambda: len(sock.times("WATCHDOG=1")) >= 5, within=10)
             (ready_text,) = [t for t in sock.texts() if t.startswith("READY=1")]
@@ -218,7 +191,7 @@ async def test_status_follows_counts(
     with NotifySocket(tmp_path / "n.sock") as sock:
         notifier = SystemdNotifier({"NOTIFY_SOCKET": sock.path})
         settings = make_settings(max_concurrent_agents=1, min_residency_s=30.0)
-        async with running(settings, database_url, fleet, notifier=notifier):
+        async with running_manager(settings, database_url, fleet, notifier=notifier):
             assert sock.times("WATCHDOG=1") == []  # no WATCHDOG_USEC: no watchdog
             event(db, "s-1")
             await until(lambda: live(db, "s-1"))
@@ -347,7 +320,7 @@ async def test_retention_runs_in_the_daemon(
         ).fetchall()
     }
     settings = make_settings(retention_days=1, retention_interval_s=0.2)
-    async with running(settings, database_url, fleet):
+    async with running_manager(settings, database_url, fleet):
         await until(
             lambda: db.execute("SELECT count(*) AS n FROM document_activity").fetchone()["n"] == 3
         )

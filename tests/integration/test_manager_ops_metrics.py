@@ -8,8 +8,7 @@ counters scraped over HTTP are compared with the rows the run left.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,12 @@ import httpx
 import psycopg
 import pytest
 from docserver_support import AGENT_TOKEN, DocserverProcess
+from manager_support import running_manager, type_chars
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.rows import dict_row
 from ywebsocket_server import HumanClient
 
 from manager.config import Settings
-from manager.daemon import ManagerDaemon
-from manager.processes import WorkerFleet
-from manager.store.postgres import PostgresStore
 from tests.integration.openai_double import OpenAIDouble, places, serve
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -44,41 +41,6 @@ async def until(predicate: Any, within: float = 20.0) -> Any:
         while not (value := predicate()):  # noqa: ASYNC110 (polling the database)
             await anyio.sleep(0.05)
     return value
-
-
-def type_chars(run: Any, text: str) -> None:
-    offset = len(run)
-    for ch in text:
-        run.insert(offset, ch)
-        offset += len(ch.encode())
-
-
-@asynccontextmanager
-async def manager_running(settings: Settings, url: str) -> AsyncIterator[ManagerDaemon]:
-    fleet = WorkerFleet()  # the real worker
-    await anyio.to_thread.run_sync(fleet.warm_up)
-    store = await PostgresStore.connect(url)
-    daemon = ManagerDaemon(settings, store, url, fleet)
-    ready, finished = anyio.Event(), anyio.Event()
-    codes: list[int] = []
-    try:
-        async with anyio.create_task_group() as tg:
-
-            async def run() -> None:
-                codes.append(await daemon.run(ready=ready.set))
-                finished.set()
-
-            tg.start_soon(run)
-            with anyio.fail_after(30):
-                await ready.wait()
-            yield daemon
-            daemon.request_shutdown()
-            with anyio.fail_after(15):
-                await finished.wait()
-        assert codes == [0]
-    finally:
-        fleet.kill_all()
-        await store.aclose()
 
 
 def scrape(text: str) -> dict[str, float]:
@@ -147,7 +109,7 @@ async def test_metrics_after_a_full_stack_run_match_the_database(
                 stats_interval_s=3600.0,
                 metrics_port=0,
             )
-            async with manager_running(settings, database_url) as daemon:
+            async with running_manager(settings, database_url) as daemon:
                 base = f"http://127.0.0.1:{daemon.metrics_port}"
                 async with httpx.AsyncClient() as http:
                     ann = HumanClient(docserver.ws_url("trip-1"))

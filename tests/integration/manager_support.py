@@ -1,0 +1,65 @@
+"""Running a real ManagerDaemon inside a test (real Postgres, real worker processes)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+
+from manager.config import Settings
+from manager.daemon import ManagerDaemon
+from manager.processes import WorkerFleet
+from manager.store.postgres import PostgresStore
+
+
+@asynccontextmanager
+async def running_manager(
+    settings: Settings,
+    url: str,
+    fleet: WorkerFleet | None = None,
+    *,
+    ready_within: float = 30.0,
+    **daemon_args: Any,
+) -> AsyncIterator[ManagerDaemon]:
+    """A daemon that is ready on entry and has stopped cleanly (exit 0) on exit.
+
+    Without ``fleet``, a fleet of real workers (``worker.main``) is started and
+    killed afterwards; a given fleet is left running for the caller.
+    """
+    own_fleet = fleet is None
+    if fleet is None:
+        fleet = WorkerFleet()
+        await anyio.to_thread.run_sync(fleet.warm_up)
+    store = await PostgresStore.connect(url)
+    daemon = ManagerDaemon(settings, store, url, fleet, **daemon_args)
+    ready, finished = anyio.Event(), anyio.Event()
+    codes: list[int] = []
+    try:
+        async with anyio.create_task_group() as tg:
+
+            async def run() -> None:
+                codes.append(await daemon.run(ready=ready.set))
+                finished.set()
+
+            tg.start_soon(run)
+            with anyio.fail_after(ready_within):
+                await ready.wait()
+            yield daemon
+            daemon.request_shutdown()
+            with anyio.fail_after(15):
+                await finished.wait()
+        assert codes == [0]
+    finally:
+        if own_fleet:
+            fleet.kill_all()
+        await store.aclose()
+
+
+def type_chars(run: Any, text: str) -> None:
+    """Append ``text`` to an XmlText one character per transaction, like a person typing."""
+    offset = len(run)
+    for ch in text:
+        run.insert(offset, ch)
+        offset += len(ch.encode())
