@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -126,34 +128,32 @@ def test_invalid_setting_is_a_clear_error(home_env: dict[str, str]) -> None:
     assert "MAX_CONCURRENT_AGENTS" in out.stderr
 
 
+@contextlib.contextmanager
+def _holder(home: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the embedded Postgres (ready on entry, SIGKILLed on exit)."""
+    script = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from manager.embedded import EmbeddedPostgres
+        EmbeddedPostgres(Path({str(home)!r})).start()
+        print("ready", flush=True)
+        time.sleep(600)
+    """)
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    ) as holder:
+        try:
+            _wait_ready(holder)
+            yield holder
+        finally:
+            holder.send_signal(signal.SIGKILL)
+            holder.wait(timeout=10)
+
+
 def test_sigkilled_holder_does_not_keep_postgres_alive(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(f"""
-            import sys, time
-            from pathlib import Path
-            from manager.embedded import EmbeddedPostgres
-            EmbeddedPostgres(Path({str(home)!r})).start()
-            print("ready", flush=True)
-            time.sleep(600)
-        """),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        _wait_ready(holder)
-        postmaster = _postmaster_pid(home / "pgdata")
-        assert postmaster is not None
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait(timeout=10)
-        assert holder.stdout is not None
-        holder.stdout.close()
+    with _holder(home):
+        assert _postmaster_pid(home / "pgdata") is not None
     # The server outlives the killed holder; a later start attaches and works...
     embedded = EmbeddedPostgres(home)
     url = embedded.start()
@@ -168,36 +168,13 @@ def test_sigkilled_holder_does_not_keep_postgres_alive(tmp_path: Path) -> None:
 
 def test_down_stops_a_server_held_by_someone_else(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(f"""
-            import time
-            from pathlib import Path
-            from manager.embedded import EmbeddedPostgres
-            EmbeddedPostgres(Path({str(home)!r})).start()
-            print("ready", flush=True)
-            time.sleep(600)
-        """),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        _wait_ready(holder)
+    with _holder(home):
         env = {**os.environ, "DOCAGENTS_HOME": str(home), "LOG_LEVEL": "warning"}
         env.pop("DATABASE_URL", None)
         out = _cli("down", env=env)
         assert out.returncode == 0, out.stderr
         assert "stopped" in out.stdout
         assert _postmaster_pid(home / "pgdata") is None
-    finally:
-        holder.kill()
-        holder.wait(timeout=10)
-        assert holder.stdout is not None
-        holder.stdout.close()
 
 
 @pytest.mark.skipif(
