@@ -183,33 +183,11 @@ class CursorReader:
             start = page.ids[-1]
 
 
-class ActivityListener:
-    """Delivers ``document_activity`` events in id order, none lost.
+class CursorSource:
+    """What every activity source exposes about its :class:`CursorReader` and link."""
 
-    Stopping is cancelling the scope :meth:`run` runs in.
-    """
-
-    def __init__(
-        self,
-        conninfo: str,
-        store: Store,
-        *,
-        cursor: int,
-        poll_interval_s: float = 5.0,
-        batch: int = 1000,
-        gap_timeout_s: float = 10.0,
-        probe_timeout_s: float = 5.0,
-        connect_timeout_s: float = 10.0,
-        backoff_min_s: float = 0.5,
-        backoff_max_s: float = 30.0,
-    ) -> None:
-        self._conninfo = conninfo
-        self._reader = CursorReader(store, cursor=cursor, batch=batch, gap_timeout_s=gap_timeout_s)
-        self._poll_interval_s = poll_interval_s
-        self._probe_timeout_s = probe_timeout_s
-        self._connect_timeout_s = connect_timeout_s
-        self._backoff_min_s = backoff_min_s
-        self._backoff_max_s = backoff_max_s
+    def __init__(self, reader: CursorReader) -> None:
+        self._reader = reader
         self._connected = False
         self._running = False
         self.reconnects = 0
@@ -231,6 +209,37 @@ class ActivityListener:
     @property
     def connected(self) -> bool:
         return self._connected
+
+
+class ActivityListener(CursorSource):
+    """Delivers ``document_activity`` events in id order, none lost.
+
+    Stopping is cancelling the scope :meth:`run` runs in.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        store: Store,
+        *,
+        cursor: int,
+        poll_interval_s: float = 5.0,
+        batch: int = 1000,
+        gap_timeout_s: float = 10.0,
+        probe_timeout_s: float = 5.0,
+        connect_timeout_s: float = 10.0,
+        backoff_min_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+    ) -> None:
+        super().__init__(
+            CursorReader(store, cursor=cursor, batch=batch, gap_timeout_s=gap_timeout_s)
+        )
+        self._conninfo = conninfo
+        self._poll_interval_s = poll_interval_s
+        self._probe_timeout_s = probe_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._backoff_min_s = backoff_min_s
+        self._backoff_max_s = backoff_max_s
 
     async def run(
         self,

@@ -37,7 +37,7 @@ import websockets.exceptions
 from pydantic import SecretStr
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
 
-from manager.activity import CursorReader
+from manager.activity import CursorReader, CursorSource
 from manager.errors import ConfigurationError, StoreError
 from manager.store.base import ActivityEvent, Store
 from manager.store.supabase import redact
@@ -81,7 +81,7 @@ class _SubscriptionFailed(Exception):
     """The join was refused, timed out, or the channel errored before SUBSCRIBED."""
 
 
-class RealtimeActivitySource:
+class RealtimeActivitySource(CursorSource):
     """Delivers ``document_activity`` events in id order, none lost, woken by Realtime.
 
     Stopping is cancelling the scope :meth:`run` runs in.
@@ -102,32 +102,17 @@ class RealtimeActivitySource:
         backoff_min_s: float = 0.5,
         backoff_max_s: float = 30.0,
     ) -> None:
+        super().__init__(
+            CursorReader(store, cursor=cursor, batch=batch, gap_timeout_s=gap_timeout_s)
+        )
         self._realtime_url = url.rstrip("/") + "/realtime/v1"
         self._key = service_key
-        self._reader = CursorReader(store, cursor=cursor, batch=batch, gap_timeout_s=gap_timeout_s)
         self._poll_interval_s = poll_interval_s
         self._settle_s = settle_s
         self._join_timeout_s = join_timeout_s
         self._backoff_min_s = backoff_min_s
         self._backoff_max_s = backoff_max_s
         self._wake = anyio.Event()
-        self._connected = False
-        self._running = False
-        self.reconnects = 0
-
-    @property
-    def cursor(self) -> int:
-        """Every event with an id at or below this one has been delivered (or skipped)."""
-        return self._reader.cursor
-
-    @property
-    def lag_s(self) -> float | None:
-        """Delay between the last delivered event's timestamp and its delivery."""
-        return self._reader.lag_s
-
-    @property
-    def events_delivered(self) -> int:
-        return self._reader.events_delivered
 
     @property
     def connected(self) -> bool:
