@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing import context as mp_context
 from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
+from multiprocessing import process as mp_process
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -153,9 +154,24 @@ class _TemplatePopen(popen_forkserver.Popen):  # type: ignore[misc]
 
 
 class _TemplateProcess(mp_context.ForkServerProcess):  # type: ignore[misc]
+    """A forkserver process of the fleet, kept out of ``multiprocessing``'s child registry.
+
+    ``Process.start()`` first polls every child in that registry
+    (``multiprocessing.process._cleanup``, one ``select`` per live child): with
+    hundreds of workers that made every start cost O(workers) and a burst O(n²)
+    (about 45,000 polls for 300 starts, in the threads that start workers). The fleet watches its workers
+    itself (their sentinels, :meth:`WorkerProcess.run`) and kills them on
+    shutdown (:meth:`WorkerFleet.kill_all`); a worker whose manager died leaves at
+    EOF on its pipe. So the registry has nothing to do for them.
+    """
+
     @staticmethod
     def _Popen(process_obj: Any) -> _TemplatePopen:
         return _TemplatePopen(process_obj)
+
+    def start(self) -> None:
+        super().start()
+        mp_process._children.discard(self)
 
 
 class WorkerFleet:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -136,6 +137,10 @@ async def test_many_workers_at_once_each_answers_pings(fleet: WorkerFleet) -> No
                 pings.start_soon(ping, run)
         assert results == [True] * 20
         assert len({r.worker.pid for r in runs}) == 20
+        # The fleet watches its workers itself: multiprocessing's registry, which
+        # every Process.start() polls in full, does not hold them.
+        registered = {p.pid for p in multiprocessing.active_children()}
+        assert registered.isdisjoint(r.worker.pid for r in runs)
         async with anyio.create_task_group() as stops:
             for run in runs:
                 stops.start_soon(lambda r=run: r.worker.stop("test", grace=3, kill_grace=1))
