@@ -323,9 +323,13 @@ class ManagerDaemon:
             now = monotonic()
             deadline = self.supervisor.next_deadline(now)
             delay = 1.0 if deadline is None else min(1.0, max(0.0, deadline - now))
-            with anyio.move_on_after(delay):
+            with anyio.move_on_after(delay) as timer:
                 await self._wake.wait()
             self._wake = anyio.Event()
+            if not timer.cancel_called:
+                # Woken by a dispatch: the input behind it has already been
+                # reconciled; only the deadline may have moved.
+                continue
             # Dispatch only when the clock produced something: _dispatch wakes
             # the ticker, so dispatching nothing would spin a core.
             actions = self.supervisor.tick(monotonic())

@@ -227,24 +227,29 @@ class Supervisor:
         return len(self._docs)
 
     def next_deadline(self, now: float) -> float | None:
-        """When :meth:`tick` may have something new to do (a backoff or a residency ends)."""
+        """When :meth:`tick` may have something new to do (a backoff or a residency ends).
+
+        One pass: it runs after every dispatch, with hundreds of documents.
+        """
         if self._shutting_down:
             return None
-        deadlines = [
-            d.not_before
-            for d in self._docs.values()
-            if d.effectively_wanted and d.phase is Phase.IDLE and d.not_before > now
-        ]
-        if any(
-            d.effectively_wanted and d.phase is Phase.IDLE and d.not_before <= now
-            for d in self._docs.values()
-        ):
-            deadlines += [
-                d.started_at + self.min_residency_s
-                for d in self._docs.values()
-                if d.phase in (Phase.STARTING, Phase.RUNNING)
-                and d.started_at + self.min_residency_s > now
-            ]
+        backoff: float | None = None
+        residency: float | None = None
+        ready_waiting = False
+        for d in self._docs.values():
+            phase = d.phase
+            if phase is Phase.IDLE:
+                if d.effectively_wanted:
+                    if d.not_before > now:
+                        backoff = d.not_before if backoff is None else min(backoff, d.not_before)
+                    else:
+                        ready_waiting = True
+            elif phase is Phase.STARTING or phase is Phase.RUNNING:
+                ends = d.started_at + self.min_residency_s
+                if ends > now:
+                    residency = ends if residency is None else min(residency, ends)
+        # A residency ending matters only to a document waiting for a slot.
+        deadlines = [t for t in (backoff, residency if ready_waiting else None) if t is not None]
         return min(deadlines, default=None)
 
     # --- inputs --------------------------------------------------------------------
