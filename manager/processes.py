@@ -159,10 +159,10 @@ class _TemplateProcess(mp_context.ForkServerProcess):  # type: ignore[misc]
     ``Process.start()`` first polls every child in that registry
     (``multiprocessing.process._cleanup``, one ``select`` per live child): with
     hundreds of workers that made every start cost O(workers) and a burst O(n²)
-    (about 45,000 polls for 300 starts, in the threads that start workers). The fleet watches its workers
-    itself (their sentinels, :meth:`WorkerProcess.run`) and kills them on
-    shutdown (:meth:`WorkerFleet.kill_all`); a worker whose manager died leaves at
-    EOF on its pipe. So the registry has nothing to do for them.
+    (about 45,000 polls for 300 starts). The fleet watches its workers itself
+    (their sentinels, :meth:`WorkerProcess.run`) and kills them on shutdown
+    (:meth:`WorkerFleet.kill_all`); a worker whose manager died leaves at EOF on
+    its pipe. So the registry has nothing to do for them.
     """
 
     @staticmethod

@@ -3,8 +3,13 @@
 The manager never forks itself (it runs an event loop and database connections);
 ``multiprocessing``'s forkserver imports this module once, and every worker is a
 fork of that clean process. Everything loaded here (the worker's modules, pycrdt,
-websockets, the OpenAI client, the gazetteer) is shared copy-on-write between all
-workers, which is what keeps a worker at a few MiB of its own memory.
+websockets, the OpenAI client) is shared copy-on-write between all workers, which
+is what keeps a worker at a few MiB of its own memory. The gazetteer is a read-only
+file mapping (:func:`worker.extract.load_gazetteer`): shared too, and a fork does
+not even copy its page tables, so the template stays small and forks fast. When
+its file must be built first, a child of the template builds it
+(:func:`worker.extract.gazetteer.prepare_cache_in_child`), so the builder's
+garbage never lands in the template's heap.
 
 Copy-on-write only shares what neither side writes to. Following the ``gc.freeze``
 documentation: the collector is disabled before anything is loaded (a collection
@@ -42,6 +47,7 @@ from pydantic import ValidationError  # noqa: E402
 import manager.processes  # noqa: E402  (the Process class is unpickled in the child)
 import manager.worker_entry  # noqa: E402, F401  (the Process target)
 import worker.extract  # noqa: E402
+import worker.extract.gazetteer  # noqa: E402
 import worker.extract.gazetteer_extractor  # noqa: E402
 import worker.main  # noqa: E402
 from worker.config import WorkerSettings  # noqa: E402
@@ -69,5 +75,6 @@ async def _warm_up() -> None:
 
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 anyio.run(_warm_up, backend="asyncio")
+worker.extract.gazetteer.prepare_cache_in_child()
 worker.extract.load_gazetteer()
 gc.freeze()
