@@ -89,9 +89,11 @@ def _wait_booted(pid: int | None) -> None:
         time.sleep(0.005)
 
 
-#: (pid, preload) of the forkserver this module started, to tell it from one
+#: The variable that tells the template to load the OpenAI client.
+_PRELOAD_LLM_VAR = "DOCAGENTS_PRELOAD_LLM"
+#: (pid, (preload, preload-LLM variable)) of the forkserver this module started, to tell it from one
 #: started by other code of the same process.
-_template_forkserver: tuple[int | None, tuple[str, ...]] | None = None
+_template_forkserver: tuple[int | None, tuple[tuple[str, ...], str]] | None = None
 _TEMPLATE_LOCK = threading.Lock()
 #: The pool refills only after this long without a start: during a burst the
 #: forkserver and the CPU serve the workers that are wanted now.
@@ -183,7 +185,11 @@ class WorkerFleet:
         target: Target | None = None,
         preload: tuple[str, ...] = DEFAULT_PRELOAD,
         warm_pool: int = DEFAULT_WARM_POOL,
+        preload_llm: bool | None = None,
     ) -> None:
+        """``preload_llm``: load the OpenAI client into the template (True), or not
+        (False); None leaves it to the environment (see :mod:`manager.worker_template`).
+        """
         if target is None:
             from manager.worker_entry import run_worker
 
@@ -193,6 +199,7 @@ class WorkerFleet:
         self.target = target
         self.preload = preload
         self.warm_pool = warm_pool
+        self.preload_llm = preload_llm
         self._ctx = multiprocessing.get_context("forkserver")
         self.workers: set[WorkerProcess] = set()
         self._pool: list[tuple[Any, Connection]] = []
@@ -216,15 +223,21 @@ class WorkerFleet:
         server = multiprocessing.forkserver._forkserver
         with _TEMPLATE_LOCK:
             global _template_forkserver
+            if self.preload_llm is not None:
+                os.environ[_PRELOAD_LLM_VAR] = "1" if self.preload_llm else "0"
+            # The template as this fleet wants it: what it imports, and whether the
+            # OpenAI client is among it (read from the environment it inherits).
+            template = (self.preload, os.environ.get(_PRELOAD_LLM_VAR, ""))
             running = server._forkserver_pid
-            if running is not None and _template_forkserver != (running, self.preload):
+            if running is not None and _template_forkserver != (running, template):
                 # Started by other code of this process without our template (every
-                # worker would import everything itself): start ours instead.
-                log.warning("forkserver_restarted_with_template", pid=running)
+                # worker would import everything itself), or by a fleet that wanted
+                # another one: start ours instead.
+                log.info("forkserver_restarted_with_template", pid=running)
                 server._stop()
             self._ctx.set_forkserver_preload(list(self.preload))
             multiprocessing.forkserver.ensure_running()
-            _template_forkserver = (server._forkserver_pid, self.preload)
+            _template_forkserver = (server._forkserver_pid, template)
         with self._pool_changed:
             if self.warm_pool and self._refiller is None and not self._pool_closed:
                 self._refiller = threading.Thread(

@@ -26,9 +26,10 @@ before that (invariant 6).
 
 The OpenAI client (about a second to import) is preloaded only when the workers
 will use it: the extractor the environment (and ``.env``) selects is ``llm``, or
-``DOCAGENTS_PRELOAD_LLM=1``. Otherwise a worker that does get the LLM extractor
-imports it itself (slower first call, more private memory), and a gazetteer-only
-manager starts its workers a second sooner (crash recovery).
+``DOCAGENTS_PRELOAD_LLM=1`` (``0`` never preloads it). Otherwise a worker that
+does get the LLM extractor imports it itself (slower first call, more private
+memory), and a gazetteer-only manager starts its workers a second sooner (crash
+recovery) and forks them faster (a smaller template).
 """
 
 from __future__ import annotations
@@ -54,8 +55,11 @@ from worker.config import WorkerSettings  # noqa: E402
 
 
 def _workers_use_llm() -> bool:
-    if os.environ.get("DOCAGENTS_PRELOAD_LLM", "").lower() in ("1", "true", "yes", "on"):
+    forced = os.environ.get("DOCAGENTS_PRELOAD_LLM", "").lower()
+    if forced in ("1", "true", "yes", "on"):
         return True
+    if forced in ("0", "false", "no", "off"):
+        return False
     try:
         return WorkerSettings().resolved_extractor() == "llm"
     except ValidationError:

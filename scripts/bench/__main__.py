@@ -35,6 +35,7 @@ SCENARIOS = {
 FULL: dict[str, Any] = {
     "sequential": 200,
     "bursts": [100, 300],
+    "burst_trials": 3,
     "memory_at": [10, 100, 300],
     "capacity_steps": [100, 300, 500, 700],
     "probes": 10,
@@ -51,6 +52,7 @@ QUICK: dict[str, Any] = {
     **FULL,
     "sequential": 30,
     "bursts": [50],
+    "burst_trials": 1,
     "memory_at": [10, 50],
     "capacity_steps": [50],
     "probes": 5,
@@ -105,9 +107,6 @@ def main() -> None:
         parser.error(f"unknown scenarios: {sorted(unknown)}")
     configure_logging("console", os.environ.get("BENCH_LOG_LEVEL", "WARNING"))
     scrub_secret_environment()
-    # The in-process managers run the LLM extractor too (marks): preload its client in
-    # the forkserver, as a manager configured with EXTRACTOR=llm does.
-    os.environ["DOCAGENTS_PRELOAD_LLM"] = "1"
     cfg = QUICK if args.quick else FULL
     out_dir = args.out / (time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else ""))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -84,10 +84,14 @@ def rows(r: dict[str, Any]) -> list[str]:
     ]
     for n, limit in (("100", 2000), ("300", 6000), ("50", None)):
         v = _get(a, "bursts", n, "all_connected_ms")
+        trials = _get(a, "bursts", n, "trials_ms") or []
+        label = f"{n} at once, all connected"
+        if len(trials) > 1:
+            label += f" (median of {len(trials)}: {min(trials):.0f} to {max(trials):.0f} ms)"
         if v is not None:
             out.append(
                 _row(
-                    f"{n} at once, all connected",
+                    label,
                     v,
                     " ms",
                     f"≤ {limit} ms" if limit else "",

@@ -171,6 +171,9 @@ class Stack:
 
     @contextlib.asynccontextmanager
     async def manager(self, settings: Settings, **fleet_args: Any) -> AsyncIterator[ManagerRun]:
+        """The real manager in this process. Its template preloads the OpenAI client
+        only when asked (``preload_llm=True``), as a manager with ``EXTRACTOR=llm``."""
+        fleet_args.setdefault("preload_llm", settings.resolved_extractor() == "llm")
         fleet = WorkerFleet(**fleet_args)
         await anyio.to_thread.run_sync(fleet.warm_up)
         store = await PostgresStore.connect(self.conninfo)

@@ -63,3 +63,10 @@ def main(settings: WorkerSettings, document_id: str, agent_id: str, conn: Connec
             send(Pong(seq=message.seq))
         elif isinstance(message, Shutdown) and not document_id.startswith("deaf-"):
             return
+
+
+def exit_with_openai_loaded(
+    settings: WorkerSettings, document_id: str, agent_id: str, conn: Connection
+) -> None:
+    """Exit 10 if the template had the OpenAI client loaded, else 11."""
+    sys.exit(10 if "openai" in sys.modules else 11)

@@ -196,3 +196,44 @@ def test_workers_never_see_database_credentials(tmp_path: Path) -> None:
     for name in ("DATABASE_URL", "SUPABASE_SERVICE_KEY", "PGPASSWORD"):
         assert f"'{name}'" not in names
     assert "'PATH'" in names  # the environment is there, only the secrets are not
+
+
+@pytest.mark.parametrize(("preload_llm", "exitcode"), [(True, 10), (False, 11)])
+def test_the_template_loads_the_openai_client_only_when_asked(
+    preload_llm: bool, exitcode: int
+) -> None:
+    """In a fresh process: a forkserver's live children keep it from being replaced."""
+    script = textwrap.dedent(
+        f"""
+        import anyio
+        import manager_standin
+        from manager.processes import WorkerFleet
+        from worker.config import WorkerSettings
+
+        async def main():
+            fleet = WorkerFleet(
+                target=manager_standin.exit_with_openai_loaded,
+                warm_pool=0,
+                preload_llm={preload_llm},
+            )
+            fleet.warm_up()
+            worker = fleet.process(WorkerSettings(), "doc-llm", "agent-llm")
+            await worker.start()
+            info = await worker.run(on_message=print, on_protocol_error=print)
+            print("EXIT", info.exitcode)
+
+        anyio.run(main)
+        """
+    )
+    env = {**os.environ, "EXTRACTOR": "llm" if not preload_llm else "gazetteer"}
+    env.pop("DOCAGENTS_PRELOAD_LLM", None)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=Path(manager_standin.__file__).parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert f"EXIT {exitcode}" in result.stdout, result.stdout + result.stderr
