@@ -129,6 +129,9 @@ class DocumentConnection:
                 ping_timeout=self._keepalive_s,
                 close_timeout=2,
                 proxy=None,
+                # Y.js updates are compact binary; deflate would cost a zlib context
+                # per connection here and in the server, and CPU on every message.
+                compression=None,
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise ConnectionLost(f"cannot connect to {self._url}") from exc
