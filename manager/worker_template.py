@@ -71,6 +71,8 @@ if _workers_use_llm():
 
     import worker.extract.llm
 
+    worker.extract.llm.shared_tls_context()  # the CA bundle, once for all workers
+
 
 async def _warm_up() -> None:
     """Load what asyncio and anyio import on first use of an event loop."""
