@@ -131,7 +131,9 @@ class MetricsServer:
         self._started = True
         # Bind here, so a busy port raises OSError to the caller (uvicorn would
         # call sys.exit on its own bind failure).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on such sockets; with
+        # proto 0 every response written in two parts waits out a delayed ACK (40 ms).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self._config.host, self._config.port))

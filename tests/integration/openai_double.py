@@ -91,7 +91,9 @@ class OpenAIDouble:
 
 @asynccontextmanager
 async def serve(double: OpenAIDouble) -> AsyncIterator[OpenAIDouble]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on such sockets; with
+    # proto 0 every response written in two parts waits out a delayed ACK (40 ms).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

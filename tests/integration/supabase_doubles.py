@@ -443,7 +443,9 @@ async def serve_supabase(
 ) -> AsyncIterator[SupabaseDouble]:
     """Run the double on an ephemeral port of 127.0.0.1; ``double.url`` is ``SUPABASE_URL``."""
     double = SupabaseDouble(database_url, key or f"service-{uuid.uuid4().hex}")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on such sockets; with
+    # proto 0 every response written in two parts waits out a delayed ACK (40 ms).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
