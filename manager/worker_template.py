@@ -40,9 +40,11 @@ gc.disable()
 
 import os  # noqa: E402
 import signal  # noqa: E402
+import sys  # noqa: E402
 
 import anyio  # noqa: E402
 import anyio.lowlevel  # noqa: E402
+import structlog  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 import manager.processes  # noqa: E402  (the Process class is unpickled in the child)
@@ -75,8 +77,14 @@ if _workers_use_llm():
 
 
 async def _warm_up() -> None:
-    """Load what asyncio and anyio import on first use of an event loop."""
+    """Load what asyncio and anyio import on first use of an event loop (and what the
+    LLM client's first call imports, when the workers will use it)."""
     await anyio.lowlevel.checkpoint()
+    if "worker.extract.llm" in sys.modules:
+        try:
+            await worker.extract.llm.warm_up_client()
+        except Exception as exc:  # noqa: BLE001 (optional: first calls are only slower)
+            structlog.get_logger(__name__).warning("llm_warm_up_failed", error=repr(exc))
 
 
 signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -10,7 +10,7 @@ from tests.integration.openai_double import OpenAIDouble, Reply, places, serve
 from worker.config import WorkerSettings
 from worker.extract import load_gazetteer
 from worker.extract.budget import CallBudget
-from worker.extract.llm import PLACES_SCHEMA, LlmExtractor
+from worker.extract.llm import PLACES_SCHEMA, LlmExtractor, warm_up_client
 
 pytestmark = pytest.mark.anyio
 
@@ -185,3 +185,18 @@ async def test_make_extractor_picks_llm_and_gazetteer() -> None:
     await llm.aclose()
     gaz = make_extractor(WorkerSettings(_env_file=None, extractor="auto"))  # type: ignore[call-arg]
     assert isinstance(gaz, GazetteerExtractor)
+
+
+async def test_the_template_warm_up_runs_a_completion_without_the_network() -> None:
+    """The forkserver template runs this; it must work with the installed client."""
+    import socket
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the warm-up must not open a socket")
+
+    original = socket.socket.connect
+    socket.socket.connect = no_network  # type: ignore[method-assign,assignment]
+    try:
+        await warm_up_client()
+    finally:
+        socket.socket.connect = original  # type: ignore[method-assign]

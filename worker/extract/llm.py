@@ -107,6 +107,56 @@ def shared_tls_context() -> ssl.SSLContext:
     return context
 
 
+async def warm_up_client() -> None:
+    """One completion against an in-memory transport: for the forkserver template.
+
+    A client's first call imports the rest of the OpenAI package and builds its
+    pydantic models (~100 ms). Done once in the template, every worker's first call
+    costs what its later ones do, and the result is shared. Nothing leaves the
+    process (the transport answers in memory).
+    """
+    import openai
+
+    try:
+        import httpx2 as http
+    except ImportError:  # older openai releases use httpx
+        import httpx as http  # type: ignore[no-redef]
+
+    def answer(request: Any) -> Any:
+        content = json.dumps({"places": []})
+        return http.Response(
+            200,
+            json={
+                "id": "warm-up",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "warm-up",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            },
+        )
+
+    transport = http.MockTransport(answer)
+    async with openai.AsyncOpenAI(
+        api_key="warm-up",
+        base_url="http://warm-up.invalid/v1",
+        max_retries=0,
+        http_client=openai.DefaultAsyncHttpxClient(transport=transport),
+    ) as client:
+        await client.chat.completions.create(
+            model="warm-up",
+            messages=[{"role": "user", "content": "."}],
+            response_format={"type": "json_schema", "json_schema": PLACES_SCHEMA},  # type: ignore[typeddict-item]
+            temperature=0,
+        )
+
+
 class LlmExtractor:
     def __init__(
         self,
