@@ -2,7 +2,8 @@
 
 A human client (pycrdt over the docserver, like an editor) opens a document; the
 docserver writes 'active', the manager attaches an agent. For each sentence the
-client types "We went to <City>" one character per transaction, waits past the
+client types "On day <n> we went to <City>" one character per transaction (every
+sentence differs: a worker extracts a sentence text once), waits past the
 debounce (so that part is extracted, with nothing finished), then types the '.'.
 Latency = the '.' transaction -> the client sees the new geoMark.
 
@@ -82,7 +83,7 @@ async def _sentences(
             for i in range(n):
                 city = CITIES[i % len(CITIES)]
                 (text_run,) = ann.add_paragraph("")
-                type_chars(text_run, f"We went to {city}")
+                type_chars(text_run, f"On day {i + 1} we went to {city}")
                 await anyio.sleep(quiet_s)
                 before = len(ann.marks())
                 want = len(bob.text()) + 1
