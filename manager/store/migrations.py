@@ -15,7 +15,8 @@ from importlib import resources
 import psycopg
 import structlog
 
-from manager.errors import MigrationError, StoreUnavailable
+from manager.errors import ConfigurationError, MigrationError, StoreUnavailable
+from manager.store.postgres import refused_by_configuration
 
 __all__ = ["Migration", "apply_migrations", "discover_migrations"]
 
@@ -65,6 +66,8 @@ async def apply_migrations(conninfo: str) -> list[str]:
     try:
         conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
     except psycopg.OperationalError as exc:
+        if refused_by_configuration(exc):
+            raise ConfigurationError(f"the database refused the connection: {exc}") from exc
         raise StoreUnavailable(f"cannot connect to the database: {exc}") from exc
     applied_now: list[str] = []
     async with conn:

@@ -24,7 +24,7 @@ import structlog
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from manager.errors import StoreError, StoreUnavailable
+from manager.errors import ConfigurationError, StoreError, StoreUnavailable
 from manager.store.base import (
     EVENT_TYPES,
     FINAL_STATUSES,
@@ -36,7 +36,7 @@ from manager.store.base import (
     SystemStats,
 )
 
-__all__ = ["PostgresStore", "libpq_environment"]
+__all__ = ["PostgresStore", "check_connectable", "libpq_environment", "refused_by_configuration"]
 
 log = structlog.get_logger(__name__)
 
@@ -147,6 +147,7 @@ class PostgresStore:
         ``timeout_s`` bounds how long one call waits for a connection while the
         database is down, so callers (the writer) fail fast and buffer.
         """
+        await check_connectable(conninfo, timeout_s=open_timeout_s)
         pool = psycopg_pool.AsyncConnectionPool(
             conninfo,
             min_size=min_size,
@@ -284,6 +285,39 @@ class PostgresStore:
 
     async def aclose(self) -> None:
         await self._pool.close()
+
+
+#: SQLSTATEs of a connection refused for what it asked, not for the network: a role or
+#: password the server rejects (invalid_authorization_specification, invalid_password)
+#: or a database that does not exist (invalid_catalog_name).
+_REFUSED_BY_CONFIGURATION = frozenset({"28000", "28P01", "3D000"})
+_REFUSED_PHRASES = ("password authentication failed", "no pg_hba.conf entry", "does not exist")
+
+
+def refused_by_configuration(exc: psycopg.OperationalError) -> bool:
+    """Whether a failed connection attempt is the settings' fault (retrying cannot help)."""
+    if exc.sqlstate in _REFUSED_BY_CONFIGURATION:
+        return True
+    text = str(exc)
+    return any(phrase in text for phrase in _REFUSED_PHRASES)
+
+
+async def check_connectable(conninfo: str, *, timeout_s: float) -> None:
+    """One connection attempt, so a refusal by configuration is reported as one.
+
+    Raises :class:`ConfigurationError` when the server rejects the credentials or the
+    database name (systemd must not restart that in a loop); any other failure is left
+    to the caller's retries (the server may be starting).
+    """
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            conninfo, connect_timeout=max(1, round(timeout_s))
+        )
+    except psycopg.OperationalError as exc:
+        if refused_by_configuration(exc):
+            raise ConfigurationError(f"the database refused the connection: {_brief(exc)}") from exc
+        return
+    await conn.close()
 
 
 def _brief(exc: psycopg.Error) -> str:

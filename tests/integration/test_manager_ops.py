@@ -25,6 +25,7 @@ import manager_standin
 import psycopg
 import pytest
 from manager_support import running_manager
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from ywebsocket_server import YServer
 
@@ -379,3 +380,29 @@ def test_busy_metrics_port_exits_with_the_configuration_code(
         )
     assert out.returncode == EX_CONFIG, out.stderr
     assert f"METRICS_PORT {port}" in out.stderr
+
+
+@pytest.mark.parametrize("wrong", ["database", "role"])
+def test_a_database_refusing_the_settings_exits_with_the_configuration_code(
+    database_url: str, tmp_path: Path, wrong: str
+) -> None:
+    """A wrong role, password or database name is a configuration error: systemd must not
+    restart it in a loop (an unreachable server, by contrast, exits 69 and is retried)."""
+    parts = conninfo_to_dict(database_url)
+    if wrong == "database":
+        parts["dbname"] = "no_such_database"
+    else:
+        parts["user"] = "no_such_role"
+    url = make_conninfo(**parts)  # type: ignore[arg-type]
+    out = subprocess.run(
+        [sys.executable, "-m", "manager.cli", "manager"],
+        env=manager_env(url, 1, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert out.returncode == EX_CONFIG, out.stderr
+    assert "the database refused the connection" in out.stderr
+    assert f"no_such_{wrong}" in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
