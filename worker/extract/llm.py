@@ -99,12 +99,17 @@ def shared_tls_context() -> ssl.SSLContext:
     millisecond and shares the CA data. Built as the client's HTTP library builds its
     own (``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` are honoured).
     """
+    context: ssl.SSLContext = _http_library().create_ssl_context()
+    return context
+
+
+def _http_library() -> Any:
+    """The HTTP library the installed OpenAI client is built on."""
     try:
-        import httpx2 as http  # the HTTP library of current openai releases
+        import httpx2 as http  # current openai releases
     except ImportError:  # older openai releases use httpx
         import httpx as http  # type: ignore[no-redef]
-    context: ssl.SSLContext = http.create_ssl_context()
-    return context
+    return http
 
 
 async def warm_up_client() -> None:
@@ -117,10 +122,7 @@ async def warm_up_client() -> None:
     """
     import openai
 
-    try:
-        import httpx2 as http
-    except ImportError:  # older openai releases use httpx
-        import httpx as http  # type: ignore[no-redef]
+    http = _http_library()
 
     def answer(request: Any) -> Any:
         content = json.dumps({"places": []})
