@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -63,3 +66,15 @@ def type_chars(run: Any, text: str) -> None:
     for ch in text:
         run.insert(offset, ch)
         offset += len(ch.encode())
+
+
+def start_manager(env: dict[str, str], tmp_path: Path, name: str) -> subprocess.Popen[bytes]:
+    """``docagents manager`` as a child process, its output in ``tmp_path/<name>.log``."""
+    with (tmp_path / f"{name}.log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "manager.cli", "manager"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )

@@ -19,6 +19,7 @@ import anyio
 import psutil
 import psycopg
 import pytest
+from manager_support import start_manager
 from psycopg.rows import dict_row
 from ywebsocket_server import YServer
 
@@ -44,17 +45,6 @@ def manager_env(database_url: str, port: int, tmp_path: Path, **extra: str) -> d
     env.pop("OPENAI_API_KEY", None)
     env.update(extra)
     return env
-
-
-def start_manager(env: dict[str, str], tmp_path: Path, name: str) -> subprocess.Popen[bytes]:
-    with (tmp_path / f"{name}.log").open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "manager.cli", "manager"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import anyio
 import manager_standin
 import psycopg
 import pytest
-from manager_support import running_manager
+from manager_support import running_manager, start_manager
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from ywebsocket_server import YServer
@@ -247,14 +247,7 @@ async def test_real_manager_process_ready_watchdog_status_stopping_on_sigterm(
                 NOTIFY_SOCKET=sock.path,
                 WATCHDOG_USEC="1000000",
             )
-            with (tmp_path / "manager.log").open("wb") as out:
-                proc = subprocess.Popen(  # noqa: ASYNC220
-                    [sys.executable, "-m", "manager.cli", "manager"],
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=tmp_path,
-                )
+            proc = start_manager(env, tmp_path, "manager")
             try:
                 await until(lambda: sock.times("READY=1"), within=30)
                 event(db, "notify-doc")

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import anyio
 import psycopg
 import pytest
+from manager_support import start_manager
 from psycopg.rows import dict_row
 from ywebsocket_server import YServer
 
@@ -76,15 +75,7 @@ async def until(predicate: Callable[[], Any], within: float = 20.0) -> Any:
 
 async def run_to_exit(env: dict[str, str], tmp_path: Path, within: float = 60) -> tuple[int, str]:
     """Run `docagents manager` until it exits by itself; (exit code, all output)."""
-    out_path = tmp_path / "manager.out"
-    with out_path.open("wb") as out:
-        proc = subprocess.Popen(  # noqa: ASYNC220
-            [sys.executable, "-m", "manager.cli", "manager"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
+    proc = start_manager(env, tmp_path, "manager")
     try:
         with anyio.fail_after(within):
             while proc.poll() is None:  # noqa: ASYNC110
@@ -93,7 +84,7 @@ async def run_to_exit(env: dict[str, str], tmp_path: Path, within: float = 60) -
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return proc.returncode, out_path.read_text()
+    return proc.returncode, (tmp_path / "manager.log").read_text()
 
 
 async def test_manager_process_on_supabase_attaches_a_worker(
@@ -102,14 +93,7 @@ async def test_manager_process_on_supabase_attaches_a_worker(
     async with YServer().running() as server:
         env = supabase_env(supabase.url, supabase.key, tmp_path, server.port)
         log_path = tmp_path / "manager.log"
-        with log_path.open("wb") as out:
-            proc = subprocess.Popen(  # noqa: ASYNC220
-                [sys.executable, "-m", "manager.cli", "manager"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=tmp_path,
-            )
+        proc = start_manager(env, tmp_path, "manager")
         try:
             await until(lambda: "manager_ready" in log_path.read_text(), within=30)
             db.execute(
