@@ -7,22 +7,28 @@ Postgres under ``DOCAGENTS_HOME``). Secrets are never printed.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import sys
-import time
 
-import anyio
-import click
-import pydantic
-import structlog
+from manager.template import start_early
 
-from manager.config import Settings
-from manager.database import database_conninfo
-from manager.embedded import EmbeddedPostgres
-from manager.errors import DocagentsError
-from worker.logs import configure_logging
+# `manager` and `up`: the worker template imports beside the imports below.
+start_early(sys.argv)
+
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+
+import anyio  # noqa: E402
+import click  # noqa: E402
+import pydantic  # noqa: E402
+import structlog  # noqa: E402
+
+from manager.config import Settings  # noqa: E402
+from manager.database import database_conninfo  # noqa: E402
+from manager.embedded import EmbeddedPostgres  # noqa: E402
+from manager.errors import DocagentsError  # noqa: E402
+from worker.logs import configure_logging  # noqa: E402
 
 log = structlog.get_logger(__name__)
 

@@ -20,16 +20,6 @@ from worker.config import WorkerSettings
 
 __all__ = ["Settings", "default_home", "default_manager_id"]
 
-#: Environment variables a child process must never inherit (invariant 6).
-SECRET_ENV_VARS = (
-    "DATABASE_URL",
-    "SUPABASE_URL",
-    "SUPABASE_SERVICE_KEY",
-    "PGPASSWORD",
-    "PGSERVICEFILE",
-    "PGPASSFILE",
-)
-
 
 def default_home() -> Path:
     return Path(platformdirs.user_data_dir("docagents", appauthor=False))

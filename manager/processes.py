@@ -47,7 +47,12 @@ import anyio
 import psutil
 import structlog
 
-from manager.config import SECRET_ENV_VARS
+from manager.template import (
+    DEFAULT_PRELOAD,
+    PRELOAD_LLM_VAR,
+    ensure_template,
+    scrub_secret_environment,
+)
 from worker.config import WorkerSettings
 from worker.protocol import (
     MAX_MESSAGE_BYTES,
@@ -61,12 +66,17 @@ from worker.protocol import (
     encode,
 )
 
-__all__ = ["DEFAULT_PRELOAD", "ExitInfo", "WorkerFleet", "WorkerProcess", "describe_exit"]
+__all__ = [
+    "DEFAULT_PRELOAD",
+    "ExitInfo",
+    "WorkerFleet",
+    "WorkerProcess",
+    "describe_exit",
+    "scrub_secret_environment",
+]
 
 log = structlog.get_logger(__name__)
 
-#: Modules the forkserver imports once; every worker is a fork of that process.
-DEFAULT_PRELOAD = ("manager.worker_template",)
 #: Workers kept started and booted ahead of need (see the module docstring).
 DEFAULT_WARM_POOL = 4
 #: After a failed pool start, wait this long before the next try.
@@ -89,12 +99,6 @@ def _wait_booted(pid: int | None) -> None:
         time.sleep(0.005)
 
 
-#: The variable that tells the template to load the OpenAI client.
-_PRELOAD_LLM_VAR = "DOCAGENTS_PRELOAD_LLM"
-#: (pid, (preload, preload-LLM variable)) of the forkserver this module started, to tell it from one
-#: started by other code of the same process.
-_template_forkserver: tuple[int | None, tuple[tuple[str, ...], str]] | None = None
-_TEMPLATE_LOCK = threading.Lock()
 #: The pool refills only after this long without a start: during a burst the
 #: forkserver and the CPU serve the workers that are wanted now.
 _POOL_QUIET_S = 0.25
@@ -117,14 +121,6 @@ def describe_exit(exitcode: int | None) -> str:
         except ValueError:
             return f"killed by signal {-exitcode}"
     return f"exited with code {exitcode}"
-
-
-def scrub_secret_environment() -> list[str]:
-    """Remove database credentials from ``os.environ`` (invariant 6); returns the names."""
-    removed = [name for name in SECRET_ENV_VARS if name in os.environ]
-    for name in removed:
-        del os.environ[name]
-    return removed
 
 
 class _TemplatePopen(popen_forkserver.Popen):  # type: ignore[misc]
@@ -220,24 +216,13 @@ class WorkerFleet:
         removed = scrub_secret_environment()
         if removed:
             log.warning("secret_environment_removed_before_forkserver", names=removed)
-        server = multiprocessing.forkserver._forkserver
-        with _TEMPLATE_LOCK:
-            global _template_forkserver
-            if self.preload_llm is not None:
-                os.environ[_PRELOAD_LLM_VAR] = "1" if self.preload_llm else "0"
-            # The template as this fleet wants it: what it imports, and whether the
-            # OpenAI client is among it (read from the environment it inherits).
-            template = (self.preload, os.environ.get(_PRELOAD_LLM_VAR, ""))
-            running = server._forkserver_pid
-            if running is not None and _template_forkserver != (running, template):
-                # Started by other code of this process without our template (every
-                # worker would import everything itself), or by a fleet that wanted
-                # another one: start ours instead.
-                log.info("forkserver_restarted_with_template", pid=running)
-                server._stop()
-            self._ctx.set_forkserver_preload(list(self.preload))
-            multiprocessing.forkserver.ensure_running()
-            _template_forkserver = (server._forkserver_pid, template)
+        if self.preload_llm is not None:
+            # The template reads it from the environment it inherits.
+            os.environ[PRELOAD_LLM_VAR] = "1" if self.preload_llm else "0"
+        # Kept when `docagents manager` started it early (manager.template.start_early);
+        # one started by other code without our template, or with another, is replaced.
+        if ensure_template(self.preload) == "replaced":
+            log.info("forkserver_restarted_with_template")
         with self._pool_changed:
             if self.warm_pool and self._refiller is None and not self._pool_closed:
                 self._refiller = threading.Thread(

@@ -42,6 +42,7 @@ from manager.daemon import run_manager
 from manager.database import database_conninfo
 from manager.processes import scrub_secret_environment
 from manager.sdnotify import SystemdNotifier
+from manager.template import NOTIFY_ENV_VARS
 
 __all__ = ["EX_CONFIG", "EX_UNAVAILABLE", "run_manager_foreground", "run_up"]
 
@@ -55,13 +56,12 @@ EX_UNAVAILABLE = 69
 #: How long the docserver gets to stop after SIGTERM before SIGKILL.
 _DOCSERVER_STOP_S = 5.0
 _PR_SET_PDEATHSIG = 1
-_NOTIFY_ENV_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
 def take_systemd_notifier() -> SystemdNotifier:
     """This process's notifier; its variables leave ``os.environ`` (no child sees them)."""
     notifier = SystemdNotifier()
-    for name in _NOTIFY_ENV_VARS:
+    for name in NOTIFY_ENV_VARS:
         os.environ.pop(name, None)
     return notifier
 
