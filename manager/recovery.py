@@ -77,13 +77,16 @@ async def recover(
     """
     check = is_our_worker or looks_like_our_worker
     rows = await store.live_agents_of_manager(manager_id)
-    ended: list[AgentRow] = []
+    async with anyio.create_task_group() as tg:  # survivors are killed side by side
+        for row in rows:
+            if row.agent_pid is not None:
+                tg.start_soon(_kill_if_ours, row, check, kill_timeout_s)
+    # One round trip for all of them: a restarted manager attaches its documents
+    # again right after this.
+    ended = await store.end_agent_lives(
+        [row.agent_id for row in rows], "disconnected", RECOVERY_REASON
+    )
     for row in rows:
-        if row.agent_pid is not None:
-            await _kill_if_ours(row, check, kill_timeout_s)
-        final = await store.end_agent_life(row.agent_id, "disconnected", RECOVERY_REASON)
-        if final is not None:
-            ended.append(final)
         log.info(
             "stale_agent_ended",
             document_id=row.document_id,

@@ -5,7 +5,8 @@ The supervisor never waits on the database for what workers report:
 counters without blocking, and writes them from its own loop —
 
 - status changes and end-of-lives in submission order (so per agent too),
-  as soon as they are submitted;
+  as soon as they are submitted; a run of status changes goes as one
+  ``set_agent_statuses`` call (a burst of starts is one round trip, not hundreds);
 - all pending metrics samples and counters about once a second, as ONE
   ``record_agent_metrics`` call (counters are summed per agent meanwhile).
 
@@ -22,8 +23,10 @@ changes and end-of-lives are idempotent; a counter batch may then count twice.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -32,19 +35,14 @@ import anyio.abc
 import structlog
 
 from manager.errors import StoreError, StoreUnavailable
-from manager.store.base import MetricsRecord, Store
+from manager.store.base import MetricsRecord, StatusChange, Store
 
 __all__ = ["StoreWriter"]
 
 log = structlog.get_logger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class _StatusChange:
-    agent_id: str
-    status: str
-    pid: int | None
-    metadata: dict[str, object] | None
+#: At most this many status changes in one ``set_agent_statuses`` call.
+_STATUS_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +80,7 @@ class StoreWriter:
         self._backoff_min_s = backoff_min_s
         self._backoff_max_s = backoff_max_s
         self._final_flush_timeout_s = final_flush_timeout_s
-        self._ops: deque[_StatusChange | _EndLife] = deque()
+        self._ops: deque[StatusChange | _EndLife] = deque()
         self._samples: deque[MetricsRecord] = deque()
         self._counters: dict[str, _Counter] = {}
         self._dropped = 0
@@ -117,7 +115,7 @@ class StoreWriter:
         pid: int | None = None,
         metadata: dict[str, object] | None = None,
     ) -> None:
-        self._ops.append(_StatusChange(agent_id, status, pid, metadata))
+        self._ops.append(StatusChange(agent_id, status, pid, metadata))
         self._made_room()
         self._wake.set()
 
@@ -243,22 +241,48 @@ class StoreWriter:
 
     async def _write_ops(self) -> None:
         while self._ops:
-            op = self._ops[0]
-            try:
-                if isinstance(op, _StatusChange):
-                    await self._store.set_agent_status(op.agent_id, op.status, op.pid, op.metadata)
+            run = list(itertools.islice(self._leading_status_changes(), _STATUS_BATCH))
+            if len(run) > 1:
+                try:
+                    await self._store.set_agent_statuses(run)
+                except StoreUnavailable:
+                    raise
+                except (StoreError, ValueError):
+                    # One of them is refused (the call is one transaction): write
+                    # them one by one below, so only that one is dropped.
+                    pass
                 else:
-                    await self._store.end_agent_life(op.agent_id, op.status, op.reason)
-            except StoreUnavailable:
-                raise
-            except (StoreError, ValueError) as exc:
-                log.exception(
-                    "store_write_refused",
-                    op=type(op).__name__,
-                    agent_id=op.agent_id,
-                    error=str(exc),
-                )
-            self._ops.popleft()
+                    for _ in run:
+                        self._ops.popleft()
+                    continue
+                for _ in run:
+                    await self._write_one()
+                continue
+            await self._write_one()
+
+    def _leading_status_changes(self) -> Iterator[StatusChange]:
+        for op in self._ops:
+            if not isinstance(op, StatusChange):
+                return
+            yield op
+
+    async def _write_one(self) -> None:
+        op = self._ops[0]
+        try:
+            if isinstance(op, StatusChange):
+                await self._store.set_agent_status(op.agent_id, op.status, op.pid, op.metadata)
+            else:
+                await self._store.end_agent_life(op.agent_id, op.status, op.reason)
+        except StoreUnavailable:
+            raise
+        except (StoreError, ValueError) as exc:
+            log.exception(
+                "store_write_refused",
+                op=type(op).__name__,
+                agent_id=op.agent_id,
+                error=str(exc),
+            )
+        self._ops.popleft()
 
     async def _write_metrics(self) -> None:
         if not self._samples and not self._counters:

@@ -16,6 +16,7 @@ __all__ = [
     "ClaimResult",
     "EventPage",
     "MetricsRecord",
+    "StatusChange",
     "Store",
     "SystemStats",
 ]
@@ -90,6 +91,16 @@ class ClaimResult:
 
 
 @dataclass(frozen=True, slots=True)
+class StatusChange:
+    """One ``set_agent_status`` call (:meth:`Store.set_agent_statuses`)."""
+
+    agent_id: str
+    status: str
+    pid: int | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsRecord:
     """One element of ``record_agent_metrics``' batch (see migrations/0001_schema.sql)."""
 
@@ -158,9 +169,21 @@ class Store(Protocol):
         metadata: dict[str, Any] | None = None,
     ) -> AgentRow | None: ...
 
+    async def set_agent_statuses(self, changes: Sequence[StatusChange]) -> int:
+        """``set_agent_status`` for each change, in order, as one transaction where the
+        backend allows (then a refusal refuses them all); the number of rows changed."""
+        ...
+
     async def end_agent_life(
         self, agent_id: str, status: str, reason: str | None
     ) -> AgentRow | None: ...
+
+    async def end_agent_lives(
+        self, agent_ids: Sequence[str], status: str, reason: str | None
+    ) -> list[AgentRow]:
+        """``end_agent_life`` for each id, in as few round trips as the backend allows;
+        the rows it ended (lives already ended are left out)."""
+        ...
 
     async def record_metrics(self, batch: Sequence[MetricsRecord]) -> int: ...
 

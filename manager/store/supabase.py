@@ -29,20 +29,23 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Self
 
+import anyio
 import httpx
 import structlog
 from postgrest.exceptions import APIError
 from pydantic import SecretStr
 from supabase import AsyncClient, AsyncClientOptions
 
-from manager.errors import ConfigurationError, StoreError, StoreUnavailable
+from manager.errors import ConfigurationError, DocagentsError, StoreError, StoreUnavailable
 from manager.store.base import (
     EVENT_TYPES,
+    FINAL_STATUSES,
     ActivityEvent,
     AgentRow,
     ClaimResult,
     EventPage,
     MetricsRecord,
+    StatusChange,
     SystemStats,
 )
 from manager.store.postgres import START_GAP_WINDOW
@@ -56,6 +59,8 @@ _AUTH_STATUS = frozenset({401, 403})
 _TABLE = "document_activity"
 _PAGE = 1000
 _MAX_DOCUMENT_ID = 512
+#: ``end_agent_lives``: requests in flight at once.
+_CONCURRENT_RPCS = 8
 
 
 class _HttpRefusal(Exception):
@@ -208,11 +213,42 @@ class SupabaseStore:
             params["p_metadata"] = metadata
         return _first_row(await self._rpc("set_agent_status", params))
 
+    async def set_agent_statuses(self, changes: Sequence[StatusChange]) -> int:
+        """One RPC per change, in order (PostgREST runs one function per request)."""
+        changed = 0
+        for c in changes:
+            if await self.set_agent_status(c.agent_id, c.status, c.pid, c.metadata) is not None:
+                changed += 1
+        return changed
+
     async def end_agent_life(
         self, agent_id: str, status: str, reason: str | None
     ) -> AgentRow | None:
         params = {"p_agent_id": agent_id, "p_status": status, "p_reason": reason}
         return _first_row(await self._rpc("end_agent_life", params))
+
+    async def end_agent_lives(
+        self, agent_ids: Sequence[str], status: str, reason: str | None
+    ) -> list[AgentRow]:
+        """``end_agent_life`` calls side by side (PostgREST runs one function per request)."""
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"final status must be disconnected or error, not {status!r}")
+        ended: dict[int, AgentRow] = {}
+        limiter = anyio.CapacityLimiter(_CONCURRENT_RPCS)
+
+        async def end(n: int, agent_id: str) -> None:
+            async with limiter:
+                row = await self.end_agent_life(agent_id, status, reason)
+            if row is not None:
+                ended[n] = row
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for n, agent_id in enumerate(agent_ids):
+                    tg.start_soon(end, n, agent_id)
+        except* DocagentsError as group:
+            raise group.exceptions[0] from None
+        return [ended[n] for n in sorted(ended)]
 
     async def record_metrics(self, batch: Sequence[MetricsRecord]) -> int:
         if not batch:

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from manager.errors import ConfigurationError, StoreError, StoreUnavailable
-from manager.store.base import MetricsRecord
+from manager.store.base import MetricsRecord, StatusChange
 from manager.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.anyio
@@ -200,9 +200,62 @@ async def test_connection_killed_then_next_call_reconnects(
     store: PostgresStore, db: psycopg.Connection
 ) -> None:
     await store.system_stats()
+    # Wait until the backends are gone (a server that went away has said so on the
+    # socket; racing a backend still exiting is one failed call, like any outage).
     db.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
         "WHERE datname = current_database() AND pid <> pg_backend_pid()"
     )
     stats = await store.system_stats()  # the pool's check drops the dead connection
     assert stats.total_agents == 0
+
+
+async def test_end_agent_lives_ends_many_and_skips_the_ended(store: PostgresStore) -> None:
+    for n in range(3):
+        assert (await store.claim_document(f"doc-{n}", f"agent-{n}", "m1", None)).claimed
+    assert await store.end_agent_life("agent-1", "disconnected", "earlier") is not None
+
+    ended = await store.end_agent_lives(
+        ["agent-2", "agent-1", "agent-0", "nobody"], "disconnected", "manager restarted"
+    )
+    assert [row.agent_id for row in ended] == ["agent-2", "agent-0"]  # asked order, ended only
+    assert all(row.status == "disconnected" for row in ended)
+    assert all(row.error_message == "manager restarted" for row in ended)
+    assert all(row.disconnected_at is not None for row in ended)
+    assert await store.live_agents_of_manager("m1") == []
+    assert await store.end_agent_lives([], "disconnected", None) == []
+    with pytest.raises(ValueError, match="final status"):
+        await store.end_agent_lives(["agent-0"], "active", None)
+
+
+async def test_set_agent_statuses_in_order_in_one_transaction(
+    store: PostgresStore, db: psycopg.Connection
+) -> None:
+    for n in range(3):
+        assert (await store.claim_document(f"doc-{n}", f"agent-{n}", "m1", None)).claimed
+    await store.end_agent_life("agent-2", "disconnected", "gone")
+    changed = await store.set_agent_statuses(
+        [
+            StatusChange("agent-0", "active", pid=100, metadata={"pid_create_time": 1.5}),
+            StatusChange("agent-1", "active", pid=101),
+            StatusChange("agent-0", "detaching"),  # after its own change above
+            StatusChange("agent-2", "active", pid=102),  # ended: left alone
+        ]
+    )
+    assert changed == 3
+    rows = db.execute(
+        "SELECT agent_id, status, agent_pid, metadata FROM agent_connections ORDER BY agent_id"
+    ).fetchall()
+    assert rows == [
+        ("agent-0", "detaching", 100, {"pid_create_time": 1.5}),
+        ("agent-1", "active", 101, {}),
+        ("agent-2", "disconnected", None, {}),
+    ]
+    assert await store.set_agent_statuses([]) == 0
+    # One refused change refuses the whole call: nothing of it is written.
+    with pytest.raises(StoreError):
+        await store.set_agent_statuses(
+            [StatusChange("agent-1", "detaching"), StatusChange("agent-0", "no-such-status")]
+        )
+    row = db.execute("SELECT status FROM agent_connections WHERE agent_id = 'agent-1'").fetchone()
+    assert row == ("active",)

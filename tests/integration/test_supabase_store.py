@@ -8,8 +8,8 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from manager.errors import StoreError
-from manager.store.base import MetricsRecord
+from manager.errors import StoreError, StoreUnavailable
+from manager.store.base import MetricsRecord, StatusChange
 from manager.store.supabase import SupabaseStore
 from tests.integration.supabase_doubles import SupabaseDouble, serve_supabase
 
@@ -90,3 +90,29 @@ async def test_retention_through_rpc(supabase: SupabaseDouble, db: psycopg.Conne
         await store.aclose()
     assert db.execute("SELECT event_type FROM document_activity").fetchall() == [("idle",)]
     assert supabase.rpc_calls("prune_history") == 1
+
+
+async def test_status_changes_and_ends_of_many_lives_through_rpc(database_url: str) -> None:
+    ids = [f"agent-{n}" for n in range(12)]
+    async with serve_supabase(database_url) as supabase:
+        store = await SupabaseStore.connect(supabase.url, SecretStr(supabase.key))
+        for n, agent_id in enumerate(ids):
+            await store.claim_document(f"doc-{n}", agent_id, "m1", None)
+        await store.end_agent_life("agent-3", "disconnected", "earlier")
+        changes = [StatusChange(agent_id, "active", pid=n) for n, agent_id in enumerate(ids)]
+        assert await store.set_agent_statuses(changes) == len(ids) - 1  # agent-3 has ended
+        assert supabase.rpc_calls("set_agent_status") == len(ids)
+        ended = await store.end_agent_lives(ids, "disconnected", "manager restarted")
+        assert [row.agent_id for row in ended] == [i for i in ids if i != "agent-3"]
+        assert {row.error_message for row in ended} == {"manager restarted"}
+        assert await store.live_agents_of_manager("m1") == []
+        assert supabase.rpc_calls("end_agent_life") == 1 + len(ids)
+        with pytest.raises(ValueError, match="final status"):
+            await store.end_agent_lives(ids, "active", None)
+        assert supabase.unexpected == []
+    try:
+        # The project is gone: the first failure comes out as itself, not as a group.
+        with pytest.raises(StoreUnavailable):
+            await store.end_agent_lives(ids, "disconnected", None)
+    finally:
+        await store.aclose()

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from manager.errors import StoreError, StoreUnavailable
-from manager.store.base import MetricsRecord
+from manager.store.base import MetricsRecord, StatusChange
 from manager.writer import StoreWriter
 
 pytestmark = pytest.mark.anyio
@@ -23,6 +23,7 @@ class FakeStore:
         self.down = False
         self.refuse: set[str] = set()
         self.metrics_written = anyio.Event()
+        self.batches: list[int] = []  # sizes of the set_agent_statuses calls
 
     def _check(self, agent_id: str = "") -> None:
         if self.down:
@@ -35,6 +36,14 @@ class FakeStore:
     ) -> None:
         self._check(agent_id)
         self.calls.append(("status", (agent_id, status, pid)))
+
+    async def set_agent_statuses(self, changes: Sequence[StatusChange]) -> int:
+        """All or nothing, as the one-statement Postgres call."""
+        for change in changes:
+            self._check(change.agent_id)
+        self.batches.append(len(changes))
+        self.calls.extend(("status", (c.agent_id, c.status, c.pid)) for c in changes)
+        return len(changes)
 
     async def end_agent_life(self, agent_id: str, status: str, reason: str | None) -> None:
         self._check(agent_id)
@@ -139,6 +148,47 @@ async def test_refused_write_is_dropped_and_the_rest_goes_on() -> None:
     writer.set_status("good", "active")
     await writer.flush()
     assert store.calls == [("status", ("good", "active", None))]
+
+
+async def test_a_run_of_status_changes_is_one_call_and_a_refusal_splits_it() -> None:
+    store = FakeStore()
+    writer = StoreWriter(store)  # type: ignore[arg-type]
+    for n in range(3):
+        writer.set_status(f"a{n}", "active", pid=n)
+    writer.end_life("a0", "disconnected", "idle")
+    writer.set_status("a1", "detaching")
+    await writer.flush()
+    assert store.batches == [3]  # the end-of-life and the lone change after it go alone
+    assert [args for _, args in store.calls] == [
+        ("a0", "active", 0),
+        ("a1", "active", 1),
+        ("a2", "active", 2),
+        ("a0", "disconnected", "idle"),
+        ("a1", "detaching", None),
+    ]
+
+    store.calls.clear()
+    store.refuse.add("bad")
+    for agent_id in ("x", "bad", "y"):
+        writer.set_status(agent_id, "active")
+    await writer.flush()
+    # The batch was refused as a whole; written one by one, only "bad" is dropped.
+    assert store.calls == [("status", ("x", "active", None)), ("status", ("y", "active", None))]
+    assert writer.pending == 0
+
+
+async def test_a_run_of_status_changes_stays_buffered_while_down() -> None:
+    store = FakeStore()
+    writer = StoreWriter(store)  # type: ignore[arg-type]
+    writer.set_status("a", "active")
+    writer.set_status("b", "active")
+    store.down = True
+    with pytest.raises(StoreUnavailable):
+        await writer.flush()
+    assert writer.pending == 2
+    store.down = False
+    await writer.flush()
+    assert store.calls == [("status", ("a", "active", None)), ("status", ("b", "active", None))]
 
 
 async def test_cancel_does_a_final_flush_and_double_run_raises() -> None:
