@@ -21,6 +21,7 @@ import anyio
 import anyio.abc
 import structlog
 
+from manager.claims import ClaimBatcher
 from manager.config import Settings
 from manager.errors import StoreError
 from manager.processes import WorkerFleet, WorkerProcess
@@ -40,9 +41,6 @@ from worker.protocol import (
 __all__ = ["AgentLife", "LifeObserver", "LifeRunner", "monotonic"]
 
 log = structlog.get_logger(__name__)
-
-#: Claims in flight at once (the store's pool has 4 connections).
-_CONCURRENT_CLAIMS = 3
 
 
 def monotonic() -> float:
@@ -105,15 +103,19 @@ class LifeRunner:
         self.lives: dict[str, AgentLife] = {}
         self._dispatch = dispatch
         self._observer = observer
-        #: Claims waiting for a database connection queue here, not in the pool
-        #: (a burst of 100 documents would otherwise time out on the pool).
-        self._claim_limiter = anyio.CapacityLimiter(_CONCURRENT_CLAIMS)
+        #: A burst's claims go as one call (and never queue on the store's pool).
+        self._claim_metadata = {"host": host, "manager_pid": os.getpid()}
+        self.claims = ClaimBatcher(store, settings.manager_id, host, self._claim_metadata)
+        self._claims_started = False
         #: Called after every life ended (the daemon checks for "all stopped").
         self.on_life_ended: Callable[[], None] = lambda: None
 
     def start(
         self, tg: anyio.abc.TaskGroup, document_id: str, agent_id: str, restart: bool
     ) -> None:
+        if not self._claims_started:
+            self._claims_started = True
+            tg.start_soon(self.claims.run)  # scheduled first: it runs before any life
         life = AgentLife(document_id, agent_id)
         self.lives[agent_id] = life
         tg.start_soon(self._live, life, restart)
@@ -136,8 +138,7 @@ class LifeRunner:
         sup = self.supervisor
         try:
             try:
-                async with self._claim_limiter:
-                    claim = await self._claim(doc, agent)
+                claim = await self._claim(doc, agent)
             except StoreError as exc:
                 log.warning("claim_failed", document_id=doc, error=str(exc))
                 self._dispatch(sup.claim_failed(doc, agent, str(exc), monotonic()))
@@ -203,10 +204,7 @@ class LifeRunner:
 
     async def _claim(self, document_id: str, agent_id: str) -> ClaimResult:
         settings = self.settings
-        metadata = {"host": self.host, "manager_pid": os.getpid()}
-        claim = await self.store.claim_document(
-            document_id, agent_id, settings.manager_id, self.host, metadata
-        )
+        claim = await self.claims.claim(document_id, agent_id)
         if (
             not claim.claimed
             and claim.row.manager_id == settings.manager_id
@@ -216,7 +214,7 @@ class LifeRunner:
             # writer's buffer. Write it, then claim again.
             await self.writer.flush()
             claim = await self.store.claim_document(
-                document_id, agent_id, settings.manager_id, self.host, metadata
+                document_id, agent_id, settings.manager_id, self.host, self._claim_metadata
             )
         return claim
 

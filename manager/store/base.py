@@ -161,6 +161,18 @@ class Store(Protocol):
         metadata: dict[str, Any] | None = None,
     ) -> ClaimResult: ...
 
+    async def claim_documents(
+        self,
+        claims: Sequence[tuple[str, str]],
+        manager_id: str,
+        manager_host: str | None,
+        metadata: dict[str, Any] | None = None,
+    ) -> list[ClaimResult]:
+        """``claim_document`` for each ``(document_id, agent_id)``, results in the same
+        order, in as few round trips as the backend allows. Where it is one
+        transaction, one refused claim refuses them all."""
+        ...
+
     async def set_agent_status(
         self,
         agent_id: str,

@@ -64,6 +64,12 @@ SELECT id, document_id, event_type, user_count, "timestamp"
  LIMIT %s
 """
 _CLAIM = "SELECT c.claimed, (c.connection).* FROM claim_document(%s, %s, %s, %s, %s) AS c"
+# Row by row in array order, in one transaction.
+_CLAIMS = (
+    "SELECT a.n, c.claimed, (c.connection).*"
+    " FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS a(document_id, agent_id, n),"
+    " LATERAL claim_document(a.document_id, a.agent_id, %s, %s, %s) AS c ORDER BY a.n"
+)
 _SET_STATUS = "SELECT * FROM set_agent_status(%s, %s, %s, %s)"
 # In array order: the lateral calls run row by row, each seeing the ones before.
 _SET_STATUSES = (
@@ -254,6 +260,41 @@ class PostgresStore:
             raise StoreError(f"claim_document returned nothing for {document_id!r}")
         row = rows[0]
         return ClaimResult(claimed=bool(row["claimed"]), row=_agent_row(row))
+
+    async def claim_documents(
+        self,
+        claims: Sequence[tuple[str, str]],
+        manager_id: str,
+        manager_host: str | None,
+        metadata: dict[str, Any] | None = None,
+    ) -> list[ClaimResult]:
+        """One statement for all, in document order.
+
+        The statement is one transaction: its new rows stay locked until it commits,
+        so two managers claiming overlapping batches must take the documents in the
+        same order, or each would wait on the other's (a deadlock Postgres breaks by
+        failing one of them).
+        """
+        if not claims:
+            return []
+        order = sorted(range(len(claims)), key=lambda i: claims[i][0])
+        rows = await self._fetchall(
+            _CLAIMS,
+            (
+                [claims[i][0] for i in order],
+                [claims[i][1] for i in order],
+                manager_id,
+                manager_host,
+                Jsonb(metadata or {}),
+            ),
+        )
+        if len(rows) != len(claims):
+            raise StoreError(f"claim_document answered {len(rows)} of {len(claims)} claims")
+        results: list[ClaimResult | None] = [None] * len(claims)
+        for row in rows:
+            position = order[int(row.pop("n")) - 1]
+            results[position] = ClaimResult(claimed=bool(row.pop("claimed")), row=_agent_row(row))
+        return [result for result in results if result is not None]
 
     async def set_agent_status(
         self,

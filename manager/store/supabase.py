@@ -23,11 +23,12 @@ here are plain ``id > cursor`` reads with every id read reported.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import anyio
 import httpx
@@ -201,6 +202,21 @@ class SupabaseStore:
             raise StoreError(f"claim_document returned {len(data or [])} rows, expected 1")
         return ClaimResult(claimed=bool(data[0]["claimed"]), row=_agent_row(data[0]["connection"]))
 
+    async def claim_documents(
+        self,
+        claims: Sequence[tuple[str, str]],
+        manager_id: str,
+        manager_host: str | None,
+        metadata: dict[str, Any] | None = None,
+    ) -> list[ClaimResult]:
+        """``claim_document`` calls side by side (PostgREST runs one function per request)."""
+        return await _side_by_side(
+            [
+                functools.partial(self.claim_document, d, a, manager_id, manager_host, metadata)
+                for d, a in claims
+            ]
+        )
+
     async def set_agent_status(
         self,
         agent_id: str,
@@ -233,22 +249,10 @@ class SupabaseStore:
         """``end_agent_life`` calls side by side (PostgREST runs one function per request)."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"final status must be disconnected or error, not {status!r}")
-        ended: dict[int, AgentRow] = {}
-        limiter = anyio.CapacityLimiter(_CONCURRENT_RPCS)
-
-        async def end(n: int, agent_id: str) -> None:
-            async with limiter:
-                row = await self.end_agent_life(agent_id, status, reason)
-            if row is not None:
-                ended[n] = row
-
-        try:
-            async with anyio.create_task_group() as tg:
-                for n, agent_id in enumerate(agent_ids):
-                    tg.start_soon(end, n, agent_id)
-        except* DocagentsError as group:
-            raise group.exceptions[0] from None
-        return [ended[n] for n in sorted(ended)]
+        rows = await _side_by_side(
+            [functools.partial(self.end_agent_life, a, status, reason) for a in agent_ids]
+        )
+        return [row for row in rows if row is not None]
 
     async def record_metrics(self, batch: Sequence[MetricsRecord]) -> int:
         if not batch:
@@ -306,6 +310,30 @@ class SupabaseStore:
             detail = redact(f"{exc.code}: {exc.message}", self._key)
             raise StoreError(f"{what} refused by Supabase: {detail}") from exc
         return response.data
+
+
+_T = TypeVar("_T")
+
+
+async def _side_by_side(calls: Sequence[Callable[[], Awaitable[_T]]]) -> list[_T]:
+    """Await ``calls`` with at most :data:`_CONCURRENT_RPCS` in flight; results in order.
+
+    The first failure comes out as itself (not as an exception group).
+    """
+    results: dict[int, _T] = {}
+    limiter = anyio.CapacityLimiter(_CONCURRENT_RPCS)
+
+    async def run(n: int, call: Callable[[], Awaitable[_T]]) -> None:
+        async with limiter:
+            results[n] = await call()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for n, call in enumerate(calls):
+                tg.start_soon(run, n, call)
+    except* DocagentsError as group:
+        raise group.exceptions[0] from None
+    return [results[n] for n in range(len(calls))]
 
 
 def _event(row: dict[str, Any]) -> ActivityEvent | None:

@@ -259,3 +259,53 @@ async def test_set_agent_statuses_in_order_in_one_transaction(
         )
     row = db.execute("SELECT status FROM agent_connections WHERE agent_id = 'agent-1'").fetchone()
     assert row == ("active",)
+
+
+async def test_claim_documents_answers_in_the_asked_order(store: PostgresStore) -> None:
+    assert (await store.claim_document("b", "old-b", "m2", None)).claimed
+    results = await store.claim_documents(
+        [("c", "agent-c"), ("b", "agent-b"), ("a", "agent-a")], "m1", "host-1", {"k": 1}
+    )
+    assert [(r.claimed, r.row.document_id, r.row.agent_id) for r in results] == [
+        (True, "c", "agent-c"),
+        (False, "b", "old-b"),  # the live owner, as claim_document answers
+        (True, "a", "agent-a"),
+    ]
+    assert results[0].row.manager_id == "m1" and results[0].row.metadata == {"k": 1}
+    assert await store.claim_documents([], "m1", None) == []
+
+
+async def test_two_managers_claim_overlapping_batches_without_deadlock(
+    database_url: str, db: psycopg.Connection
+) -> None:
+    """Each batch is one transaction holding its new rows: taken in document order,
+    two batches asking for the same documents in opposite orders cannot deadlock."""
+    a = await PostgresStore.connect(database_url)
+    b = await PostgresStore.connect(database_url)
+    docs = [f"doc-{n:02d}" for n in range(40)]
+    answers: dict[str, list[bool]] = {}
+    try:
+        for round_ in range(5):
+            batch = [f"{d}-{round_}" for d in docs]
+
+            async def claim(store: PostgresStore, name: str, order: list[str]) -> None:
+                results = await store.claim_documents(
+                    [(d, f"{name}-{d}") for d in order], name, None
+                )
+                for doc, result in zip(order, results, strict=True):
+                    assert result.row.document_id == doc
+                    answers.setdefault(doc, []).append(result.claimed)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(claim, a, "m1", batch)
+                tg.start_soon(claim, b, "m2", batch[::-1])
+    finally:
+        await a.aclose()
+        await b.aclose()
+    assert len(answers) == 200
+    assert all(sorted(claimed) == [False, True] for claimed in answers.values())
+    live = db.execute(
+        "SELECT count(*), count(DISTINCT document_id) FROM agent_connections"
+        " WHERE status IN ('connecting', 'active')"
+    ).fetchone()
+    assert live == (200, 200)

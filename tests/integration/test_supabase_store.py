@@ -92,12 +92,16 @@ async def test_retention_through_rpc(supabase: SupabaseDouble, db: psycopg.Conne
     assert supabase.rpc_calls("prune_history") == 1
 
 
-async def test_status_changes_and_ends_of_many_lives_through_rpc(database_url: str) -> None:
+async def test_claims_status_changes_and_ends_of_many_lives_through_rpc(database_url: str) -> None:
     ids = [f"agent-{n}" for n in range(12)]
     async with serve_supabase(database_url) as supabase:
         store = await SupabaseStore.connect(supabase.url, SecretStr(supabase.key))
-        for n, agent_id in enumerate(ids):
-            await store.claim_document(f"doc-{n}", agent_id, "m1", None)
+        claims = [(f"doc-{n}", agent_id) for n, agent_id in enumerate(ids)]
+        results = await store.claim_documents(claims, "m1", None)
+        assert [(r.claimed, r.row.document_id, r.row.agent_id) for r in results] == [
+            (True, d, a) for d, a in claims
+        ]
+        assert supabase.rpc_calls("claim_document") == len(ids)
         await store.end_agent_life("agent-3", "disconnected", "earlier")
         changes = [StatusChange(agent_id, "active", pid=n) for n, agent_id in enumerate(ids)]
         assert await store.set_agent_statuses(changes) == len(ids) - 1  # agent-3 has ended
