@@ -47,6 +47,7 @@ FULL: dict[str, Any] = {
     "llm_sentences": 50,
     "cpu_agents": 200,
     "recovery_agents": 100,
+    "recovery_trials": 3,
     "cpu_window_s": 20.0,
 }
 QUICK: dict[str, Any] = {
@@ -63,6 +64,7 @@ QUICK: dict[str, Any] = {
     "llm_sentences": 5,
     "cpu_agents": 30,
     "recovery_agents": 20,
+    "recovery_trials": 1,
     "cpu_window_s": 6.0,
 }
 

@@ -191,9 +191,13 @@ def rows(r: dict[str, Any]) -> list[str]:
                 None if llm else _le(g.get("overhead_p99_ms"), target),
             )
         )
+    label = f"recovery of {rc.get('recovery_agents', '?')} agents after kill -9"
+    rtrials = rc.get("recovery_trials_s") or []
+    if len(rtrials) > 1:
+        label += f" (median of {len(rtrials)}: {min(rtrials):.1f} to {max(rtrials):.1f} s)"
     out.append(
         _row(
-            f"recovery of {rc.get('recovery_agents', '?')} agents after kill -9",
+            label,
             rc.get("recovery_s"),
             " s",
             "≤ 3 s",
