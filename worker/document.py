@@ -8,6 +8,14 @@ run the place lies in. Remote transactions (anything not carrying
 :data:`AGENT_ORIGIN`) mark the blocks they touch as dirty; the agent takes the
 unprocessed finished sentences of dirty blocks, extracts, and applies the places
 found in one transaction.
+
+Finding a block by id walks the tree, and pycrdt makes that walk cost tens of
+microseconds per block (milliseconds for a long document). The view therefore keeps
+an index of the blocks, in document order, and walks again only after a change of
+structure (nodes inserted or deleted anywhere): typing inside a paragraph, the
+common edit, never walks. The index never holds a deleted node when it is read
+(the deletion drops it first), and pycrdt's wrappers of deleted nodes must not be
+used.
 """
 
 from __future__ import annotations
@@ -67,6 +75,8 @@ class DocumentView:
         #: holding a sentence terminator.
         self._on_sentence_end = on_sentence_end
         self._dirty: set[int] = set()
+        #: block id -> block, in document order; None after a change of structure.
+        self._blocks: dict[int, _Node] | None = None
         self._next_color = 0
         #: geoId -> exact text of every mark this agent applied.
         self._applied: dict[str, str] = {}
@@ -83,8 +93,7 @@ class DocumentView:
         pending: list[PendingSentence] = []
         seen: set[str] = set()
         stale: list[tuple[XmlText, int, int]] = []
-        for node in _blocks_of(self._fragment):
-            block_id = hash(node)
+        for block_id, node in self._block_index().items():
             if block_id not in dirty:
                 continue
             block, runs = _read_block(node)
@@ -121,11 +130,8 @@ class DocumentView:
         done: set[str] = set()
         wanted = {pending.block_id for pending, _ in found}
         with self._doc.transaction(origin=AGENT_ORIGIN):
-            nodes = {
-                block_id: node
-                for node in _blocks_of(self._fragment)
-                if (block_id := hash(node)) in wanted
-            }
+            index = self._block_index()
+            nodes = {block_id: index[block_id] for block_id in wanted if block_id in index}
             for pending, places in found:
                 node = nodes.get(pending.block_id)
                 if node is None:
@@ -153,8 +159,19 @@ class DocumentView:
         if colors:
             self._next_color = max(self._next_color, max(colors) + 1)
 
+    def _block_index(self) -> dict[int, _Node]:
+        if self._blocks is None:
+            self._blocks = {hash(node): node for node in _blocks_of(self._fragment)}
+        return self._blocks
+
     def _observe(self, events: list[Any]) -> None:
-        if not events or events[0].transaction.origin == AGENT_ORIGIN:
+        if not events:
+            return
+        if self._blocks is not None and any(
+            not isinstance(event.target, XmlText) and event.delta for event in events
+        ):
+            self._blocks = None  # nodes inserted or deleted (by anyone)
+        if events[0].transaction.origin == AGENT_ORIGIN:
             return
         sentence_end = False
         for event in events:

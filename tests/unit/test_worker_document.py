@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pycrdt import Doc, XmlElement, XmlFragment, XmlText
 
 from worker.document import DocumentView
@@ -94,3 +96,124 @@ def test_a_remote_terminator_is_reported_as_a_sentence_end() -> None:
     run.insert(len(run), " Then")
     exchange(human, agent)
     assert calls == ["change", "end", "change", "change"]
+
+
+def paragraph_with(
+    fragment: XmlFragment | XmlElement, text: str, index: int | None = None
+) -> XmlText:
+    element = XmlElement("paragraph")
+    if index is None:
+        element = fragment.children.append(element)
+    else:
+        fragment.children.insert(index, element)
+        element = fragment.children[index]
+    return element.children.append(XmlText(text))
+
+
+def test_structure_changed_between_taking_and_marking() -> None:
+    human, agent = Doc(), Doc()
+    view = DocumentView(agent, "prosemirror", on_remote_change=lambda: None)
+    fragment = human.get("prosemirror", type=XmlFragment)
+    paragraph_with(fragment, "We saw Rome.")
+    paragraph_with(fragment, "Then Rome again.")
+    exchange(human, agent)
+    first, second = view.take_pending(set())
+    # Meanwhile a paragraph is inserted before both, and the second one is deleted.
+    paragraph_with(fragment, "A title", index=0)
+    del fragment.children[2]
+    exchange(human, agent)
+    applied, done = view.apply([(first, [P(0, 7, "Rome")]), (second, [P(0, 5, "Rome")])])
+    assert [m.text for m in applied] == ["Rome"] and done == {first.key}
+    exchange(human, agent)
+    assert marks(human) == ["Rome"]
+    assert str(fragment.children[0]) == "<paragraph>A title</paragraph>"
+
+
+def test_pending_sentences_come_in_document_order_after_inserts() -> None:
+    human, agent = Doc(), Doc()
+    view = DocumentView(agent, "prosemirror", on_remote_change=lambda: None)
+    fragment = human.get("prosemirror", type=XmlFragment)
+    last = paragraph_with(fragment, "Last")
+    exchange(human, agent)
+    assert view.take_pending(set()) == []
+    last.insert(len(last), " one.")
+    quote = XmlElement("blockquote")
+    fragment.children.insert(0, quote)
+    paragraph_with(fragment.children[0], "Quoted first.")
+    paragraph_with(fragment, "Middle.", index=1)
+    exchange(human, agent)
+    assert [p.text for p in view.take_pending(set())] == ["Quoted first.", "Middle.", "Last one."]
+    del fragment.children[0]  # the blockquote and its paragraph
+    exchange(human, agent)
+    assert view.take_pending(set()) == []
+
+
+def test_typing_inside_a_paragraph_does_not_walk_the_document(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import worker.document
+
+    walks: list[int] = []
+    real = worker.document._blocks_of
+
+    def counted(node):  # type: ignore[no-untyped-def]
+        walks.append(1)
+        return real(node)
+
+    monkeypatch.setattr(worker.document, "_blocks_of", counted)
+    human, agent = Doc(), Doc()
+    view = DocumentView(agent, "prosemirror", on_remote_change=lambda: None)
+    fragment = human.get("prosemirror", type=XmlFragment)
+    runs = [paragraph_with(fragment, f"Paragraph {i}") for i in range(20)]
+    exchange(human, agent)
+    view.take_pending(set())
+    walked = len(walks)
+    processed: set[str] = set()
+    for i in range(5):
+        runs[7].insert(len(runs[7]), f" We went to Rome {i}.")
+        exchange(human, agent)
+        (pending,) = view.take_pending(processed)
+        _, done = view.apply([(pending, [P(0, pending.text.index("Rome"), "Rome")])])
+        processed |= done
+    assert len(walks) == walked
+    exchange(human, agent)
+    assert marks(human) == ["Rome"] * 5
+    paragraph_with(fragment, "New.")
+    exchange(human, agent)
+    assert [p.text for p in view.take_pending(set())] == ["New."]
+    assert len(walks) > walked
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["insert", "nest", "delete", "type"]), st.integers(0, 30)),
+        max_size=25,
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_block_index_matches_a_fresh_walk_after_any_edits(ops: list[tuple[str, int]]) -> None:
+    from worker.document import _blocks_of
+
+    human, agent = Doc(), Doc()
+    view = DocumentView(agent, "prosemirror", on_remote_change=lambda: None)
+    fragment = human.get("prosemirror", type=XmlFragment)
+    paragraph_with(fragment, "Start.")
+    exchange(human, agent)
+    view.take_pending(set())
+    for op, n in ops:
+        size = len(fragment.children)
+        if op == "insert":
+            paragraph_with(fragment, f"Para {n}.", index=n % (size + 1))
+        elif op == "nest":
+            fragment.children.insert(n % (size + 1), XmlElement("blockquote"))
+            paragraph_with(fragment.children[n % (size + 1)], f"Quote {n}.")
+        elif op == "delete" and size:
+            del fragment.children[n % size]
+        elif op == "type":
+            blocks = list(_blocks_of(fragment))
+            if blocks:
+                run = next(c for c in blocks[n % len(blocks)].children if isinstance(c, XmlText))
+                run.insert(len(run), f" More {n}.")
+        exchange(human, agent)
+        mine = agent.get("prosemirror", type=XmlFragment)
+        texts = [p.text for p in view.take_pending(set())]
+        assert list(view._block_index()) == [hash(b) for b in _blocks_of(mine)]
+        assert all(t.endswith(".") for t in texts)
