@@ -77,7 +77,9 @@ async def test_normal_answer_geocodes_through_gazetteer_and_llm_fallback() -> No
     assert (result[2].lat, result[2].lng) == (47.56, 13.65)
     assert len(calls.calls) == 1 and calls.calls[0][1] is True
     (request,) = double.requests
-    assert request["model"] == "test-model"
+    assert set(request) == {"model", "messages", "response_format", "temperature"}
+    assert request["model"] == "test-model" and request["temperature"] == 0
+    assert [m["role"] for m in request["messages"]] == ["system", "user"]
     assert request["response_format"] == {"type": "json_schema", "json_schema": PLACES_SCHEMA}
     user = json.loads(request["messages"][-1]["content"])
     assert user == {"sentences": [{"index": 0, "text": sentence}]}
