@@ -10,9 +10,9 @@ Latency = the '.' transaction -> the client sees the new geoMark.
 Variants: the default settings (300 ms debounce for keystrokes, a typed sentence
 terminator extracted at once) and the debounce alone (``SENTENCE_END_DEBOUNCE_MS=-1``,
 the behaviour before), with the gazetteer and with the LLM extractor against a
-local OpenAI-compatible double that answers after 200 ms. Overhead = latency -
-the configured delay (- 200 ms for the LLM). Floor: the same '.' seen by a
-second client (the docserver's relay round trip).
+local OpenAI-compatible double (a process of its own) that answers after 200 ms.
+Overhead = latency - the configured delay (- 200 ms for the LLM). Floor: the same
+'.' seen by a second client (the docserver's relay round trip).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 import anyio
-from openai_double import OpenAIDouble, places, serve
+from openai_double import places, serve_process
 from ywebsocket_server import HumanClient
 
 from scripts.bench.stack import Stack, summary
@@ -143,15 +143,16 @@ async def run(stack: Stack, cfg: dict[str, Any]) -> dict[str, Any]:
     ]
     for reply in script:
         reply.delay_s = LLM_S
-    async with serve(OpenAIDouble(script)) as double:
-        for name, overrides, delay_ms in LLM_VARIANTS:
-            double.script = [*script]
+    for name, overrides, delay_ms in LLM_VARIANTS:
+        # In a process of its own, like a real model server: in this one its answers
+        # would wait for the clients' and the manager's work.
+        with serve_process(script) as base_url:
             settings = stack.settings(
                 **base,
                 **overrides,
                 extractor="llm",
                 openai_api_key="bench-key",
-                openai_base_url=double.base_url,
+                openai_base_url=base_url,
                 llm_max_calls_per_minute=10_000,
             )
             try:

@@ -3,16 +3,24 @@
 It speaks the real wire format on ``POST /v1/chat/completions`` and answers from a
 script: each request takes the next :class:`Reply` (the last one repeats). Every
 request body is recorded in ``requests``.
+
+:func:`serve` runs it in the caller's event loop; :func:`serve_process` in a child
+process of its own (``python openai_double.py SCRIPT.json``), as a real model server
+is: for measurements, where the caller's own work must not delay the answers.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import anyio
@@ -110,3 +118,36 @@ async def serve(double: OpenAIDouble) -> AsyncIterator[OpenAIDouble]:
         finally:
             server.should_exit = True
     sock.close()
+
+
+@contextmanager
+def serve_process(script: list[Reply]) -> Iterator[str]:
+    """The double in a child process; yields its base URL."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump([asdict(reply) for reply in script], f)
+    process = subprocess.Popen(
+        [sys.executable, __file__, f.name],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        base_url = process.stdout.readline().decode().strip()
+        if not base_url.startswith("http://"):
+            raise RuntimeError(f"the OpenAI double did not start (exit {process.poll()})")
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(10)
+        os.unlink(f.name)
+
+
+async def _serve_until_stopped(script: list[Reply]) -> None:
+    async with serve(OpenAIDouble(script)) as double:
+        print(double.base_url, flush=True)
+        await anyio.sleep_forever()
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as script_file:
+        anyio.run(_serve_until_stopped, [Reply(**r) for r in json.load(script_file)])
