@@ -22,7 +22,7 @@ import anyio
 import psutil
 
 from manager.processes import scrub_secret_environment
-from scripts.bench import attach, events, marks, recovery, report
+from scripts.bench import attach, events, floors, marks, recovery, report
 from scripts.bench.stack import REPO, Stack, raise_fd_limit
 from worker.logs import configure_logging
 
@@ -79,6 +79,7 @@ async def main_async(cfg: dict[str, Any], only: list[str], out_dir: Path) -> dic
             "platform": platform.platform(),
             "fd_limit": raise_fd_limit(),
             "load_1m_at_start": os.getloadavg()[0],
+            "cpu_reference_ms_at_start": floors.cpu_reference_ms(),
         },
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -122,6 +123,7 @@ def main() -> None:
     results = anyio.run(main_async, cfg, only, out_dir)
     results["total_s"] = time.perf_counter() - started
     results["machine"]["load_1m_at_end"] = os.getloadavg()[0]
+    results["machine"]["cpu_reference_ms_at_end"] = floors.cpu_reference_ms()
     (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
     report.write(results, out_dir)
     print(f"report: {out_dir / 'report.md'}")

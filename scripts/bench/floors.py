@@ -4,6 +4,10 @@
   template as the workers, a child that only writes one message on its pipe);
 - a bare Python process's PSS / USS (``python -c`` waiting on stdin);
 - a fresh interpreter importing ``manager.cli`` (the fixed part of a manager restart).
+
+And :func:`cpu_reference_ms`, the machine's speed at the start and the end of a run:
+a VM's speed drifts (by a third between sessions on the project's machine), and
+figures of two runs compare only next to it.
 """
 
 from __future__ import annotations
@@ -65,3 +69,15 @@ def manager_import_s(samples: int = 3) -> float:
 
 async def forkserver_floor(fleet: WorkerFleet) -> dict[str, float]:
     return await anyio.to_thread.run_sync(forkserver_first_message, fleet)
+
+
+def cpu_reference_ms(rounds: int = 5) -> float:
+    """Best of ``rounds`` of a fixed pure-Python loop (about 0.1 s), in ms."""
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        total = 0
+        for i in range(2_000_000):
+            total += i & 7
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000, 1)

@@ -318,7 +318,9 @@ def write(r: dict[str, Any], out_dir: Path) -> None:
         f"{r.get('started')} · {json.dumps(r.get('machine'))} · total {_fmt(r.get('total_s'))} s",
         "",
         "Latencies on 2 cores move with whatever else runs: check the load averages above"
-        " (anything much over 1 at the start means another job shared the machine).",
+        " (anything much over 1 at the start means another job shared the machine)."
+        " `cpu_reference_ms` is a fixed pure-Python loop (best of 5) at the start and the"
+        " end: the machine's speed, to compare two runs by.",
         "",
         *rows(r),
         "",
