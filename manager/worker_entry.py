@@ -51,8 +51,10 @@ def _boot() -> None:
     """Touch, in advance, what the first moments of every worker touch.
 
     A fresh fork pays a copy-on-write page fault on the first write to every shared
-    page (logging's registries, the event loop machinery, allocator arenas); doing
-    that work here, before the worker is needed, takes it off the attach path.
+    page (logging's registries, the event loop machinery, allocator arenas, the
+    websocket and Y.js sync code); one agent session against a loopback server
+    (:func:`worker.main.warm_up`), before the worker is needed, takes that work off
+    the attach path.
     """
     import anyio
 
