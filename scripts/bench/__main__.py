@@ -92,6 +92,8 @@ async def main_async(cfg: dict[str, Any], only: list[str], out_dir: Path) -> dic
                 # up as a 100 ms stall in latencies it measures (its clients run here).
                 gc.collect()
                 gc.freeze()
+                speeds = results["machine"].setdefault("cpu_reference_ms_before", {})
+                speeds[name] = floors.cpu_reference_ms()
                 started = time.perf_counter()
                 try:
                     results[name] = await SCENARIOS[name](stack, cfg)

@@ -319,8 +319,9 @@ def write(r: dict[str, Any], out_dir: Path) -> None:
         "",
         "Latencies on 2 cores move with whatever else runs: check the load averages above"
         " (anything much over 1 at the start means another job shared the machine)."
-        " `cpu_reference_ms` is a fixed pure-Python loop (best of 5) at the start and the"
-        " end: the machine's speed, to compare two runs by.",
+        " `cpu_reference_ms` is a fixed pure-Python loop (best of 5; lower is faster) at"
+        " the start, before each scenario and at the end: the machine's speed, to compare"
+        " two runs by.",
         "",
         *rows(r),
         "",
