@@ -5,9 +5,9 @@
 - a bare Python process's PSS / USS (``python -c`` waiting on stdin);
 - a fresh interpreter importing ``manager.cli`` (the fixed part of a manager restart).
 
-And :func:`cpu_reference_ms`, the machine's speed at the start and the end of a run:
-a VM's speed drifts (by a third between sessions on the project's machine), and
-figures of two runs compare only next to it.
+And :func:`cpu_reference_ms`, the machine's speed at the start, before each scenario
+and at the end of a run: a VM's speed drifts (by up to half within minutes on the
+project's machine), and figures of two runs compare only next to it.
 """
 
 from __future__ import annotations
