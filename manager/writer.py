@@ -17,14 +17,18 @@ how many); status changes and end-of-lives are never dropped.
 
 A write that the database refuses (``StoreError``, not ``StoreUnavailable``)
 is logged and dropped, so one bad record cannot block the rest. A write whose
-answer was lost with the connection may be repeated after reconnect: status
-changes and end-of-lives are idempotent; a counter batch may then count twice.
+answer was lost with the connection is repeated after reconnect: status changes
+and end-of-lives are idempotent, and a metrics batch is repeated as it was, with
+its id (this writer's random id and a number that only grows), which
+``record_agent_metrics_once`` records once; newer samples and counts go in the
+next batch. So a counter is never added twice.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +39,7 @@ import anyio.abc
 import structlog
 
 from manager.errors import StoreError, StoreUnavailable
-from manager.store.base import MetricsRecord, StatusChange, Store
+from manager.store.base import BatchId, MetricsRecord, StatusChange, Store
 
 __all__ = ["StoreWriter"]
 
@@ -83,6 +87,10 @@ class StoreWriter:
         self._ops: deque[StatusChange | _EndLife] = deque()
         self._samples: deque[MetricsRecord] = deque()
         self._counters: dict[str, _Counter] = {}
+        #: The batch sent last whose answer never came: sent again, unchanged, first.
+        self._unsent: tuple[BatchId, deque[MetricsRecord], list[MetricsRecord]] | None = None
+        self._writer_id = uuid.uuid4()
+        self._batch_seq = 0
         self._dropped = 0
         self._healthy = True
         self._running = False
@@ -96,7 +104,8 @@ class StoreWriter:
     @property
     def pending(self) -> int:
         """Status changes, end-of-lives, samples and per-agent counters not yet written."""
-        return len(self._ops) + len(self._samples) + len(self._counters)
+        unsent = 0 if self._unsent is None else len(self._unsent[1]) + len(self._unsent[2])
+        return len(self._ops) + len(self._samples) + len(self._counters) + unsent
 
     @property
     def healthy(self) -> bool:
@@ -166,10 +175,14 @@ class StoreWriter:
         """Drop the oldest samples while over the bound (never status changes)."""
         over = self.pending - self._max_pending
         dropped = 0
-        while over > 0 and self._samples:
-            self._samples.popleft()
-            over -= 1
-            dropped += 1
+        # The unsent batch's samples are the oldest. Dropping some keeps that batch
+        # a repeat of itself: recorded already, it is skipped whole anyway.
+        oldest = [] if self._unsent is None else [self._unsent[1]]
+        for samples in (*oldest, self._samples):
+            while over > 0 and samples:
+                samples.popleft()
+                over -= 1
+                dropped += 1
         if dropped:
             if self._dropped == 0 or self._dropped // 1000 != (self._dropped + dropped) // 1000:
                 log.warning(
@@ -285,42 +298,41 @@ class StoreWriter:
         self._ops.popleft()
 
     async def _write_metrics(self) -> None:
-        if not self._samples and not self._counters:
-            return
-        samples, counters = list(self._samples), dict(self._counters)
-        self._samples.clear()
-        self._counters.clear()
-        batch = samples + [
+        """Send the unsent batch again if there is one, then one batch of what is pending."""
+        if self._unsent is not None:
+            await self._send_unsent()
+        if self._samples or self._counters:
+            self._seal_batch()
+            await self._send_unsent()
+
+    def _seal_batch(self) -> None:
+        """Everything pending becomes the next numbered batch."""
+        self._batch_seq += 1
+        counters = [
             MetricsRecord(
                 agent_id=agent_id,
                 llm_calls=counter.llm_calls,
                 locations_marked=counter.locations_marked,
                 last_activity_at=counter.last_activity_at,
             )
-            for agent_id, counter in counters.items()
+            for agent_id, counter in self._counters.items()
         ]
+        self._unsent = (BatchId(self._writer_id, self._batch_seq), self._samples, counters)
+        self._samples, self._counters = deque(), {}
+
+    async def _send_unsent(self) -> None:
+        assert self._unsent is not None
+        batch_id, samples, counters = self._unsent
+        batch = [*samples, *counters]
         try:
-            await self._store.record_metrics(batch)
+            inserted = await self._store.record_metrics(batch, batch_id)
         except StoreUnavailable:
-            self._restore(samples, counters)
-            raise
+            raise  # kept as it is, to be sent again
         except StoreError as exc:
+            self._unsent = None
             log.exception("metrics_batch_refused", records=len(batch), error=str(exc))
             return
+        self._unsent = None
         self.metrics_calls += 1
-
-    def _restore(self, samples: list[MetricsRecord], counters: dict[str, _Counter]) -> None:
-        """Put a failed batch back in front of what arrived meanwhile."""
-        self._samples.extendleft(reversed(samples))
-        for agent_id, counter in counters.items():
-            newer = self._counters.get(agent_id)
-            if newer is not None:
-                counter.llm_calls += newer.llm_calls
-                counter.locations_marked += newer.locations_marked
-                if newer.last_activity_at is not None and (
-                    counter.last_activity_at is None
-                    or newer.last_activity_at > counter.last_activity_at
-                ):
-                    counter.last_activity_at = newer.last_activity_at
-            self._counters[agent_id] = counter
-        self._made_room()
+        if inserted is None:
+            log.info("metrics_batch_already_recorded", batch=batch_id.seq, records=len(batch))

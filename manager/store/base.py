@@ -13,6 +13,7 @@ __all__ = [
     "FINAL_STATUSES",
     "ActivityEvent",
     "AgentRow",
+    "BatchId",
     "ClaimResult",
     "EventPage",
     "MetricsRecord",
@@ -98,6 +99,15 @@ class StatusChange:
     status: str
     pid: int | None = None
     metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchId:
+    """Who sent a metrics batch and its number: ``record_agent_metrics_once`` records a
+    batch whose number is not above the writer's last recorded one as a repeat."""
+
+    writer_id: uuid.UUID
+    seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +207,15 @@ class Store(Protocol):
         the rows it ended (lives already ended are left out)."""
         ...
 
-    async def record_metrics(self, batch: Sequence[MetricsRecord]) -> int: ...
+    async def record_metrics(
+        self, batch: Sequence[MetricsRecord], batch_id: BatchId | None = None
+    ) -> int | None:
+        """Record a batch (``record_agent_metrics``); the samples inserted.
+
+        With ``batch_id`` (``record_agent_metrics_once``): None when that batch was
+        recorded before, so sending a batch again after a lost answer counts it once.
+        """
+        ...
 
     async def live_agents_of_manager(self, manager_id: str) -> list[AgentRow]: ...
 

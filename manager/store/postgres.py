@@ -34,6 +34,7 @@ from manager.store.base import (
     FINAL_STATUSES,
     ActivityEvent,
     AgentRow,
+    BatchId,
     ClaimResult,
     EventPage,
     MetricsRecord,
@@ -84,6 +85,7 @@ _END_LIVES = (
     " LATERAL end_agent_life(a.agent_id, %s, %s) AS e ORDER BY a.n"
 )
 _RECORD_METRICS = "SELECT record_agent_metrics(%s) AS inserted"
+_RECORD_METRICS_ONCE = "SELECT record_agent_metrics_once(%s, %s, %s) AS inserted"
 _MANAGER_AGENTS = "SELECT * FROM get_manager_active_agents(%s)"
 _PRUNE_HISTORY = "SELECT * FROM prune_history(%s, %s)"
 _SYSTEM_STATS = "SELECT * FROM get_agent_system_stats()"
@@ -343,14 +345,20 @@ class PostgresStore:
         rows = await self._fetchall(_END_LIVES, (list(agent_ids), status, reason))
         return [_agent_row(row) for row in rows]
 
-    async def record_metrics(self, batch: Sequence[MetricsRecord]) -> int:
+    async def record_metrics(
+        self, batch: Sequence[MetricsRecord], batch_id: BatchId | None = None
+    ) -> int | None:
         if not batch:
             return 0
-        rows = await self._fetchall(
-            _RECORD_METRICS,
-            (Jsonb([record.as_json() for record in batch]),),
-        )
-        return int(rows[0]["inserted"])
+        records = Jsonb([record.as_json() for record in batch])
+        if batch_id is None:
+            rows = await self._fetchall(_RECORD_METRICS, (records,))
+        else:
+            rows = await self._fetchall(
+                _RECORD_METRICS_ONCE, (batch_id.writer_id, batch_id.seq, records)
+            )
+        inserted = rows[0]["inserted"]
+        return None if inserted is None else int(inserted)
 
     async def live_agents_of_manager(self, manager_id: str) -> list[AgentRow]:
         rows = await self._fetchall(_MANAGER_AGENTS, (manager_id,))

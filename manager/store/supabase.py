@@ -2,7 +2,7 @@
 
 Every atomic state change calls the same SQL function as the Postgres backend,
 through ``.rpc()`` (``claim_document``, ``set_agent_status``, ``end_agent_life``,
-``record_agent_metrics``, ``get_agent_system_stats``, ``get_manager_active_agents``);
+``record_agent_metrics_once``, ``get_agent_system_stats``, ``get_manager_active_agents``);
 a batch of metrics is one rpc call. Events are read by id cursor with a plain
 select (``id=gt.N&order=id.asc&limit=N``).
 
@@ -43,6 +43,7 @@ from manager.store.base import (
     FINAL_STATUSES,
     ActivityEvent,
     AgentRow,
+    BatchId,
     ClaimResult,
     EventPage,
     MetricsRecord,
@@ -254,11 +255,24 @@ class SupabaseStore:
         )
         return [row for row in rows if row is not None]
 
-    async def record_metrics(self, batch: Sequence[MetricsRecord]) -> int:
+    async def record_metrics(
+        self, batch: Sequence[MetricsRecord], batch_id: BatchId | None = None
+    ) -> int | None:
         if not batch:
             return 0
-        data = await self._rpc("record_agent_metrics", {"p_batch": [r.as_json() for r in batch]})
-        return int(data or 0)
+        records = [r.as_json() for r in batch]
+        if batch_id is None:
+            data = await self._rpc("record_agent_metrics", {"p_batch": records})
+            return int(data or 0)
+        data = await self._rpc(
+            "record_agent_metrics_once",
+            {
+                "p_writer_id": str(batch_id.writer_id),
+                "p_batch_seq": batch_id.seq,
+                "p_batch": records,
+            },
+        )
+        return None if data is None else int(data)
 
     async def live_agents_of_manager(self, manager_id: str) -> list[AgentRow]:
         data = await self._rpc("get_manager_active_agents", {"manager_id_param": manager_id})

@@ -42,6 +42,7 @@ _RPC_FUNCTIONS = {
     "set_agent_status",
     "end_agent_life",
     "record_agent_metrics",
+    "record_agent_metrics_once",
     "get_agent_system_stats",
     "get_manager_active_agents",
     "prune_history",
@@ -431,7 +432,8 @@ class _Unexpected(Exception):
 
 
 async def _respond(send: Any, status: int, payload: Any) -> None:
-    body = b"" if payload is None else json.dumps(payload).encode()
+    # PostgREST answers a function's NULL with a JSON `null`; no body only for 201/204.
+    body = b"" if payload is None and status != 200 else json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json; charset=utf-8")] if body else []
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

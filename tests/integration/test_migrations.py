@@ -43,6 +43,7 @@ async def test_fresh_apply_then_noop(empty_database_url: str) -> None:
         "claim_document",
         "end_agent_life",
         "record_agent_metrics",
+        "record_agent_metrics_once",
         "set_agent_status",
     } <= funcs
 

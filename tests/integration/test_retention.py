@@ -39,3 +39,18 @@ async def test_prune_once_deletes_in_batches_and_keeps_latest(
     assert db.execute("SELECT count(*) FROM agent_metrics").fetchone() == (0,)
     left = db.execute("SELECT document_id, id FROM document_activity ORDER BY 1").fetchall()
     assert left == sorted(latest_before)
+
+
+async def test_prune_forgets_writers_not_heard_from(
+    database_url: str, db: psycopg.Connection
+) -> None:
+    db.execute(
+        "INSERT INTO metrics_writers (writer_id, last_batch, updated_at) VALUES"
+        " (gen_random_uuid(), 5, now() - interval '10 days'), (gen_random_uuid(), 9, now())"
+    )
+    store = await PostgresStore.connect(database_url)
+    try:
+        await prune_once(store, days=7, pause_s=0)
+    finally:
+        await store.aclose()
+    assert db.execute("SELECT last_batch FROM metrics_writers").fetchall() == [(9,)]

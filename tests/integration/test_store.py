@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -11,7 +12,7 @@ import psycopg
 import pytest
 
 from manager.errors import ConfigurationError, StoreError, StoreUnavailable
-from manager.store.base import MetricsRecord, StatusChange
+from manager.store.base import BatchId, MetricsRecord, StatusChange
 from manager.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.anyio
@@ -149,6 +150,57 @@ async def test_record_metrics_one_call_and_stats(
     assert (stats.total_llm_calls, stats.total_locations_marked) == (2, 3)
     assert stats.avg_memory_mb == 20.5
     assert stats.unique_documents == 1
+
+
+async def test_a_numbered_batch_is_recorded_once(
+    store: PostgresStore, db: psycopg.Connection
+) -> None:
+    await store.claim_document("doc", "agent-1", "m1", None)
+    batch = [
+        MetricsRecord("agent-1", memory_mb=20.0),
+        MetricsRecord("agent-1", llm_calls=2, locations_marked=3),
+    ]
+    writer, other = uuid.uuid4(), uuid.uuid4()
+
+    def totals() -> tuple[int, int, int] | None:
+        return db.execute(
+            "SELECT (SELECT count(*) FROM agent_metrics)::int, llm_calls_count,"
+            " locations_marked_count FROM agent_connections WHERE agent_id = 'agent-1'"
+        ).fetchone()
+
+    assert await store.record_metrics(batch, BatchId(writer, 1)) == 1
+    assert await store.record_metrics(batch, BatchId(writer, 1)) is None  # the repeat
+    assert totals() == (1, 2, 3)
+    assert await store.record_metrics(batch, BatchId(writer, 2)) == 1
+    assert await store.record_metrics(batch, BatchId(writer, 1)) is None  # older: recorded
+    assert await store.record_metrics(batch, BatchId(other, 1)) == 1  # another writer
+    assert totals() == (3, 6, 9)
+    assert db.execute("SELECT count(*) FROM metrics_writers").fetchone() == (2,)
+    with pytest.raises(psycopg.errors.NullValueNotAllowed, match="writer id"):
+        db.execute("SELECT record_agent_metrics_once(NULL, 1, '[]'::jsonb)")
+
+
+async def test_concurrent_repeats_of_one_batch_count_once(
+    database_url: str, db: psycopg.Connection
+) -> None:
+    stores = [await PostgresStore.connect(database_url) for _ in range(4)]
+    try:
+        await stores[0].claim_document("doc", "agent-1", "m1", None)
+        batch = [MetricsRecord("agent-1", llm_calls=1)]
+        batch_id = BatchId(uuid.uuid4(), 7)
+        results: list[int | None] = []
+
+        async def send(store: PostgresStore) -> None:
+            results.append(await store.record_metrics(batch, batch_id))
+
+        async with anyio.create_task_group() as tg:
+            for store in stores:
+                tg.start_soon(send, store)
+    finally:
+        for store in stores:
+            await store.aclose()
+    assert sorted(results, key=lambda r: r is None) == [0, None, None, None]
+    assert db.execute("SELECT llm_calls_count FROM agent_connections").fetchone() == (1,)
 
 
 async def test_two_managers_claim_concurrently_one_live_row(

@@ -174,7 +174,7 @@ async def _run_daemon(
         live = await until(lambda: [r for r in rows.lives("doc-1") if r["status"] == "active"])
         pid = live[0]["agent_pid"]
         assert pid and psutil.pid_exists(pid)
-        await until(lambda: supabase.rpc_calls("record_agent_metrics") > 0)
+        await until(lambda: supabase.rpc_calls("record_agent_metrics_once") > 0)
         rows.event("doc-1", "idle")
         await until(lambda: rows.lives("doc-1")[-1]["status"] == "disconnected")
         assert rows.lives("doc-1")[-1]["error_message"] == "idle"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import psycopg
@@ -9,7 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from manager.errors import StoreError, StoreUnavailable
-from manager.store.base import MetricsRecord, StatusChange
+from manager.store.base import BatchId, MetricsRecord, StatusChange
 from manager.store.supabase import SupabaseStore
 from tests.integration.supabase_doubles import SupabaseDouble, serve_supabase
 
@@ -74,6 +75,27 @@ async def test_store_calls_the_sql_functions_through_rpc(
         "select=%2A&id=gt.0&order=id.asc&limit=1000",
         "select=%2A&id=gt.1&order=id.asc&limit=10",
     ]
+
+
+async def test_a_numbered_batch_through_rpc_is_recorded_once(
+    supabase: SupabaseDouble, db: psycopg.Connection
+) -> None:
+    store = await SupabaseStore.connect(supabase.url, SecretStr(supabase.key))
+    try:
+        await store.claim_document("a", "agent-1", "m1", None)
+        batch = [MetricsRecord("agent-1", memory_mb=12.5, locations_marked=4)]
+        batch_id = BatchId(uuid.uuid4(), 1)
+        assert await store.record_metrics(batch, batch_id) == 1
+        assert await store.record_metrics(batch, batch_id) is None
+    finally:
+        await store.aclose()
+    assert supabase.rpc_calls("record_agent_metrics_once") == 2
+    assert supabase.unexpected == []
+    row = db.execute(
+        "SELECT (SELECT count(*) FROM agent_metrics)::int, locations_marked_count"
+        " FROM agent_connections WHERE agent_id = 'agent-1'"
+    ).fetchone()
+    assert row == (1, 4)
 
 
 async def test_retention_through_rpc(supabase: SupabaseDouble, db: psycopg.Connection) -> None:

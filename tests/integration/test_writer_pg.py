@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
@@ -10,6 +11,7 @@ import pytest
 
 from manager.embedded import EmbeddedPostgres
 from manager.errors import StoreUnavailable
+from manager.store.base import BatchId, MetricsRecord
 from manager.store.migrations import apply_migrations
 from manager.store.postgres import PostgresStore
 from manager.writer import StoreWriter
@@ -40,6 +42,45 @@ async def test_one_record_agent_metrics_call_per_flush(database_url: str) -> Non
         assert writer.metrics_calls == 1
     finally:
         await store.aclose()
+
+
+class AnswerLost(PostgresStore):
+    """The real store; the first ``lose`` metrics calls commit, then the answer is lost
+    (what the writer sees when the connection drops right after the commit)."""
+
+    lose = 0
+
+    async def record_metrics(
+        self, batch: Sequence[MetricsRecord], batch_id: BatchId | None = None
+    ) -> int | None:
+        inserted = await super().record_metrics(batch, batch_id)
+        if self.lose:
+            self.lose -= 1
+            raise StoreUnavailable("server closed the connection unexpectedly")
+        return inserted
+
+
+async def test_a_batch_committed_but_unanswered_counts_once(database_url: str) -> None:
+    store = await AnswerLost.connect(database_url)
+    try:
+        await store.claim_document("doc", "a1", "m1", None)
+        writer = StoreWriter(store)
+        writer.add_metrics("a1", memory_mb=30.0)
+        writer.count("a1", llm_calls=3, locations_marked=2)
+        store.lose = 1
+        with pytest.raises(StoreUnavailable):
+            await writer.flush()
+        writer.count("a1", llm_calls=1)
+        await writer.flush()
+        assert writer.pending == 0
+    finally:
+        await store.aclose()
+    with psycopg.connect(database_url) as db:
+        row = db.execute(
+            "SELECT (SELECT count(*) FROM agent_metrics)::int, llm_calls_count,"
+            " locations_marked_count FROM agent_connections"
+        ).fetchone()
+    assert row == (1, 4, 2)  # without the batch id: (2, 7, 4)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from manager.errors import StoreError, StoreUnavailable
-from manager.store.base import MetricsRecord, StatusChange
+from manager.store.base import BatchId, MetricsRecord, StatusChange
 from manager.writer import StoreWriter
 
 pytestmark = pytest.mark.anyio
@@ -24,6 +24,7 @@ class FakeStore:
         self.refuse: set[str] = set()
         self.metrics_written = anyio.Event()
         self.batches: list[int] = []  # sizes of the set_agent_statuses calls
+        self.batch_ids: list[BatchId | None] = []
 
     def _check(self, agent_id: str = "") -> None:
         if self.down:
@@ -49,9 +50,12 @@ class FakeStore:
         self._check(agent_id)
         self.calls.append(("end", (agent_id, status, reason)))
 
-    async def record_metrics(self, batch: Sequence[MetricsRecord]) -> int:
+    async def record_metrics(
+        self, batch: Sequence[MetricsRecord], batch_id: BatchId | None = None
+    ) -> int | None:
         self._check()
         self.calls.append(("metrics", list(batch)))
+        self.batch_ids.append(batch_id)
         self.metrics_written.set()
         return len(batch)
 
@@ -135,6 +139,8 @@ async def test_database_down_buffers_then_flushes_in_order() -> None:
             await store.metrics_written.wait()
         assert writer.healthy
         tg.cancel_scope.cancel()
+    # The status change failed first, so no metrics batch was sent while down:
+    # one batch with everything, the counts summed.
     assert [call[0] for call in store.calls] == ["status", "end", "metrics"]
     batch = store.calls[2][1]
     assert [(r.memory_mb, r.llm_calls) for r in batch] == [(1.0, 0), (None, 3)]
@@ -201,3 +207,79 @@ async def test_cancel_does_a_final_flush_and_double_run_raises() -> None:
         writer.add_metrics("a", cpu_percent=2.0)
         tg.cancel_scope.cancel()
     assert [kind for kind, _ in store.calls] == ["metrics"]
+
+
+class LostAnswerStore(FakeStore):
+    """Records a metrics batch, then loses the answer (the connection dropped after
+    the commit) ``lose`` times; keeps what a database would: one count per batch id."""
+
+    def __init__(self, lose: int) -> None:
+        super().__init__()
+        self.lose = lose
+        self.recorded: dict[BatchId, list[MetricsRecord]] = {}
+        self.attempts: list[BatchId | None] = []
+
+    async def record_metrics(
+        self, batch: Sequence[MetricsRecord], batch_id: BatchId | None = None
+    ) -> int | None:
+        self._check()
+        assert batch_id is not None
+        self.attempts.append(batch_id)
+        repeat = batch_id in self.recorded
+        if not repeat:
+            self.recorded[batch_id] = list(batch)
+        if self.lose:
+            self.lose -= 1
+            raise StoreUnavailable("connection lost before the answer")
+        return None if repeat else len(batch)
+
+    def llm_calls(self) -> int:
+        return sum(r.llm_calls for batch in self.recorded.values() for r in batch)
+
+
+async def test_a_batch_whose_answer_was_lost_goes_again_with_its_id() -> None:
+    store = LostAnswerStore(lose=2)
+    writer = StoreWriter(store)  # type: ignore[arg-type]
+    writer.add_metrics("a", memory_mb=1.0)
+    writer.count("a", llm_calls=5)
+    for _ in range(2):
+        with pytest.raises(StoreUnavailable):
+            await writer.flush()
+        assert writer.pending == 2
+    writer.count("a", llm_calls=1)  # arrives while the first batch is unanswered
+    await writer.flush()
+    assert writer.pending == 0
+    first, again, again2, newer = store.attempts
+    assert first == again == again2
+    assert newer.writer_id == first.writer_id and newer.seq == first.seq + 1
+    assert store.llm_calls() == 6  # not 11 or 16
+
+
+async def test_the_buffer_bound_drops_the_unsent_batch_samples_first() -> None:
+    store = FakeStore()
+    writer = StoreWriter(store, max_pending=4)  # type: ignore[arg-type]
+    for i in range(3):
+        writer.add_metrics("a", memory_mb=float(i))
+    store.down = True
+    with pytest.raises(StoreUnavailable):
+        await writer.flush()
+    for i in range(3, 6):
+        writer.add_metrics("a", memory_mb=float(i))
+    assert writer.pending == 4
+    assert writer.dropped == 2
+    store.down = False
+    await writer.flush()
+    assert [[r.memory_mb for r in batch] for _, batch in store.calls] == [[2.0], [3.0, 4.0, 5.0]]
+    assert store.batch_ids[0] is not None and store.batch_ids[1] is not None
+    assert store.batch_ids[1].seq == store.batch_ids[0].seq + 1
+
+
+async def test_writers_have_their_own_ids() -> None:
+    store = FakeStore()
+    for _ in range(2):
+        writer = StoreWriter(store)  # type: ignore[arg-type]
+        writer.add_metrics("a", memory_mb=1.0)
+        await writer.flush()
+    first, second = store.batch_ids
+    assert first is not None and second is not None
+    assert first.writer_id != second.writer_id
