@@ -4,7 +4,10 @@ All in one in-process manager: committed ``document_activity`` INSERT -> the
 worker's ``connected`` message read by the manager.
 
 Bursts run ``burst_trials`` times each (the machine's noise is a few hundred ms);
-the median trial is reported, with every trial's total next to it.
+the median trial is reported, with every trial's total next to it. Before each
+trial, its floor: as many bare forkserver children started at once
+(:func:`floors.forkserver_burst_ms`); the ratio reported is the median of the
+trials' ratios, each trial against the floor taken just before it.
 
 Capacity: the manager is ramped to N running agents (N in ``capacity_steps``); at
 each step the memory of the idle workers is taken, then ``probes`` new documents
@@ -79,16 +82,26 @@ async def run(stack: Stack, cfg: dict[str, Any]) -> dict[str, Any]:
         out["bursts"] = {}
         for n in cfg["bursts"]:
             trials: list[dict[str, Any]] = []
+            floor_ms: list[float] = []
             for t in range(cfg["burst_trials"]):
+                # Its floor right before each trial: this machine's speed for forks
+                # and page faults moves by half within minutes.
+                await anyio.sleep(0.5)
+                floor_ms.append(await floors.forkserver_burst_floor(fleet, n))
                 await anyio.sleep(1.5)  # the pool refills, the machine settles
                 docs = [f"burst{n}-{t}-{i}" for i in range(n)]
                 trials.append(await _burst(stack, run_, docs))
                 await _idle_all(stack, run_, docs)
             # The median trial (its spans are the plot); every trial's total too.
+            pairs = zip(trials, floor_ms, strict=True)
+            ratios = sorted(b["all_connected_ms"] / f for b, f in pairs)
             trials.sort(key=lambda b: b["all_connected_ms"])
             out["bursts"][str(n)] = {
                 **trials[len(trials) // 2],
                 "trials_ms": [b["all_connected_ms"] for b in trials],
+                "floor_trials_ms": floor_ms,
+                "floor_ms": sorted(floor_ms)[len(floor_ms) // 2],
+                "ratio_to_floor": ratios[len(ratios) // 2],
             }
 
         # memory + capacity ramp

@@ -2,6 +2,9 @@
 
 - a bare forkserver child's time to its first message (the same forkserver and
   template as the workers, a child that only writes one message on its pipe);
+  and for the bursts, N such children started at once: the time until the last
+  message (forks, page faults and scheduling on this machine at that moment, with
+  none of the agent's work);
 - a bare Python process's PSS / USS (``python -c`` waiting on stdin);
 - a fresh interpreter importing ``manager.cli`` (the fixed part of a manager restart).
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from multiprocessing import connection
 
 import anyio
 import psutil
@@ -38,6 +42,37 @@ def forkserver_first_message(fleet: WorkerFleet, samples: int = 30) -> dict[str,
         proc.join(5)
         parent.close()
     return summary(times)
+
+
+def forkserver_burst_ms(fleet: WorkerFleet, n: int) -> float:
+    """ms from the first ``Process.start()`` until all ``n`` bare children (started one
+    after the other, as fast as the forkserver forks) sent their first message."""
+    ctx = fleet.context
+    parents, procs = [], []
+    started = time.perf_counter()
+    try:
+        for _ in range(n):
+            parent, child = ctx.Pipe(duplex=True)
+            proc = _TemplateProcess(target=child.send_bytes, args=(b"hello",), daemon=True)
+            proc.start()
+            child.close()
+            parents.append(parent)
+            procs.append(proc)
+        waiting = set(parents)
+        while waiting:
+            for ready in connection.wait(list(waiting), timeout=30):
+                ready.recv_bytes()  # type: ignore[union-attr]
+                waiting.discard(ready)  # type: ignore[arg-type]
+        return (time.perf_counter() - started) * 1000
+    finally:
+        for proc in procs:
+            proc.join(5)
+        for parent in parents:
+            parent.close()
+
+
+async def forkserver_burst_floor(fleet: WorkerFleet, n: int) -> float:
+    return await anyio.to_thread.run_sync(forkserver_burst_ms, fleet, n)
 
 
 def bare_python_memory() -> dict[str, float]:

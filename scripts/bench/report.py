@@ -88,18 +88,22 @@ def rows(r: dict[str, Any]) -> list[str]:
         label = f"{n} at once, all connected"
         if len(trials) > 1:
             label += f" (median of {len(trials)}: {min(trials):.0f} to {max(trials):.0f} ms)"
+        # Floor: as many bare forkserver children at once, just before each trial.
+        burst_floor = _get(a, "bursts", n, "floor_ms")
         if v is not None:
-            out.append(
-                _row(
-                    label,
-                    v,
-                    " ms",
-                    f"≤ {limit} ms" if limit else "",
-                    _le(v, limit) if limit else None,
-                    fork,
-                    " ms",
-                )
+            row = _row(
+                label,
+                v,
+                " ms",
+                f"≤ {limit} ms" if limit else "",
+                _le(v, limit) if limit else None,
+                burst_floor if burst_floor is not None else fork,
+                " ms",
             )
+            ratio = _get(a, "bursts", n, "ratio_to_floor")
+            if isinstance(ratio, (int, float)):  # the median of per-trial ratios
+                row = row.rsplit("|", 2)[0] + f"| {ratio:.1f}x |"
+            out.append(row)
     for n, mem in (a.get("memory") or {}).items():
         out.append(
             _row(
