@@ -19,8 +19,14 @@ _PROBE = textwrap.dedent(
     start_early(sys.argv)
     pid = fs._forkserver._forkserver_pid
     heavy = sorted(m for m in ("pydantic", "structlog", "psycopg", "anyio") if m in sys.modules)
-    import os
-    environ = open(f"/proc/{pid}/environ", "rb").read() if pid else b""
+    import os, time
+    # Python starts the forkserver with vfork + exec, and returns once the child
+    # let go of our memory: the kernel may not have set up the new program's
+    # environment yet (its environ reads empty for a moment).
+    environ, deadline = b"", time.monotonic() + 10
+    while pid and not environ and time.monotonic() < deadline:
+        environ = open(f"/proc/{pid}/environ", "rb").read()
+        time.sleep(0 if environ else 0.005)
     print(json.dumps({
         "pid": pid,
         "heavy_modules_loaded": heavy,
