@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from multiprocessing import connection
+from multiprocessing.connection import Connection
 
 import anyio
 import psutil
@@ -27,16 +28,21 @@ from manager.processes import WorkerFleet, _TemplateProcess
 from scripts.bench.stack import summary
 
 
+def _start_bare_child(fleet: WorkerFleet) -> tuple[_TemplateProcess, Connection]:
+    """A forkserver child of the workers' template that only sends one message."""
+    parent, child = fleet.context.Pipe(duplex=True)
+    proc = _TemplateProcess(target=child.send_bytes, args=(b"hello",), daemon=True)
+    proc.start()
+    child.close()
+    return proc, parent
+
+
 def forkserver_first_message(fleet: WorkerFleet, samples: int = 30) -> dict[str, float]:
     """ms from ``Process.start()`` to the first message read by the parent (blocking)."""
-    ctx = fleet.context
     times: list[float] = []
     for _ in range(samples):
-        parent, child = ctx.Pipe(duplex=True)
-        proc = _TemplateProcess(target=child.send_bytes, args=(b"hello",), daemon=True)
         started = time.perf_counter()
-        proc.start()
-        child.close()
+        proc, parent = _start_bare_child(fleet)
         parent.recv_bytes()
         times.append((time.perf_counter() - started) * 1000)
         proc.join(5)
@@ -47,22 +53,22 @@ def forkserver_first_message(fleet: WorkerFleet, samples: int = 30) -> dict[str,
 def forkserver_burst_ms(fleet: WorkerFleet, n: int) -> float:
     """ms from the first ``Process.start()`` until all ``n`` bare children (started one
     after the other, as fast as the forkserver forks) sent their first message."""
-    ctx = fleet.context
-    parents, procs = [], []
+    parents: list[Connection] = []
+    procs: list[_TemplateProcess] = []
     started = time.perf_counter()
     try:
         for _ in range(n):
-            parent, child = ctx.Pipe(duplex=True)
-            proc = _TemplateProcess(target=child.send_bytes, args=(b"hello",), daemon=True)
-            proc.start()
-            child.close()
-            parents.append(parent)
+            proc, parent = _start_bare_child(fleet)
             procs.append(proc)
+            parents.append(parent)
         waiting = set(parents)
         while waiting:
-            for ready in connection.wait(list(waiting), timeout=30):
-                ready.recv_bytes()  # type: ignore[union-attr]
-                waiting.discard(ready)  # type: ignore[arg-type]
+            ready = connection.wait(list(waiting), timeout=30)
+            if not ready:
+                raise TimeoutError(f"{len(waiting)} of {n} bare children sent nothing in 30 s")
+            for conn in ready:
+                conn.recv_bytes()  # type: ignore[union-attr]
+                waiting.discard(conn)  # type: ignore[arg-type]
         return (time.perf_counter() - started) * 1000
     finally:
         for proc in procs:

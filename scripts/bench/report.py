@@ -37,10 +37,14 @@ def _row(
     ok: bool | None,
     floor: Any = None,
     funit: str = "",
+    ratio_to_floor: float | None = None,
 ) -> str:
+    """``ratio_to_floor``: given when it is not value / floor (a median of ratios)."""
     verdict = "—" if ok is None else ("✅" if ok else "❌")
     ratio = "—"
-    if isinstance(value, (int, float)) and isinstance(floor, (int, float)) and floor:
+    if ratio_to_floor is not None:
+        ratio = f"{ratio_to_floor:.1f}x"
+    elif isinstance(value, (int, float)) and isinstance(floor, (int, float)) and floor:
         ratio = f"{value / floor:.1f}x"
     return (
         f"| {name} | {_fmt(value, unit)} | {target} | {verdict} | {_fmt(floor, funit)} | {ratio} |"
@@ -91,19 +95,19 @@ def rows(r: dict[str, Any]) -> list[str]:
         # Floor: as many bare forkserver children at once, just before each trial.
         burst_floor = _get(a, "bursts", n, "floor_ms")
         if v is not None:
-            row = _row(
-                label,
-                v,
-                " ms",
-                f"≤ {limit} ms" if limit else "",
-                _le(v, limit) if limit else None,
-                burst_floor if burst_floor is not None else fork,
-                " ms",
+            ratio = _get(a, "bursts", n, "ratio_to_floor")  # the median of per-trial ratios
+            out.append(
+                _row(
+                    label,
+                    v,
+                    " ms",
+                    f"≤ {limit} ms" if limit else "",
+                    _le(v, limit) if limit else None,
+                    burst_floor if burst_floor is not None else fork,
+                    " ms",
+                    ratio if isinstance(ratio, (int, float)) else None,
+                )
             )
-            ratio = _get(a, "bursts", n, "ratio_to_floor")
-            if isinstance(ratio, (int, float)):  # the median of per-trial ratios
-                row = row.rsplit("|", 2)[0] + f"| {ratio:.1f}x |"
-            out.append(row)
     for n, mem in (a.get("memory") or {}).items():
         out.append(
             _row(
