@@ -83,7 +83,14 @@ class ActivitySink(Protocol):
     @property
     def pending(self) -> int: ...
 
-    def record(self, document_id: str, event_type: EventType, user_count: int) -> None: ...
+    def record(
+        self,
+        document_id: str,
+        event_type: EventType,
+        user_count: int,
+        *,
+        reason: str | None = None,
+    ) -> None: ...
 
     async def wait_drained(self) -> None: ...
 
@@ -105,6 +112,15 @@ class ActivityEvent:
     event_type: EventType
     user_count: int
     timestamp: datetime
+    #: why the row was written beyond its type ('edit': people edit, no agent there)
+    reason: str | None = None
+
+    @property
+    def metadata(self) -> str:
+        """The row's ``metadata`` column, as JSON text."""
+        if self.reason is None:
+            return _METADATA
+        return json.dumps({"source": "docserver", "reason": self.reason})
 
 
 class BufferedActivityWriter(ABC):
@@ -132,11 +148,20 @@ class BufferedActivityWriter(ABC):
     def pending(self) -> int:
         return len(self._queue)
 
-    def record(self, document_id: str, event_type: EventType, user_count: int) -> None:
+    def record(
+        self,
+        document_id: str,
+        event_type: EventType,
+        user_count: int,
+        *,
+        reason: str | None = None,
+    ) -> None:
         """Queue a row (never blocks; the time is taken now)."""
         if len(self._queue) >= self._max_buffer:
             self._make_room()
-        self._queue.append(ActivityEvent(document_id, event_type, user_count, datetime.now(UTC)))
+        self._queue.append(
+            ActivityEvent(document_id, event_type, user_count, datetime.now(UTC), reason)
+        )
         self._drained = anyio.Event() if self._drained.is_set() else self._drained
         self._wake.set()
 
@@ -231,7 +256,7 @@ class BufferedActivityWriter(ABC):
 
     def _make_room(self) -> None:
         for index, event in enumerate(self._queue):
-            if event.event_type in ("user_joined", "user_left"):
+            if event.event_type in ("user_joined", "user_left") or event.reason == "edit":
                 del self._queue[index]
                 log.warning("activity_buffer_full_dropped_join_row", dropped=describe_event(event))
                 return
@@ -284,7 +309,7 @@ class ActivityWriter(BufferedActivityWriter):
                             event.event_type,
                             event.user_count,
                             event.timestamp,
-                            _METADATA,
+                            event.metadata,
                         ),
                     )
             except (psycopg.DataError, psycopg.IntegrityError):
@@ -304,6 +329,7 @@ def describe_event(event: ActivityEvent) -> dict[str, object]:
         "event_type": event.event_type,
         "user_count": event.user_count,
         "timestamp": event.timestamp.isoformat(),
+        "reason": event.reason,
     }
 
 

@@ -51,6 +51,9 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 class Presence(Protocol):
     def human_joined(self, document_id: str) -> None: ...
     def human_left(self, document_id: str) -> None: ...
+    def human_edited(self, document_id: str) -> None: ...
+    def agent_joined(self, document_id: str) -> None: ...
+    def agent_left(self, document_id: str) -> None: ...
 
 
 class DocserverApp:
@@ -119,7 +122,11 @@ class DocserverApp:
         self.connections += 1
         if human:
             self._presence.human_joined(document_id)
+            connection.on_update = lambda: self._presence.human_edited(document_id)
+        else:
+            self._presence.agent_joined(document_id)
         log.info("client_connected", document_id=document_id, role=connection.role)
+        room.join(connection)
         try:
             presence = room.awareness_message()
             if presence is not None:
@@ -129,7 +136,9 @@ class DocserverApp:
             self.connections -= 1
             if human:
                 self._presence.human_left(document_id)
-            room.forget_awareness(connection.awareness_ids)
+            else:
+                self._presence.agent_left(document_id)
+            room.leave(connection)
             self._rooms.release(room)
             log.info(
                 "client_disconnected",

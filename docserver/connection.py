@@ -2,10 +2,12 @@
 
 What it adds to pycrdt-websocket's ``ASGIWebsocket``: it checks each message's
 framing before the room sees it (a broken one closes this connection only, with
-1007), remembers which awareness client ids this connection controls (so they are
-removed when it drops), slows a flooding client down with a token bucket (and
-yields to other tasks on every message, so one busy client cannot starve other
-documents), and never raises on send: a peer that vanished is just closed.
+1007), passes on only the awareness changes this connection may make (the room's
+:class:`~docserver.awareness.AwarenessOwners` decides; the rest of a message is
+dropped, and a message with nothing left is not relayed at all), tells the app
+about every edit a person sends, slows a flooding client down with a token bucket
+(and yields to other tasks on every message, so one busy client cannot starve
+other documents), and never raises on send: a peer that vanished is just closed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ import anyio
 import anyio.lowlevel
 import structlog
 
-from docserver.messages import AWARENESS, MalformedMessage, inspect_message
+from docserver.awareness import AwarenessOwners
+from docserver.messages import (
+    AWARENESS,
+    MalformedMessage,
+    encode_awareness_message,
+    inspect_message,
+)
 from docserver.ratelimit import TokenBucket
 
 __all__ = ["Connection"]
@@ -49,8 +57,10 @@ class Connection:
         self._bucket = bucket
         self.closed = False
         self.close_code: int | None = None
-        #: awareness client ids whose state came through this connection
-        self.awareness_ids: set[int] = set()
+        #: the room's owners of awareness client ids (set when the room is joined)
+        self.awareness_owners: AwarenessOwners | None = None
+        #: called for every update (an edit) this connection sends
+        self.on_update: Callable[[], None] | None = None
 
     @property
     def path(self) -> str:
@@ -80,17 +90,28 @@ class Connection:
             except MalformedMessage as exc:
                 await self.reject_malformed(exc, data)
                 raise StopAsyncIteration from None
-            if inspection.message_type == AWARENESS:
-                for entry in inspection.awareness:
-                    if entry.present:
-                        self.awareness_ids.add(entry.client_id)
-                    else:
-                        self.awareness_ids.discard(entry.client_id)
             delay = self._bucket.take(anyio.current_time())
             if delay > 0:
                 await anyio.sleep(delay)
             else:
                 await anyio.lowlevel.checkpoint()
+            if inspection.is_update and self.on_update is not None:
+                self.on_update()
+            if inspection.message_type == AWARENESS:
+                if self.awareness_owners is None:
+                    continue  # not in a room yet: nobody to tell
+                entries = inspection.awareness
+                accepted = self.awareness_owners.accept(self, entries, agent=self.role == "agent")
+                if not accepted:
+                    continue
+                if len(accepted) != len(entries):
+                    log.debug(
+                        "awareness_entries_dropped",
+                        document_id=self.document_id,
+                        role=self.role,
+                        dropped=[e.client_id for e in entries if e not in accepted],
+                    )
+                    data = encode_awareness_message(accepted)
             return data
 
     async def send(self, message: bytes) -> None:

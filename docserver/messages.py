@@ -13,7 +13,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-__all__ = ["AwarenessEntry", "Inspection", "MalformedMessage", "inspect_message"]
+__all__ = [
+    "AwarenessEntry",
+    "Inspection",
+    "MalformedMessage",
+    "encode_awareness_message",
+    "inspect_message",
+]
 
 SYNC = 0
 AWARENESS = 1
@@ -28,12 +34,24 @@ class AwarenessEntry:
     client_id: int
     clock: int
     present: bool  # False: the client removed its state
+    #: the state as sent (JSON text, or ``null``), for re-encoding a filtered message
+    raw_state: bytes = b"null"
+
+
+#: y-protocols sync steps: step 1 (state vector), step 2 (the answer), update (an edit).
+SYNC_UPDATE = 2
 
 
 @dataclass(frozen=True, slots=True)
 class Inspection:
     message_type: int
     awareness: list[AwarenessEntry] = field(default_factory=list)
+    sync_step: int | None = None
+
+    @property
+    def is_update(self) -> bool:
+        """A sync message carrying an edit made on the sender's side."""
+        return self.message_type == SYNC and self.sync_step == SYNC_UPDATE
 
 
 class _Reader:
@@ -83,7 +101,7 @@ def inspect_message(message: bytes) -> Inspection:
         reader.var_bytes()
         if not reader.done:
             raise MalformedMessage("trailing bytes after sync message")
-        return Inspection(SYNC)
+        return Inspection(SYNC, sync_step=step)
     if message_type == AWARENESS:
         update = reader.var_bytes()
         if not reader.done:
@@ -105,7 +123,26 @@ def _awareness_entries(update: bytes) -> list[AwarenessEntry]:
             raise MalformedMessage("awareness state is not JSON") from exc
         if state is not None and not isinstance(state, dict):
             raise MalformedMessage("awareness state is not an object")
-        entries.append(AwarenessEntry(client_id, clock, state is not None))
+        entries.append(AwarenessEntry(client_id, clock, state is not None, raw or b"null"))
     if not reader.done:
         raise MalformedMessage("trailing bytes after awareness update")
     return entries
+
+
+def encode_awareness_message(entries: list[AwarenessEntry]) -> bytes:
+    """A y-websocket awareness message carrying exactly ``entries``."""
+    update = bytearray(_var_uint(len(entries)))
+    for entry in entries:
+        update += _var_uint(entry.client_id)
+        update += _var_uint(entry.clock)
+        update += _var_uint(len(entry.raw_state)) + entry.raw_state
+    return _var_uint(AWARENESS) + _var_uint(len(update)) + bytes(update)
+
+
+def _var_uint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)

@@ -13,7 +13,14 @@ Per document::
 
 A grace timer carries the document's generation when it was started; joining or
 leaving bumps the generation, so a stale timer is ignored instead of cancelled.
-Agents never reach this module: only human connections are events.
+
+Agents are counted apart and never make a document active. They matter for one
+thing: while people edit a document that has no agent connected (it waits for a
+slot, or its agent is restarting), the tracker writes an extra 'active' row
+marked ``reason: edit``, at most one per ``edit_interval_s`` per document. The
+manager reads it as "people are working here" (recency), so a waiting document
+where people type is served before documents where nobody types. A document with
+its agent connected writes no such rows: the agent reports edits itself.
 """
 
 from __future__ import annotations
@@ -28,11 +35,12 @@ EventType = Literal["active", "idle", "user_joined", "user_left"]
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """Write one document_activity row."""
+    """Write one document_activity row (``reason`` goes into its metadata)."""
 
     document_id: str
     event_type: EventType
     user_count: int
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +59,19 @@ Action = Record | StartGrace
 class _Document:
     humans: int = 0
     generation: int = 0
+    #: when the latest row that told the manager people are here was written
+    signalled_at: float | None = None
 
 
 class PresenceTracker:
-    def __init__(self, *, grace_s: float, record_joins: bool = False) -> None:
+    def __init__(
+        self, *, grace_s: float, record_joins: bool = False, edit_interval_s: float = 10.0
+    ) -> None:
         self._grace_s = grace_s
         self._record_joins = record_joins
+        self._edit_interval_s = edit_interval_s
         self._documents: dict[str, _Document] = {}
+        self._agents: dict[str, int] = {}
 
     def humans(self, document_id: str) -> int:
         entry = self._documents.get(document_id)
@@ -67,12 +81,36 @@ class PresenceTracker:
         """Documents that are active or inside their grace."""
         return set(self._documents)
 
-    def human_joined(self, document_id: str) -> list[Action]:
+    def agents(self, document_id: str) -> int:
+        return self._agents.get(document_id, 0)
+
+    def agent_joined(self, document_id: str) -> None:
+        self._agents[document_id] = self._agents.get(document_id, 0) + 1
+
+    def agent_left(self, document_id: str) -> None:
+        left = self._agents.get(document_id, 0) - 1
+        if left > 0:
+            self._agents[document_id] = left
+        else:
+            self._agents.pop(document_id, None)
+
+    def human_edited(self, document_id: str, now: float) -> list[Action]:
+        """A person changed the document; ``now`` is any monotonic clock in seconds."""
+        entry = self._documents.get(document_id)
+        if entry is None or entry.humans == 0 or self._agents.get(document_id):
+            return []
+        if entry.signalled_at is not None and now - entry.signalled_at < self._edit_interval_s:
+            return []
+        entry.signalled_at = now
+        return [Record(document_id, "active", entry.humans, reason="edit")]
+
+    def human_joined(self, document_id: str, now: float | None = None) -> list[Action]:
         entry = self._documents.get(document_id)
         actions: list[Action] = []
         if entry is None:
             entry = self._documents[document_id] = _Document()
             entry.humans = 1
+            entry.signalled_at = now
             actions.append(Record(document_id, "active", 1))
         else:
             entry.humans += 1

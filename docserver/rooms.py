@@ -9,7 +9,8 @@ is in the store by then). Rooms never vanish while a client is connected
 Besides relaying, a room here:
 - sends the current awareness states to a client that joins (so an editor sees
   the agent that is already present);
-- removes the awareness states of a connection that drops without saying so;
+- keeps who owns which awareness client id (:class:`~docserver.awareness.AwarenessOwners`)
+  and removes the states of a connection that drops without saying so;
 - logs (and closes the connection of) messages it cannot apply.
 """
 
@@ -23,6 +24,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from pycrdt import Channel, Doc, Subscription, TransactionEvent, create_awareness_message
 from pycrdt.websocket import YRoom
 
+from docserver.awareness import AwarenessOwners
 from docserver.connection import Connection
 from docserver.store import DocumentStore
 
@@ -44,6 +46,8 @@ class DocumentRoom(YRoom):
         )
         self.document_id = document_id
         self.connections = 0  # counted before serve(): guards unloading
+        #: which connection speaks for which awareness client id
+        self.awareness_owners = AwarenessOwners()
         self.persist_subscription: Subscription | None = None
         self.on_message_error = self._message_error
 
@@ -62,10 +66,16 @@ class DocumentRoom(YRoom):
             return None
         return create_awareness_message(self.awareness.encode_awareness_update(ids))
 
-    def forget_awareness(self, client_ids: set[int]) -> None:
-        """Drop states of a vanished connection; the room tells the other clients."""
-        if client_ids and self._task_group is not None:
-            self.awareness.remove_awareness_states(sorted(client_ids), "local")
+    def join(self, connection: Connection) -> None:
+        """``connection`` may now introduce awareness client ids in this room."""
+        connection.awareness_owners = self.awareness_owners
+
+    def leave(self, connection: Connection) -> None:
+        """Drop the states ``connection`` introduced; the room tells the other clients."""
+        client_ids = self.awareness_owners.release(connection)
+        known = [cid for cid in sorted(client_ids) if cid in self.awareness.states]
+        if known and self._task_group is not None:
+            self.awareness.remove_awareness_states(known, "local")
 
 
 class DocumentRooms:

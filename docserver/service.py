@@ -53,7 +53,17 @@ class PresenceService:
 
     def human_joined(self, document_id: str) -> None:
         if not self.closing:
-            self._apply(self._tracker.human_joined(document_id))
+            self._apply(self._tracker.human_joined(document_id, anyio.current_time()))
+
+    def human_edited(self, document_id: str) -> None:
+        if not self.closing:
+            self._apply(self._tracker.human_edited(document_id, anyio.current_time()))
+
+    def agent_joined(self, document_id: str) -> None:
+        self._tracker.agent_joined(document_id)
+
+    def agent_left(self, document_id: str) -> None:
+        self._tracker.agent_left(document_id)
 
     def human_left(self, document_id: str) -> None:
         if not self.closing:
@@ -70,8 +80,11 @@ class PresenceService:
                     document_id=action.document_id,
                     event_type=action.event_type,
                     user_count=action.user_count,
+                    reason=action.reason,
                 )
-                self._writer.record(action.document_id, action.event_type, action.user_count)
+                self._writer.record(
+                    action.document_id, action.event_type, action.user_count, reason=action.reason
+                )
             elif isinstance(action, StartGrace):
                 self._task_group.start_soon(self._grace, action)
 
@@ -128,7 +141,11 @@ async def run(
         rooms = DocumentRooms(store, unload_after_s=settings.docserver_room_unload_after_s)
         await tg.start(rooms.run)
         presence = PresenceService(
-            PresenceTracker(grace_s=settings.grace_s, record_joins=settings.docserver_record_joins),
+            PresenceTracker(
+                grace_s=settings.grace_s,
+                record_joins=settings.docserver_record_joins,
+                edit_interval_s=settings.docserver_edit_activity_interval_s,
+            ),
             writer,
             tg,
         )

@@ -35,6 +35,9 @@ class DocserverSettings(BaseSettings):
     idle_timeout_ms: int = Field(default=30_000, ge=0)
     #: Also write 'user_joined' / 'user_left' rows.
     docserver_record_joins: bool = False
+    #: People editing a document with no agent connected: at most one 'active' row
+    #: (metadata reason 'edit') this often, so the manager serves it first.
+    docserver_edit_activity_interval_s: float = Field(default=10.0, gt=0)
     #: Activity rows kept in memory while the database is unreachable.
     docserver_activity_buffer: int = Field(default=10_000, ge=10)
     #: Per-connection message rate (sustained, and burst) before reads are slowed down.

@@ -16,6 +16,7 @@ not import ``manager`` (DESIGN.md: the docserver imports neither package).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -37,7 +38,6 @@ __all__ = ["SupabaseActivityWriter", "SupabaseKeyRefused"]
 log = structlog.get_logger(__name__)
 
 _TABLE = "document_activity"
-_METADATA = {"source": "docserver"}
 _BATCH = 500
 _PAGE = 1000
 _UNAVAILABLE = frozenset({502, 503, 504, 520})
@@ -170,7 +170,7 @@ async def _insert(client: AsyncClient, batch: list[ActivityEvent]) -> None:
             "event_type": event.event_type,
             "user_count": event.user_count,
             "timestamp": event.timestamp.isoformat(),
-            "metadata": _METADATA,
+            "metadata": json.loads(event.metadata),
         }
         for event in batch
     ]

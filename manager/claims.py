@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 
 from manager.errors import StoreError, StoreUnavailable
-from manager.store.base import ClaimResult, Store
+from manager.store.base import ClaimResult, Store, Supersede
 
 __all__ = ["ClaimBatcher"]
 
@@ -34,6 +34,7 @@ MAX_BATCH = 200
 class _Request:
     document_id: str
     agent_id: str
+    supersedes: Supersede | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
     result: ClaimResult | None = None
     error: BaseException | None = None
@@ -59,10 +60,12 @@ class ClaimBatcher:
         #: Calls made (for tests and benchmarks).
         self.batches = 0
 
-    async def claim(self, document_id: str, agent_id: str) -> ClaimResult:
-        """Claim ``document_id`` for ``agent_id`` (once :meth:`run` runs); raises the
-        store's errors."""
-        request = _Request(document_id, agent_id)
+    async def claim(
+        self, document_id: str, agent_id: str, supersedes: Supersede | None = None
+    ) -> ClaimResult:
+        """Claim ``document_id`` for ``agent_id`` (once :meth:`run` runs), ending
+        ``supersedes`` in the same statement; raises the store's errors."""
+        request = _Request(document_id, agent_id, supersedes)
         self._pending.append(request)
         self._wanted.set()
         try:
@@ -99,6 +102,7 @@ class ClaimBatcher:
                 self._manager_id,
                 self._host,
                 self._metadata,
+                supersedes={r.agent_id: r.supersedes for r in batch if r.supersedes is not None},
             )
         except StoreUnavailable as exc:
             for request in batch:
@@ -126,6 +130,7 @@ class ClaimBatcher:
                     self._manager_id,
                     self._host,
                     self._metadata,
+                    request.supersedes,
                 )
             except StoreError as exc:
                 request.answer(error=exc)

@@ -59,6 +59,12 @@ def _fail(exc: DocagentsError) -> click.ClickException:
     return click.ClickException(str(exc))
 
 
+def _config_failure(message: str) -> click.ClickException:
+    failure = click.ClickException(message)
+    failure.exit_code = 78  # EX_CONFIG
+    return failure
+
+
 @main.command()
 @click.pass_obj
 def migrate(settings: Settings) -> None:
@@ -199,9 +205,26 @@ def agents(settings: Settings, as_json: bool) -> None:
 @click.argument("document_id")
 @click.pass_obj
 def worker(settings: Settings, document_id: str) -> None:
-    """Run one agent on DOCUMENT_ID in the foreground (debugging; no manager, no database)."""
+    """Run one agent on DOCUMENT_ID in the foreground (debugging; no manager, no database).
+
+    It connects as an agent, never as a person: with DOCSERVER_AGENT_TOKEN, or the
+    token `docagents up` keeps under DOCAGENTS_HOME.
+    """
+    from manager.agent_token import agent_token_path, load_agent_token
     from worker.main import run_standalone
 
+    if settings.docserver_agent_token is None:
+        try:
+            token = load_agent_token(settings.docagents_home)
+        except DocagentsError as exc:
+            raise _config_failure(str(exc)) from exc
+        if token is None:
+            raise _config_failure(
+                "no agent credential: set DOCSERVER_AGENT_TOKEN (the docserver's), or run "
+                f"`docagents up` once so {agent_token_path(settings.docagents_home)} exists; "
+                "without one this worker would join as a person"
+            )
+        settings = settings.model_copy(update={"docserver_agent_token": token})
     anyio.run(run_standalone, settings.worker_settings(), document_id, backend="asyncio")
 
 

@@ -40,7 +40,16 @@ from manager.retention import run_retention
 from manager.sdnotify import SystemdNotifier
 from manager.stats import ManagerStats, render_stats_box
 from manager.store.base import ActivityEvent, AgentRow, Store
-from manager.supervisor import Action, EndLife, Kill, RestartPolicy, Start, Stop, Supervisor
+from manager.supervisor import (
+    Action,
+    Claim,
+    EndLife,
+    Kill,
+    RestartPolicy,
+    Spawn,
+    Stop,
+    Supervisor,
+)
 from manager.telemetry import ManagerMetrics, MetricsServer
 from manager.writer import StoreWriter
 
@@ -94,6 +103,7 @@ class ManagerDaemon:
                 claim_retry_s=settings.claim_retry_s,
             ),
             new_agent_id=lambda: "agent-" + uuid.uuid4().hex,
+            manager_id=settings.manager_id,
         )
         self.writer = writer or StoreWriter(store, flush_interval_s=settings.flush_interval_s)
         if metrics is None and settings.metrics_port is not None:
@@ -294,9 +304,12 @@ class ManagerDaemon:
 
     def _dispatch(self, actions: Sequence[Action]) -> None:
         for action in actions:
-            if isinstance(action, Start):
+            if isinstance(action, Claim):
                 assert self._tg is not None
-                self.runner.start(self._tg, action.document_id, action.agent_id, action.restart)
+                self.runner.claim(self._tg, action)
+            elif isinstance(action, Spawn):
+                assert self._tg is not None
+                self.runner.spawn(self._tg, action)
             elif isinstance(action, Stop | Kill):
                 self.runner.stop(
                     action.document_id,

@@ -1,11 +1,13 @@
-"""Agent lives: one task per life, claim -> start -> read the pipe, ping, stop -> exit.
+"""Agent lives: the shell that carries out the supervisor's decisions for one life.
 
-:class:`LifeRunner` executes the supervisor's ``Start``/``Stop``/``Kill`` for one
-life at a time and reports back what happened (``claim_failed``,
-``worker_connected``, ``worker_activity``, ``worker_unhealthy``,
-``worker_exited``) through the daemon's ``dispatch``. Every message a worker
-sends is turned into writer calls (buffered rows) and observer calls
-(telemetry); nothing here decides anything.
+:class:`LifeRunner` executes ``Claim`` (one claim through the batcher),
+``Spawn`` (start the worker, read its pipe, ping it, stop it when asked, wait
+for its exit), ``Stop`` and ``Kill``, and reports back what happened
+(``claimed``, ``claim_refused``, ``claim_unanswered``, ``worker_connected``,
+``worker_activity``, ``worker_unhealthy``, ``worker_exited``) through the
+daemon's ``dispatch``. Every message a worker sends is turned into writer calls
+(buffered rows) and observer calls (telemetry). Whether to start, stop, retry or
+give up is the supervisor's call, never this module's.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from manager.claims import ClaimBatcher
 from manager.config import Settings
 from manager.errors import StoreError
 from manager.processes import WorkerFleet, WorkerProcess
-from manager.store.base import ClaimResult, Store
-from manager.supervisor import Action, Supervisor
+from manager.store.base import Store, Supersede
+from manager.supervisor import Action, Claim, Spawn, Supervisor
 from manager.writer import StoreWriter
 from worker.protocol import (
     Activity,
@@ -55,6 +57,7 @@ class AgentLife:
     document_id: str
     agent_id: str
     worker: WorkerProcess | None = None
+    claimed: bool = False
     stop_reason: str | None = None
     kill: bool = False
     stop_requested: anyio.Event = field(default_factory=anyio.Event)
@@ -110,15 +113,23 @@ class LifeRunner:
         #: Called after every life ended (the daemon checks for "all stopped").
         self.on_life_ended: Callable[[], None] = lambda: None
 
-    def start(
-        self, tg: anyio.abc.TaskGroup, document_id: str, agent_id: str, restart: bool
-    ) -> None:
+    def _ensure_claims(self, tg: anyio.abc.TaskGroup) -> None:
         if not self._claims_started:
             self._claims_started = True
-            tg.start_soon(self.claims.run)  # scheduled first: it runs before any life
-        life = AgentLife(document_id, agent_id)
-        self.lives[agent_id] = life
-        tg.start_soon(self._live, life, restart)
+            tg.start_soon(self.claims.run)  # scheduled first: it runs before any claim
+
+    def claim(self, tg: anyio.abc.TaskGroup, action: Claim) -> None:
+        self._ensure_claims(tg)
+        life = AgentLife(action.document_id, action.agent_id)
+        self.lives[action.agent_id] = life
+        tg.start_soon(self._claim, life, action)
+
+    def spawn(self, tg: anyio.abc.TaskGroup, action: Spawn) -> None:
+        life = self.lives.get(action.agent_id)
+        if life is None:  # cannot happen: a Spawn answers this life's claim
+            life = self.lives[action.agent_id] = AgentLife(action.document_id, action.agent_id)
+        life.claimed = True
+        tg.start_soon(self._live, life, action.restart)
 
     def stop(self, document_id: str, agent_id: str, reason: str, *, kill: bool) -> None:
         life = self.lives.get(agent_id)
@@ -132,28 +143,47 @@ class LifeRunner:
         )
         life.request_stop(reason, kill=kill)
 
+    async def _claim(self, life: AgentLife, action: Claim) -> None:
+        """One claim; the answer goes to the supervisor, which decides what follows."""
+        doc, agent = life.document_id, life.agent_id
+        sup = self.supervisor
+        end = action.supersedes
+        supersedes = None if end is None else Supersede(end.agent_id, end.status, end.reason)
+        try:
+            try:
+                claim = await self.claims.claim(doc, agent, supersedes)
+            except StoreError as exc:
+                log.warning("claim_unanswered", document_id=doc, agent_id=agent, error=str(exc))
+                self._dispatch(sup.claim_unanswered(doc, agent, str(exc), monotonic()))
+                return
+            if claim.claimed:
+                self._dispatch(sup.claimed(doc, agent, monotonic()))
+                return
+            log.info(
+                "document_owned_elsewhere",
+                document_id=doc,
+                owner_manager_id=claim.row.manager_id,
+                owner_agent_id=claim.row.agent_id,
+            )
+            self._dispatch(
+                sup.claim_refused(
+                    doc,
+                    agent,
+                    owner_manager_id=claim.row.manager_id,
+                    owner_agent_id=claim.row.agent_id,
+                    now=monotonic(),
+                )
+            )
+        finally:
+            if not life.claimed:
+                self._forget(life)
+
     async def _live(self, life: AgentLife, restart: bool) -> None:
-        """Claim, start, run and end one agent life."""
+        """Start, run and end one claimed life's worker."""
         doc, agent = life.document_id, life.agent_id
         sup = self.supervisor
         try:
-            try:
-                claim = await self._claim(doc, agent)
-            except StoreError as exc:
-                log.warning("claim_failed", document_id=doc, error=str(exc))
-                self._dispatch(sup.claim_failed(doc, agent, str(exc), monotonic()))
-                return
-            if not claim.claimed:
-                log.info(
-                    "document_owned_elsewhere",
-                    document_id=doc,
-                    owner_manager_id=claim.row.manager_id,
-                    owner_agent_id=claim.row.agent_id,
-                )
-                reason = f"owned by manager {claim.row.manager_id}"
-                self._dispatch(sup.claim_failed(doc, agent, reason, monotonic()))
-                return
-            if life.stop_reason is not None:
+            if life.stop_reason is not None:  # the Stop came before the process
                 self._dispatch(sup.worker_exited(doc, agent, "never started", monotonic()))
                 return
             worker = self.fleet.process(self.worker_settings, doc, agent)
@@ -199,24 +229,12 @@ class LifeRunner:
             self._observer.worker_exited(life, life.stop_reason is not None)
             self._dispatch(sup.worker_exited(doc, agent, exit_info.description, monotonic()))
         finally:
-            self.lives.pop(agent, None)
-            self.on_life_ended()
+            self._forget(life)
 
-    async def _claim(self, document_id: str, agent_id: str) -> ClaimResult:
-        settings = self.settings
-        claim = await self.claims.claim(document_id, agent_id)
-        if (
-            not claim.claimed
-            and claim.row.manager_id == settings.manager_id
-            and claim.row.agent_id not in self.lives
-        ):
-            # Our own previous life of this document; its end is still in the
-            # writer's buffer. Write it, then claim again.
-            await self.writer.flush()
-            claim = await self.store.claim_document(
-                document_id, agent_id, settings.manager_id, self.host, self._claim_metadata
-            )
-        return claim
+    def _forget(self, life: AgentLife) -> None:
+        if self.lives.get(life.agent_id) is life:
+            del self.lives[life.agent_id]
+        self.on_life_ended()
 
     async def _stopper(self, life: AgentLife, worker: WorkerProcess) -> None:
         await life.stop_requested.wait()

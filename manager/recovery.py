@@ -4,7 +4,7 @@ On start, rows of this ``MANAGER_ID`` still live belong to a manager that died
 (``kill -9``, power loss). Their workers normally exited by themselves (their
 pipe closed), but one may survive; :func:`recover` kills it only if the pid
 really is one of our workers — a pid can be reused by any process since — and
-ends every such row with reason ``'manager restarted'``.
+ends every such row with reason ``'manager_restarted'``.
 
 Identity check (:func:`looks_like_our_worker`): the process must have been
 created when the row says (``metadata.pid_create_time`` compared exactly when
@@ -29,7 +29,7 @@ __all__ = ["RECOVERY_REASON", "WORKER_CMDLINE_MARKERS", "looks_like_our_worker",
 
 log = structlog.get_logger(__name__)
 
-RECOVERY_REASON = "manager restarted"
+RECOVERY_REASON = "manager_restarted"
 #: A worker's command line contains one of these (forkserver children inherit the
 #: forkserver's command line; ``docagents worker DOC`` runs one by hand).
 WORKER_CMDLINE_MARKERS = ("multiprocessing.forkserver", "multiprocessing.spawn", "docagents")

@@ -1,48 +1,78 @@
-"""The supervisor's decision core: which documents get a worker, and when.
+"""The supervisor's decision core: which documents get an agent, and when.
 
 Pure code (STYLE.md, "Sans-IO cores"): the daemon feeds it what happened
-(activity events, worker reports and exits, the clock) and executes the
-actions it returns (:class:`Start`, :class:`Stop`, :class:`Kill`,
-:class:`EndLife`). It never sleeps, never does I/O, and holds state only for
-documents that are wanted or have a worker, so memory stays bounded by those.
+(activity events, claim answers, worker reports and exits, the clock) and
+executes the actions it returns (:class:`Claim`, :class:`Spawn`, :class:`Stop`,
+:class:`Kill`, :class:`EndLife`). It never sleeps, never does I/O, and holds
+state only for documents that are wanted or have a life, so memory stays bounded
+by those. ``docs/lifecycle.md`` draws the same machine with the docserver's side
+and the ``agent_connections`` statuses.
 
-Rules (issue 5):
+One document, as this manager sees it (``Phase``)::
+
+    NO_WORKER --wanted, slot--> CLAIMING --claimed--> STARTING --connected--> RUNNING
+        ^  ^                     |   |                   |                      |
+        |  |   refused by another|   |answer lost        +------ Stop ----------+--> STOPPING
+        |  |   manager's live row|   |(retry, same id)   +------ Kill ----------+--> KILLING
+        |  +-- OWNED_ELSEWHERE <-+   v                                               |
+        |      (retried into a   NO_WORKER                               exit: EndLife
+        |       free slot only)                                                      |
+        +----------------------------------------------------------------------------+
+
+Rules:
 
 - A document is *wanted* while its latest event is ``active`` (``user_joined``
   also means someone is there; ``idle`` ends it). A batch of events is applied
   as a whole before deciding, so a storm of events for one document costs no
-  process churn.
-- At most ``capacity`` workers (starting, running or stopping) at any time.
-- Recency: every activity event and every ``activity`` report of a worker makes
-  its document the most recent. A waiting document evicts the least recently
-  active worker only if that worker is less recent than it and older than
-  ``min_residency_s``; the evicted document stays wanted and waits. A freed
-  slot goes to the most recently active waiting document.
-- ``idle`` -> detach. A worker reporting ``abandoned`` -> detach, and no new
-  worker until the next ``active`` event.
-- A worker that exits without being asked is restarted after a backoff
-  (``backoff_min_s`` doubling to ``backoff_max_s``, reset after ``stable_s`` of
-  uptime); more than ``crash_loop_restarts`` crashes within
-  ``crash_loop_window_s`` ends the life with status ``error`` and blocks the
-  document until its next ``active`` event.
+  process churn. The docserver alone decides who is a person; the manager
+  follows its rows.
+- At most ``capacity`` lives (claiming, starting, running or stopping) at once.
+- Recency is the latest sign of people at work: an activity row (a visit, or the
+  docserver's ``edit`` rows for documents without an agent) or a running
+  worker's ``activity`` report. Slots go to the most recent wanted documents; a
+  waiting document evicts the least recent worker only if that worker is less
+  recent than it and older than ``min_residency_s``; the evicted document stays
+  wanted and waits.
+- A document whose live row belongs to another manager is ``OWNED_ELSEWHERE``:
+  it takes a free slot when one is there (every ``claim_retry_s``), and never
+  evicts anything for a document it may never get.
+- A claim is idempotent per life: when its answer is lost, the same agent id
+  is claimed again (backoff from 1 s up to ``claim_retry_s``); a life's claim
+  also ends (``supersedes``) this manager's previous row of the document, whose
+  end may still sit in the writer's buffer. A stop that arrives while the claim
+  is in flight ends the life as soon as the claim answers, before any process.
+- ``idle`` -> detach. A worker reporting ``abandoned`` (a third-party server's
+  fallback, off with our docserver) -> detach, and no new worker until the next
+  ``active`` event.
+- A worker that exits unasked is restarted after a backoff (``backoff_min_s``
+  doubling to ``backoff_max_s``, reset after ``stable_s`` of uptime); more than
+  ``crash_loop_restarts`` exits within ``crash_loop_window_s`` end the life with
+  status ``error`` and block the document until its next visit (an ``active``
+  row that is not an ``edit``).
+
+Every life ends with one reason code (:class:`EndReason`), optionally followed
+by ``": "`` and details: ``idle``, ``evicted``, ``crashed``, ``crash_loop``,
+``manager_shutdown``, ``manager_restarted``, ``owned_elsewhere``, ``abandoned``.
 """
 
 from __future__ import annotations
 
 import enum
 import itertools
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 __all__ = [
     "Action",
+    "Claim",
     "EndLife",
+    "EndReason",
     "Kill",
     "Phase",
     "RestartPolicy",
-    "Start",
+    "Spawn",
     "Stop",
     "Supervisor",
     "wanted_from_latest",
@@ -58,14 +88,57 @@ class EventLike(Protocol):
     def event_type(self) -> str: ...
     @property
     def user_count(self) -> int: ...
+    @property
+    def edit(self) -> bool: ...
+
+
+class EndReason(enum.StrEnum):
+    """Why an agent life ended: the first word of ``agent_connections.error_message``."""
+
+    IDLE = "idle"  # the docserver wrote 'idle': everyone left
+    EVICTED = "evicted"  # its slot went to a more recent document
+    CRASHED = "crashed"  # exited unasked (or killed as unhealthy); restarted after a backoff
+    CRASH_LOOP = "crash_loop"  # too many crashes: status 'error', blocked until the next visit
+    MANAGER_SHUTDOWN = "manager_shutdown"  # its manager stopped
+    MANAGER_RESTARTED = "manager_restarted"  # its manager died; ended by the next one's recovery
+    OWNED_ELSEWHERE = "owned_elsewhere"  # its row was ended by someone else; the worker stopped
+    ABANDONED = "abandoned"  # a third-party server's fallback: nobody seen for a long time
 
 
 # --- actions ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class Start:
-    """Claim the document for a new agent life and start its worker."""
+class EndLife:
+    """End the agent life's row: ``status`` is 'disconnected' or 'error'."""
+
+    document_id: str
+    agent_id: str
+    status: str
+    reason: str
+
+    @property
+    def code(self) -> str:
+        return self.reason.split(":", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Claim the document for a new agent life (``agent_connections`` row).
+
+    ``supersedes``: this manager's previous life of the document, to end in the
+    same statement if its end has not been written yet (it carries the real
+    reason, so whichever write comes first records the same end).
+    """
+
+    document_id: str
+    agent_id: str
+    supersedes: EndLife | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Spawn:
+    """Start the worker process of a claimed life."""
 
     document_id: str
     agent_id: str
@@ -90,17 +163,7 @@ class Kill:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class EndLife:
-    """End the agent life's row: ``status`` is 'disconnected' or 'error'."""
-
-    document_id: str
-    agent_id: str
-    status: str
-    reason: str
-
-
-Action = Start | Stop | Kill | EndLife
+Action = Claim | Spawn | Stop | Kill | EndLife
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,16 +179,38 @@ class RestartPolicy:
         exponent = max(consecutive_crashes - 1, 0)
         return min(self.backoff_max_s, self.backoff_min_s * (2 ** min(exponent, 32)))
 
+    def claim_backoff(self, consecutive_failures: int) -> float:
+        """After a claim whose answer was lost: 1 s doubling, at most ``claim_retry_s``."""
+        exponent = max(consecutive_failures - 1, 0)
+        return min(self.claim_retry_s, 2.0 ** min(exponent, 32))
+
 
 class Phase(enum.Enum):
-    IDLE = "idle"  # no worker
-    STARTING = "starting"  # Start issued, not connected yet
+    NO_WORKER = "no_worker"  # no life here (waiting, backing off, blocked or unwanted)
+    OWNED_ELSEWHERE = "owned_elsewhere"  # wanted, but another manager's agent holds it
+    CLAIMING = "claiming"  # Claim issued, no answer yet
+    CLAIMED = "claimed"  # claimed; waits for its evicted victim's process to exit
+    STARTING = "starting"  # Spawn issued, not connected yet
     RUNNING = "running"  # connected
     STOPPING = "stopping"  # Stop issued
     KILLING = "killing"  # Kill issued
 
 
-_HAS_WORKER = (Phase.STARTING, Phase.RUNNING, Phase.STOPPING, Phase.KILLING)
+#: Ends remembered for documents no longer tracked (their rows are written within
+#: a flush interval; this only has to outlive that).
+_RECENT_ENDS = 4096
+
+#: Phases that hold a life; of those, the ones with a worker process.
+_HAS_LIFE = (
+    Phase.CLAIMING,
+    Phase.CLAIMED,
+    Phase.STARTING,
+    Phase.RUNNING,
+    Phase.STOPPING,
+    Phase.KILLING,
+)
+_HAS_PROCESS = (Phase.STARTING, Phase.RUNNING, Phase.STOPPING, Phase.KILLING)
+_NO_LIFE = (Phase.NO_WORKER, Phase.OWNED_ELSEWHERE)
 
 
 def wanted_from_latest(event: EventLike) -> bool:
@@ -140,21 +225,35 @@ class _Doc:
     document_id: str
     wanted: bool = False
     recency: int = 0
-    phase: Phase = Phase.IDLE
+    phase: Phase = Phase.NO_WORKER
     agent_id: str | None = None
     started_at: float = 0.0
     connected_at: float | None = None
-    #: why the current worker is being stopped or killed
+    #: why the current life is being stopped or killed (an EndReason code, or a
+    #: description of the health failure for a Kill)
     ending_reason: str | None = None
     #: why the document is not wanted any more ('idle', 'abandoned')
-    detach_reason: str = "idle"
-    #: 'abandoned' or 'error': no worker until the next 'active' event
+    detach_reason: str = EndReason.IDLE
+    #: 'abandoned' or 'crash_loop': no life until the next visit
     blocked: str | None = None
     last_error: str | None = None
     crash_times: deque[float] = field(default_factory=deque)
     consecutive_crashes: int = 0
     crashed_last: bool = False
     not_before: float = 0.0
+    #: the latest life of this document that ended here (its row may not say so yet)
+    last_end: EndLife | None = None
+    #: an agent id whose claim answer was lost: claimed again as is, or ended
+    unanswered_claim: str | None = None
+    claim_failures: int = 0
+    #: a live row of this manager's id that no life here knows was ended once already
+    stale_owner_ended: str | None = None
+    #: the manager holding the document, while OWNED_ELSEWHERE
+    owner_manager_id: str | None = None
+    #: the document whose worker this life's claim will evict once it succeeds
+    victim: str | None = None
+    #: the document whose claim will evict this worker (it is not evicted twice)
+    evicted_by: str | None = None
 
     @property
     def effectively_wanted(self) -> bool:
@@ -171,14 +270,19 @@ class Supervisor:
         min_residency_s: float = 10.0,
         policy: RestartPolicy | None = None,
         new_agent_id: Callable[[], str],
+        manager_id: str = "",
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
         self.min_residency_s = min_residency_s
         self.policy = policy or RestartPolicy()
+        self.manager_id = manager_id
         self._new_agent_id = new_agent_id
         self._docs: dict[str, _Doc] = {}
+        #: the last end of documents forgotten since (bounded): a document wanted
+        #: again soon after its life ended supersedes that life's row in its claim
+        self._recent_ends: OrderedDict[str, EndLife] = OrderedDict()
         self._recency = itertools.count(1)
         self._shutting_down = False
         self.evictions = 0
@@ -189,13 +293,22 @@ class Supervisor:
 
     @property
     def running(self) -> int:
-        """Documents with a worker process (starting, running or stopping)."""
-        return sum(1 for d in self._docs.values() if d.phase in _HAS_WORKER)
+        """Documents with a life here (claiming, claimed, starting, running or stopping)."""
+        return sum(1 for d in self._docs.values() if d.phase in _HAS_LIFE)
+
+    @property
+    def workers(self) -> int:
+        """Worker processes (starting, running or stopping): never above ``capacity``."""
+        return sum(1 for d in self._docs.values() if d.phase in _HAS_PROCESS)
 
     @property
     def waiting(self) -> int:
-        """Wanted documents without a worker (queued, in backoff, or owned elsewhere)."""
-        return sum(1 for d in self._docs.values() if d.effectively_wanted and d.phase is Phase.IDLE)
+        """Wanted documents without a life here (queued, in backoff, or owned elsewhere)."""
+        return sum(1 for d in self._docs.values() if d.effectively_wanted and d.phase in _NO_LIFE)
+
+    @property
+    def owned_elsewhere(self) -> int:
+        return sum(1 for d in self._docs.values() if d.phase is Phase.OWNED_ELSEWHERE)
 
     @property
     def shutting_down(self) -> bool:
@@ -203,12 +316,12 @@ class Supervisor:
 
     @property
     def idle(self) -> bool:
-        """No worker at all (after :meth:`shutdown`: everything has stopped)."""
+        """No life at all (after :meth:`shutdown`: everything has stopped)."""
         return self.running == 0
 
     def phase(self, document_id: str) -> Phase:
         doc = self._docs.get(document_id)
-        return Phase.IDLE if doc is None else doc.phase
+        return Phase.NO_WORKER if doc is None else doc.phase
 
     def agent_id(self, document_id: str) -> str | None:
         doc = self._docs.get(document_id)
@@ -223,7 +336,7 @@ class Supervisor:
         return None if doc is None else doc.blocked
 
     def tracked(self) -> int:
-        """Documents the supervisor holds state for (memory bound: wanted or with a worker)."""
+        """Documents the supervisor holds state for (memory bound: wanted or with a life)."""
         return len(self._docs)
 
     def next_deadline(self, now: float) -> float | None:
@@ -238,21 +351,21 @@ class Supervisor:
         ready_waiting = False
         for d in self._docs.values():
             phase = d.phase
-            if phase is Phase.IDLE:
+            if phase is Phase.NO_WORKER or phase is Phase.OWNED_ELSEWHERE:
                 if d.effectively_wanted:
                     if d.not_before > now:
                         backoff = d.not_before if backoff is None else min(backoff, d.not_before)
-                    else:
+                    elif phase is Phase.NO_WORKER:
                         ready_waiting = True
             elif phase is Phase.STARTING or phase is Phase.RUNNING:
                 ends = d.started_at + self.min_residency_s
                 if ends > now:
                     residency = ends if residency is None else min(residency, ends)
-        # A residency ending matters only to a document waiting for a slot.
+        # A residency ending matters only to a document that may evict.
         deadlines = [t for t in (backoff, residency if ready_waiting else None) if t is not None]
         return min(deadlines, default=None)
 
-    # --- inputs --------------------------------------------------------------------
+    # --- inputs: activity ----------------------------------------------------------
 
     def load(self, latest: Iterable[EventLike], now: float) -> list[Action]:
         """Start-up: the latest event of every document, in id order (oldest first)."""
@@ -272,8 +385,7 @@ class Supervisor:
                 doc = self._docs.get(event.document_id)
                 if doc is not None:
                     doc.wanted = False
-                    doc.detach_reason = "idle"
-                    self._forget_if_unused(doc)
+                    doc.detach_reason = EndReason.IDLE
                 continue
             if kind not in ("active", "user_joined", "user_left"):
                 continue  # unknown types cannot reach us (CHECK), but never crash on one
@@ -283,15 +395,101 @@ class Supervisor:
             doc.recency = next(self._recency)
             if kind == "active":
                 doc.wanted = True
-                if doc.blocked is not None:
-                    if doc.blocked == "error":
-                        doc.crash_times.clear()
-                        doc.consecutive_crashes = 0
-                        doc.not_before = 0.0
+                if doc.blocked == EndReason.CRASH_LOOP and not event.edit:
+                    doc.crash_times.clear()
+                    doc.consecutive_crashes = 0
+                    doc.not_before = 0.0
+                    doc.blocked = None
+                elif doc.blocked == EndReason.ABANDONED:
                     doc.blocked = None
             elif kind == "user_joined":
                 doc.wanted = True
         return self._reconcile(now)
+
+    # --- inputs: claims ------------------------------------------------------------
+
+    def claimed(self, document_id: str, agent_id: str, now: float) -> list[Action]:
+        """The life's row exists (``claim_document`` said so)."""
+        doc = self._life(document_id, agent_id)
+        if doc is None or doc.phase is not Phase.CLAIMING:
+            return []
+        doc.unanswered_claim = None
+        doc.claim_failures = 0
+        doc.last_end = None  # superseded in the same statement
+        doc.owner_manager_id = None
+        victim = self._release_victim(doc)
+        if self._shutting_down or not doc.effectively_wanted:
+            reason = EndReason.MANAGER_SHUTDOWN if self._shutting_down else self._detach_reason(doc)
+            end = EndLife(document_id, agent_id, "disconnected", str(reason))
+            self._no_life(doc, end)
+            return [end, *self._reconcile(now)]
+        actions: list[Action] = []
+        if victim is not None and victim.phase in (Phase.STARTING, Phase.RUNNING):
+            self.evictions += 1
+            actions.append(self._stop(victim, EndReason.EVICTED))
+        doc.phase = Phase.CLAIMED
+        return actions + self._reconcile(now)
+
+    def claim_refused(
+        self,
+        document_id: str,
+        agent_id: str,
+        *,
+        owner_manager_id: str,
+        owner_agent_id: str,
+        now: float,
+    ) -> list[Action]:
+        """The document has a live row that is not this life's."""
+        doc = self._life(document_id, agent_id)
+        if doc is None or doc.phase is not Phase.CLAIMING:
+            return []
+        doc.unanswered_claim = None
+        doc.claim_failures = 0
+        doc.last_end = None
+        doc.agent_id = None
+        doc.ending_reason = None
+        self._release_victim(doc)
+        if owner_agent_id == agent_id:
+            # This very life's row, already ended (by recovery or by hand): a new life.
+            doc.phase = Phase.NO_WORKER
+            doc.not_before = now
+        elif owner_manager_id == self.manager_id and doc.stale_owner_ended != owner_agent_id:
+            # A row of this manager's id that no life here knows (left over from a
+            # run whose recovery missed it): end it with the next claim, at once.
+            doc.stale_owner_ended = owner_agent_id
+            doc.last_end = EndLife(
+                document_id,
+                owner_agent_id,
+                "disconnected",
+                f"{EndReason.MANAGER_RESTARTED}: stale row found by a claim",
+            )
+            doc.phase = Phase.NO_WORKER
+            doc.not_before = now
+        else:
+            doc.phase = Phase.OWNED_ELSEWHERE
+            doc.owner_manager_id = owner_manager_id
+            doc.not_before = now + self.policy.claim_retry_s
+        self._forget_if_unused(doc)
+        return self._reconcile(now)
+
+    def claim_unanswered(
+        self, document_id: str, agent_id: str, reason: str, now: float
+    ) -> list[Action]:
+        """The claim failed or its answer was lost: the row may or may not exist."""
+        doc = self._life(document_id, agent_id)
+        if doc is None or doc.phase is not Phase.CLAIMING:
+            return []
+        doc.phase = Phase.NO_WORKER
+        doc.agent_id = None
+        doc.ending_reason = None
+        self._release_victim(doc)
+        doc.unanswered_claim = agent_id
+        doc.claim_failures += 1
+        doc.not_before = now + self.policy.claim_backoff(doc.claim_failures)
+        doc.last_error = reason[:500]
+        return self._reconcile(now)
+
+    # --- inputs: workers -----------------------------------------------------------
 
     def worker_connected(self, document_id: str, agent_id: str, now: float) -> list[Action]:
         doc = self._life(document_id, agent_id)
@@ -308,8 +506,7 @@ class Supervisor:
         if doc is None:
             return []
         if kind == "abandoned":
-            doc.blocked = "abandoned"
-            doc.detach_reason = "abandoned"
+            doc.blocked = EndReason.ABANDONED
             return self._reconcile(now)
         doc.recency = next(self._recency)
         return []
@@ -330,59 +527,60 @@ class Supervisor:
         doc.ending_reason = reason
         return [Kill(document_id, agent_id, reason)]
 
-    def claim_failed(
-        self, document_id: str, agent_id: str, reason: str, now: float
-    ) -> list[Action]:
-        """The claim did not give us the document (another owner, or no database)."""
+    def row_ended_elsewhere(self, document_id: str, agent_id: str, now: float) -> list[Action]:
+        """The life's row was ended by someone else (another manager, an operator)."""
         doc = self._life(document_id, agent_id)
-        if doc is None:
+        if doc is None or doc.phase not in (Phase.STARTING, Phase.RUNNING):
             return []
-        doc.phase = Phase.IDLE
-        doc.agent_id = None
         doc.not_before = now + self.policy.claim_retry_s
-        doc.last_error = reason
-        self._forget_if_unused(doc)
-        return self._reconcile(now)
+        return [self._stop(doc, EndReason.OWNED_ELSEWHERE)]
 
     def worker_exited(
         self, document_id: str, agent_id: str, description: str, now: float
     ) -> list[Action]:
         """The worker process is gone (asked to or not); ``description`` says how."""
         doc = self._life(document_id, agent_id)
-        if doc is None or doc.phase is Phase.IDLE:
+        if doc is None or doc.phase not in (
+            Phase.STARTING,
+            Phase.RUNNING,
+            Phase.STOPPING,
+            Phase.KILLING,
+        ):
             return []
-        actions: list[Action] = []
         if doc.phase is Phase.STOPPING:
-            actions.append(
-                EndLife(document_id, agent_id, "disconnected", doc.ending_reason or "detached")
-            )
+            reason = doc.ending_reason or str(self._detach_reason(doc))
+            end = EndLife(document_id, agent_id, "disconnected", reason)
             doc.crashed_last = False
         else:
-            reason = doc.ending_reason or description
-            if doc.ending_reason is None and doc.last_error:
-                reason = f"{description}; last error: {doc.last_error}"
-            actions.append(self._crashed(doc, agent_id, reason, now))
-        doc.phase = Phase.IDLE
-        doc.agent_id = None
-        doc.connected_at = None
-        doc.ending_reason = None
-        doc.last_error = None
-        self._forget_if_unused(doc)
-        return actions + self._reconcile(now)
+            if doc.ending_reason is not None:
+                detail = doc.ending_reason
+            elif doc.last_error:
+                detail = f"{description}; last error: {doc.last_error}"
+            else:
+                detail = description
+            end = self._crashed(doc, agent_id, detail, now)
+        self._no_life(doc, end)
+        return [end, *self._reconcile(now)]
 
     def tick(self, now: float) -> list[Action]:
         """Time passed: backoffs and residencies may have ended."""
         return self._reconcile(now)
 
     def shutdown(self) -> list[Action]:
-        """Stop every worker; start none from now on."""
+        """Stop every worker; start none from now on (claims in flight end on answer)."""
         self._shutting_down = True
         actions: list[Action] = []
         for doc in self._docs.values():
             if doc.phase in (Phase.STARTING, Phase.RUNNING) and doc.agent_id is not None:
-                doc.phase = Phase.STOPPING
-                doc.ending_reason = "manager shutdown"
-                actions.append(Stop(doc.document_id, doc.agent_id, "manager shutdown"))
+                actions.append(self._stop(doc, EndReason.MANAGER_SHUTDOWN))
+            elif doc.phase is Phase.CLAIMED and doc.agent_id is not None:
+                end = EndLife(
+                    doc.document_id, doc.agent_id, "disconnected", str(EndReason.MANAGER_SHUTDOWN)
+                )
+                self._no_life(doc, end)
+                actions.append(end)
+            elif doc.phase in _NO_LIFE and doc.unanswered_claim is not None:
+                actions.append(self._end_unanswered(doc, EndReason.MANAGER_SHUTDOWN))
         return actions
 
     # --- internals -----------------------------------------------------------------
@@ -391,6 +589,7 @@ class Supervisor:
         doc = self._docs.get(document_id)
         if doc is None:
             doc = self._docs[document_id] = _Doc(document_id)
+            doc.last_end = self._recent_ends.pop(document_id, None)
         return doc
 
     def _life(self, document_id: str, agent_id: str) -> _Doc | None:
@@ -399,90 +598,175 @@ class Supervisor:
             return None  # a report of an earlier life
         return doc
 
-    def _forget_if_unused(self, doc: _Doc) -> None:
-        if not doc.wanted and doc.phase is Phase.IDLE:
-            del self._docs[doc.document_id]
+    def _release_victim(self, doc: _Doc) -> _Doc | None:
+        """Forget whom ``doc``'s claim was going to evict; returns that document."""
+        name, doc.victim = doc.victim, None
+        victim = None if name is None else self._docs.get(name)
+        if victim is not None and victim.evicted_by == doc.document_id:
+            victim.evicted_by = None
+            return victim
+        return None
 
-    def _crashed(self, doc: _Doc, agent_id: str, reason: str, now: float) -> EndLife:
+    def _spawn(self, doc: _Doc) -> Spawn:
+        assert doc.agent_id is not None
+        doc.phase = Phase.STARTING
+        restart = doc.crashed_last
+        if restart:
+            self.restarts += 1
+        return Spawn(doc.document_id, doc.agent_id, restart=restart)
+
+    def _detach_reason(self, doc: _Doc) -> str:
+        return str(doc.blocked if doc.blocked is not None else doc.detach_reason)
+
+    def _no_life(self, doc: _Doc, end: EndLife) -> None:
+        self._release_victim(doc)
+        if doc.evicted_by is not None:
+            # The life that was to evict this one takes its slot as its own now.
+            borrower = self._docs.get(doc.evicted_by)
+            if borrower is not None and borrower.victim == doc.document_id:
+                borrower.victim = None
+            doc.evicted_by = None
+        doc.phase = Phase.NO_WORKER
+        doc.agent_id = None
+        doc.connected_at = None
+        doc.ending_reason = None
+        doc.last_error = None
+        doc.last_end = end
+
+    def _end_unanswered(self, doc: _Doc, reason: str) -> EndLife:
+        """End a life whose claim answer was lost (a no-op if it has no row)."""
+        assert doc.unanswered_claim is not None
+        end = EndLife(doc.document_id, doc.unanswered_claim, "disconnected", str(reason))
+        doc.unanswered_claim = None
+        doc.claim_failures = 0
+        doc.last_end = end
+        return end
+
+    def _forget_if_unused(self, doc: _Doc) -> None:
+        if not doc.wanted and doc.phase in _NO_LIFE and doc.unanswered_claim is None:
+            del self._docs[doc.document_id]
+            if doc.last_end is not None:
+                self._recent_ends[doc.document_id] = doc.last_end
+                self._recent_ends.move_to_end(doc.document_id)
+                while len(self._recent_ends) > _RECENT_ENDS:
+                    self._recent_ends.popitem(last=False)
+
+    def _crashed(self, doc: _Doc, agent_id: str, detail: str, now: float) -> EndLife:
         policy = self.policy
         if doc.connected_at is not None and now - doc.connected_at >= policy.stable_s:
             doc.consecutive_crashes = 0
         doc.crash_times.append(now)
         while doc.crash_times and doc.crash_times[0] < now - policy.crash_loop_window_s:
             doc.crash_times.popleft()
+        crashed = f"{EndReason.CRASHED}: {detail}"
         if not doc.effectively_wanted:
-            return EndLife(doc.document_id, agent_id, "disconnected", reason)
+            return EndLife(doc.document_id, agent_id, "disconnected", crashed)
         if len(doc.crash_times) > policy.crash_loop_restarts:
-            doc.blocked = "error"
+            doc.blocked = EndReason.CRASH_LOOP
             return EndLife(
                 doc.document_id,
                 agent_id,
                 "error",
-                f"crash loop: {len(doc.crash_times)} exits within "
+                f"{EndReason.CRASH_LOOP}: {len(doc.crash_times)} exits within "
                 f"{policy.crash_loop_window_s:g} s, not restarting until the next "
-                f"'active' event; last: {reason}",
+                f"visit; last: {detail}",
             )
         doc.consecutive_crashes += 1
         doc.crashed_last = True
         doc.not_before = now + policy.backoff(doc.consecutive_crashes)
-        return EndLife(doc.document_id, agent_id, "disconnected", reason)
+        return EndLife(doc.document_id, agent_id, "disconnected", crashed)
 
-    def _start(self, doc: _Doc, now: float) -> Start:
-        agent_id = self._new_agent_id()
-        doc.phase = Phase.STARTING
+    def _claim(self, doc: _Doc, now: float) -> Claim:
+        agent_id = doc.unanswered_claim or self._new_agent_id()
+        doc.phase = Phase.CLAIMING
         doc.agent_id = agent_id
         doc.started_at = now
         doc.connected_at = None
         doc.ending_reason = None
-        restart = doc.crashed_last
-        if restart:
-            self.restarts += 1
-        return Start(doc.document_id, agent_id, restart=restart)
+        return Claim(doc.document_id, agent_id, supersedes=doc.last_end)
 
     def _stop(self, doc: _Doc, reason: str) -> Stop:
         assert doc.agent_id is not None
         doc.phase = Phase.STOPPING
-        doc.ending_reason = reason
-        return Stop(doc.document_id, doc.agent_id, reason)
+        doc.ending_reason = str(reason)
+        return Stop(doc.document_id, doc.agent_id, str(reason))
 
     def _reconcile(self, now: float) -> list[Action]:
         if self._shutting_down:
             return []
         actions: list[Action] = []
-        workers = 0
+        processes = 0
+        used = 0  # slots taken: processes, and claims that evict nobody
         terminating = 0
         evictable: list[_Doc] = []
         candidates: list[_Doc] = []
-        for doc in self._docs.values():
-            if doc.phase in (Phase.STARTING, Phase.RUNNING) and not doc.effectively_wanted:
-                actions.append(
-                    self._stop(doc, doc.detach_reason if doc.blocked is None else doc.blocked)
+        claimed: list[_Doc] = []
+        for doc in list(self._docs.values()):
+            phase = doc.phase
+            if phase in (Phase.STARTING, Phase.RUNNING) and not doc.effectively_wanted:
+                actions.append(self._stop(doc, self._detach_reason(doc)))
+                phase = doc.phase
+            elif phase is Phase.CLAIMED and not doc.effectively_wanted:
+                assert doc.agent_id is not None
+                end = EndLife(
+                    doc.document_id, doc.agent_id, "disconnected", self._detach_reason(doc)
                 )
-            if doc.phase in _HAS_WORKER:
-                workers += 1
-                if doc.phase in (Phase.STOPPING, Phase.KILLING):
+                self._no_life(doc, end)
+                actions.append(end)
+                phase = doc.phase
+            if phase in _HAS_PROCESS:
+                processes += 1
+                used += 1
+                if phase in (Phase.STOPPING, Phase.KILLING):
                     terminating += 1
-                elif now - doc.started_at >= self.min_residency_s:
+                elif doc.evicted_by is None and now - doc.started_at >= self.min_residency_s:
                     evictable.append(doc)
-            elif doc.effectively_wanted and doc.not_before <= now:
+            elif phase in (Phase.CLAIMING, Phase.CLAIMED):
+                if doc.victim is None:
+                    used += 1
+                if phase is Phase.CLAIMED:
+                    claimed.append(doc)
+            elif not doc.effectively_wanted:
+                if doc.unanswered_claim is not None:
+                    actions.append(self._end_unanswered(doc, self._detach_reason(doc)))
+                self._forget_if_unused(doc)
+            elif doc.unanswered_claim is not None:
+                # Its row may exist: the life keeps its slot and is claimed again.
+                used += 1
+                if doc.not_before <= now:
+                    actions.append(self._claim(doc, now))
+            elif doc.not_before <= now:
                 candidates.append(doc)
+        # Claimed lives get a process as soon as there is room for one.
+        claimed.sort(key=lambda d: (d.victim is not None, -d.recency))
+        for doc in claimed:
+            if processes >= self.capacity:
+                break
+            actions.append(self._spawn(doc))
+            processes += 1
         if not candidates:
             return actions
-        free = self.capacity - workers
+        free = self.capacity - used
         candidates.sort(key=lambda d: d.recency, reverse=True)
         evictable.sort(key=lambda d: d.recency)
         victims = iter(evictable)
         for doc in candidates:
             if free > 0:
-                actions.append(self._start(doc, now))
+                actions.append(self._claim(doc, now))
                 free -= 1
                 continue
+            if doc.phase is Phase.OWNED_ELSEWHERE:
+                continue  # never evict for a document another manager holds
             if terminating > 0:
                 terminating -= 1  # a slot is about to free up; it goes to the most recent
                 continue
             victim = next(victims, None)
             if victim is None or victim.recency >= doc.recency:
                 break
-            self.evictions += 1
-            actions.append(self._stop(victim, "evicted"))
+            # Claim first; the victim is stopped only once the claim succeeds, so a
+            # document this manager cannot get never costs a running agent.
+            claim = self._claim(doc, now)
+            doc.victim = victim.document_id
+            victim.evicted_by = doc.document_id
+            actions.append(claim)
         return actions

@@ -27,15 +27,14 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
-import secrets
 import signal
 import subprocess
 import sys
 
 import anyio
 import structlog
-from pydantic import SecretStr
 
+from manager.agent_token import load_or_create_agent_token
 from manager.backends import select_backend
 from manager.config import Settings
 from manager.daemon import run_manager
@@ -83,7 +82,7 @@ def run_up(settings: Settings) -> int:
     scrub_secret_environment()
     token = settings.docserver_agent_token
     if token is None:
-        token = SecretStr(secrets.token_urlsafe(32))
+        token = load_or_create_agent_token(settings.docagents_home)
         settings = settings.model_copy(update={"docserver_agent_token": token})
     manager = functools.partial(run_manager, settings, notifier=notifier)
     if kind == "supabase":

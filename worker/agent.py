@@ -2,9 +2,10 @@
 
 One :class:`Agent` per worker process. Its long-lived services run in one task
 group: the :class:`~worker.connection.DocumentConnection`, the awareness renewal,
-the extraction loop (debounced, one batch at a time), the metrics timer and the
-abandonment watch. Reports go to a :class:`~worker.reporting.Reporter` (the
-manager's pipe, or the log when standalone).
+the extraction loop (debounced, one batch at a time), the metrics timer and, for
+third-party servers only (``ABANDON_AFTER_MS``), the abandonment watch. Reports
+go to a :class:`~worker.reporting.Reporter` (the manager's pipe, or the log when
+standalone).
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ class Agent:
                 await tg.start(self._connection.run)
                 tg.start_soon(self._extraction_loop, extractor)
                 tg.start_soon(self._metrics_loop)
-                tg.start_soon(self._abandonment_loop)
+                if self._settings.abandon_after_ms > 0:
+                    tg.start_soon(self._abandonment_loop)
                 task_status.started()
         finally:
             self._task_group = None
@@ -243,7 +245,7 @@ class Agent:
             )
 
     async def _abandonment_loop(self) -> None:
-        idle_s = self._settings.idle_timeout_ms / 1000
+        idle_s = self._settings.abandon_after_ms / 1000
         period = min(1.0, max(0.05, idle_s / 4))
         human_seen_at: float | None = None
         reported = False

@@ -39,7 +39,11 @@ class WorkerSettings(BaseSettings):
     llm_max_retries: int = Field(default=3, ge=0)
     llm_max_calls_per_minute: int = Field(default=20, ge=1)
 
-    idle_timeout_ms: int = Field(default=30_000, ge=0)
+    #: Only for third-party y-websocket servers that write no activity rows: leave a
+    #: document (report ``abandoned``) after nobody with a non-empty awareness state
+    #: has been seen for this long. 0 (the default) turns it off: with our
+    #: docserver, presence is the docserver's alone (it counts connections).
+    abandon_after_ms: int = Field(default=0, ge=0)
     metrics_interval_s: float = Field(default=30.0, gt=0)
     sentence_debounce_ms: int = Field(default=300, ge=0)
     #: After a change that typed a sentence terminator: extract this soon (the

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -19,6 +19,7 @@ __all__ = [
     "MetricsRecord",
     "StatusChange",
     "Store",
+    "Supersede",
     "SystemStats",
 ]
 
@@ -50,6 +51,9 @@ class ActivityEvent:
     event_type: str
     user_count: int
     timestamp: datetime
+    #: an 'active' row the docserver wrote because people edit a document that has
+    #: no agent connected (metadata ``reason: edit``): recency, not a new visit
+    edit: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,19 @@ class AgentRow:
     metadata: dict[str, Any] = field(default_factory=dict)
     disconnected_at: datetime | None = None
     error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Supersede:
+    """This manager's previous life of a document, ended by the next claim of it
+    (with this status and reason) if its end has not been written yet."""
+
+    agent_id: str
+    status: str
+    reason: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"agent_id": self.agent_id, "status": self.status, "reason": self.reason}
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +186,11 @@ class Store(Protocol):
         manager_id: str,
         manager_host: str | None,
         metadata: dict[str, Any] | None = None,
-    ) -> ClaimResult: ...
+        supersedes: Supersede | None = None,
+    ) -> ClaimResult:
+        """Claim for a new life; the same ``agent_id`` claimed again is answered with
+        its own row (claimed while it is live)."""
+        ...
 
     async def claim_documents(
         self,
@@ -177,10 +198,12 @@ class Store(Protocol):
         manager_id: str,
         manager_host: str | None,
         metadata: dict[str, Any] | None = None,
+        supersedes: Mapping[str, Supersede] | None = None,
     ) -> list[ClaimResult]:
         """``claim_document`` for each ``(document_id, agent_id)``, results in the same
         order, in as few round trips as the backend allows. Where it is one
-        transaction, one refused claim refuses them all."""
+        transaction, one refused claim refuses them all. ``supersedes`` is keyed
+        by the claiming agent id."""
         ...
 
     async def set_agent_status(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import select
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Self
 
@@ -39,6 +39,7 @@ from manager.store.base import (
     EventPage,
     MetricsRecord,
     StatusChange,
+    Supersede,
     SystemStats,
 )
 
@@ -52,24 +53,27 @@ _MAX_DOCUMENT_ID = 512
 
 # Named queries. Column lists are spelled out (no string building).
 _LATEST_EVENTS = """
-SELECT DISTINCT ON (document_id) id, document_id, event_type, user_count, "timestamp"
+SELECT DISTINCT ON (document_id) id, document_id, event_type, user_count, "timestamp",
+       metadata->>'reason' AS reason
   FROM document_activity
  WHERE id <= %(cursor)s
  ORDER BY document_id, id DESC
 """
 _READ_EVENTS = """
-SELECT id, document_id, event_type, user_count, "timestamp"
+SELECT id, document_id, event_type, user_count, "timestamp", metadata->>'reason' AS reason
   FROM document_activity
  WHERE id > %s
  ORDER BY id
  LIMIT %s
 """
-_CLAIM = "SELECT c.claimed, (c.connection).* FROM claim_document(%s, %s, %s, %s, %s) AS c"
+_CLAIM = "SELECT c.claimed, (c.connection).* FROM claim_document(%s, %s, %s, %s, %s, %s) AS c"
 # Row by row in array order, in one transaction.
 _CLAIMS = (
     "SELECT a.n, c.claimed, (c.connection).*"
-    " FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS a(document_id, agent_id, n),"
-    " LATERAL claim_document(a.document_id, a.agent_id, %s, %s, %s) AS c ORDER BY a.n"
+    " FROM unnest(%s::text[], %s::text[], %s::jsonb[])"
+    " WITH ORDINALITY AS a(document_id, agent_id, supersedes, n),"
+    " LATERAL claim_document(a.document_id, a.agent_id, %s, %s, %s, a.supersedes) AS c"
+    " ORDER BY a.n"
 )
 _SET_STATUS = "SELECT * FROM set_agent_status(%s, %s, %s, %s)"
 # In array order: the lateral calls run row by row, each seeing the ones before.
@@ -98,6 +102,11 @@ SELECT min(g.id)
   FROM generate_series(greatest(%(top)s - %(window)s + 1, 1), %(top)s) AS g (id)
  WHERE NOT EXISTS (SELECT 1 FROM document_activity d WHERE d.id = g.id)
 """
+
+
+def _supersede_json(supersedes: Mapping[str, Supersede] | None, agent_id: str) -> Jsonb | None:
+    found = None if supersedes is None else supersedes.get(agent_id)
+    return None if found is None else Jsonb(found.as_json())
 
 
 def _agent_row(row: dict[str, Any]) -> AgentRow:
@@ -147,6 +156,7 @@ def _event(row: dict[str, Any]) -> ActivityEvent | None:
         event_type=event_type,
         user_count=user_count,
         timestamp=timestamp,
+        edit=row.get("reason") == "edit",
     )
 
 
@@ -253,10 +263,18 @@ class PostgresStore:
         manager_id: str,
         manager_host: str | None,
         metadata: dict[str, Any] | None = None,
+        supersedes: Supersede | None = None,
     ) -> ClaimResult:
         rows = await self._fetchall(
             _CLAIM,
-            (document_id, agent_id, manager_id, manager_host, Jsonb(metadata or {})),
+            (
+                document_id,
+                agent_id,
+                manager_id,
+                manager_host,
+                Jsonb(metadata or {}),
+                None if supersedes is None else Jsonb(supersedes.as_json()),
+            ),
         )
         if not rows:
             raise StoreError(f"claim_document returned nothing for {document_id!r}")
@@ -269,6 +287,7 @@ class PostgresStore:
         manager_id: str,
         manager_host: str | None,
         metadata: dict[str, Any] | None = None,
+        supersedes: Mapping[str, Supersede] | None = None,
     ) -> list[ClaimResult]:
         """One statement for all, in document order.
 
@@ -285,6 +304,7 @@ class PostgresStore:
             (
                 [claims[i][0] for i in order],
                 [claims[i][1] for i in order],
+                [_supersede_json(supersedes, claims[i][1]) for i in order],
                 manager_id,
                 manager_host,
                 Jsonb(metadata or {}),

@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Self, TypeVar
 
@@ -48,6 +48,7 @@ from manager.store.base import (
     EventPage,
     MetricsRecord,
     StatusChange,
+    Supersede,
     SystemStats,
 )
 from manager.store.postgres import START_GAP_WINDOW
@@ -190,6 +191,7 @@ class SupabaseStore:
         manager_id: str,
         manager_host: str | None,
         metadata: dict[str, Any] | None = None,
+        supersedes: Supersede | None = None,
     ) -> ClaimResult:
         params = {
             "p_document_id": document_id,
@@ -197,6 +199,7 @@ class SupabaseStore:
             "p_manager_id": manager_id,
             "p_manager_host": manager_host,
             "p_metadata": metadata or {},
+            "p_supersedes": None if supersedes is None else supersedes.as_json(),
         }
         data = await self._rpc("claim_document", params)
         if not isinstance(data, list) or len(data) != 1:
@@ -209,11 +212,15 @@ class SupabaseStore:
         manager_id: str,
         manager_host: str | None,
         metadata: dict[str, Any] | None = None,
+        supersedes: Mapping[str, Supersede] | None = None,
     ) -> list[ClaimResult]:
         """``claim_document`` calls side by side (PostgREST runs one function per request)."""
+        found = supersedes or {}
         return await _side_by_side(
             [
-                functools.partial(self.claim_document, d, a, manager_id, manager_host, metadata)
+                functools.partial(
+                    self.claim_document, d, a, manager_id, manager_host, metadata, found.get(a)
+                )
                 for d, a in claims
             ]
         )
@@ -384,6 +391,7 @@ def _event(row: dict[str, Any]) -> ActivityEvent | None:
         event_type=str(event_type),
         user_count=int(user_count),
         timestamp=timestamp,
+        edit=isinstance(metadata := row.get("metadata"), dict) and metadata.get("reason") == "edit",
     )
 
 

@@ -285,7 +285,7 @@ async def test_shutdown_with_ten_agents_detaches_all(
     rows = db.rows()
     assert len(rows) == 10
     assert {r["status"] for r in rows} == {"disconnected"}
-    assert {r["error_message"] for r in rows} == {"manager shutdown"}
+    assert {r["error_message"] for r in rows} == {"manager_shutdown"}
     assert all(gone(pid) for pid in pids)
 
 
@@ -301,7 +301,7 @@ async def test_restart_ends_stale_rows_and_reattaches(
         await until(lambda: db.active("doc-r"))
         stale = db.rows("doc-r")[0]
         assert stale["agent_id"] == "stale-agent"
-        assert stale["status"] == "disconnected" and stale["error_message"] == "manager restarted"
+        assert stale["status"] == "disconnected" and stale["error_message"] == "manager_restarted"
 
 
 async def test_missing_schema_is_a_clear_error(empty_database_url: str, fleet: WorkerFleet) -> None:

@@ -126,7 +126,7 @@ async def test_manager_kill9_leaves_no_orphans_and_restart_recovers(
             )
             stale = [r for r in rows(db) if r["agent_id"] in {x["agent_id"] for x in live}]
             assert {r["status"] for r in stale} == {"disconnected"}
-            assert {r["error_message"] for r in stale} == {"manager restarted"}
+            assert {r["error_message"] for r in stale} == {"manager_restarted"}
             assert {r["document_id"] for r in active(db)} == {"k1", "k2", "k3"}
             second.send_signal(signal.SIGTERM)
             with anyio.fail_after(10):
@@ -164,7 +164,7 @@ async def test_sigterm_with_ten_agents_detaches_all_and_exits_zero(
     final = rows(db)
     assert len(final) == 10
     assert {r["status"] for r in final} == {"disconnected"}
-    assert {r["error_message"] for r in final} == {"manager shutdown"}
+    assert {r["error_message"] for r in final} == {"manager_shutdown"}
     assert not any(alive(pid) for pid in pids)
 
 

@@ -162,7 +162,7 @@ async def test_ready_after_recovery_watchdog_periodic_and_silent_while_loop_bloc
             assert daemon.monitor.period_s == pytest.approx(0.2)
             await until(lambda: len(sock.times("WATCHDOG=1")) >= 5, within=10)
             (ready_text,) = [t for t in sock.texts() if t.startswith("READY=1")]
-            assert at_ready == [("disconnected", "manager restarted")]
+            assert at_ready == [("disconnected", "manager_restarted")]
             assert "STATUS=running 1/10, waiting 0" in ready_text.split("\n")
             await until(lambda: live(db, "doc-r"))
 
@@ -272,7 +272,7 @@ async def test_real_manager_process_ready_watchdog_status_stopping_on_sigterm(
     final = db.execute(
         "SELECT status, error_message FROM agent_connections WHERE document_id = 'notify-doc'"
     ).fetchall()
-    assert final == [{"status": "disconnected", "error_message": "manager shutdown"}]
+    assert final == [{"status": "disconnected", "error_message": "manager_shutdown"}]
 
 
 async def test_retention_runs_in_the_daemon(

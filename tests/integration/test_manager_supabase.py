@@ -128,7 +128,7 @@ async def test_manager_process_on_supabase_attaches_a_worker(
     final = db.execute(
         "SELECT status, error_message FROM agent_connections WHERE document_id = 'sb-doc'"
     ).fetchall()
-    assert final == [{"status": "disconnected", "error_message": "manager shutdown"}]
+    assert final == [{"status": "disconnected", "error_message": "manager_shutdown"}]
 
 
 async def test_wrong_key_exits_with_the_configuration_code(

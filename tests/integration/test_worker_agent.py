@@ -37,7 +37,6 @@ def settings_for(server: YServer, **overrides: object) -> WorkerSettings:
         "sentence_max_wait_ms": 400,
         "metrics_interval_s": 0.2,
         "docserver_agent_token": "s3cret",
-        "idle_timeout_ms": 300,
     }
     values.update(overrides)
     return WorkerSettings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -283,8 +282,9 @@ async def test_broken_message_from_the_server_is_survived(server: YServer) -> No
 
 
 async def test_metrics_activity_and_abandonment_reports(server: YServer) -> None:
+    """``ABANDON_AFTER_MS`` set (a third-party server): nobody seen -> abandoned."""
     reporter, extractor = RecordingReporter(), DictionaryExtractor(PLACES)
-    async with agent_running(server, extractor, reporter):
+    async with agent_running(server, extractor, reporter, abandon_after_ms=300):
         async with human(server) as ann:
             ann.add_paragraph("Hi.")
             await reporter.wait_until(lambda: reporter.activities("edit"))
@@ -293,3 +293,17 @@ async def test_metrics_activity_and_abandonment_reports(server: YServer) -> None
             assert metrics[-1].websocket_latency_ms is not None  # type: ignore[union-attr]
             assert not reporter.activities("abandoned")
         await reporter.wait_until(lambda: reporter.activities("abandoned"))
+
+
+async def test_no_abandonment_by_default_even_with_a_silent_client(server: YServer) -> None:
+    """Issue 14 #1/#3: with the default settings a client whose awareness state
+    stays ``{}`` (plain y-websocket) never makes the agent leave on its own: the
+    docserver alone decides presence."""
+    reporter, extractor = RecordingReporter(), DictionaryExtractor(PLACES)
+    async with agent_running(server, extractor, reporter):
+        async with human(server) as ann:
+            ann.add_paragraph("Hi.")
+            await reporter.wait_until(lambda: reporter.activities("edit"))
+        seen = len(reporter.of_type("metrics"))
+        await reporter.wait_for("metrics", seen + 5)  # 1 s of reports with nobody there
+        assert not reporter.activities("abandoned")

@@ -40,7 +40,12 @@ class FakeStore:
         self.gate: anyio.Event | None = None
 
     async def claim_documents(
-        self, claims: Sequence[tuple[str, str]], manager_id: str, host: Any, metadata: Any
+        self,
+        claims: Sequence[tuple[str, str]],
+        manager_id: str,
+        host: Any,
+        metadata: Any,
+        supersedes: Any = None,
     ) -> list[ClaimResult]:
         self.batches.append([d for d, _ in claims])
         if self.gate is not None:
@@ -52,7 +57,13 @@ class FakeStore:
         return [result(d, a) for d, a in claims]
 
     async def claim_document(
-        self, document_id: str, agent_id: str, manager_id: str, host: Any, metadata: Any
+        self,
+        document_id: str,
+        agent_id: str,
+        manager_id: str,
+        host: Any,
+        metadata: Any,
+        supersedes: Any = None,
     ) -> ClaimResult:
         self.singles.append(document_id)
         if document_id in self.refuse:

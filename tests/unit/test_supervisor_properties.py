@@ -1,8 +1,12 @@
-"""Property tests of the supervisor: random event/worker histories against invariants.
+"""Property tests of the supervisor: random event/worker/claim histories against invariants.
 
-A small model plays the daemon: it executes the supervisor's actions on a fake fleet
-(processes are entries in a dict) and feeds back random worker behaviour (connects,
-crashes, slow stops, ping failures, lost claims) and the clock.
+A small model plays the daemon and the database: it executes the supervisor's
+actions on a fake fleet (processes are entries in a dict) and a fake
+``agent_connections`` table with ``claim_document()``'s rules (one live row per
+document, idempotent per agent id, ``supersedes``), and feeds back random worker
+behaviour (connects, crashes, slow stops, ping failures), claim answers (claimed,
+refused, lost before or after the database acted), another manager taking and
+releasing documents, and the clock.
 """
 
 from __future__ import annotations
@@ -13,9 +17,19 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from manager.supervisor import EndLife, Kill, RestartPolicy, Start, Stop, Supervisor
+from manager.supervisor import (
+    Claim,
+    EndLife,
+    EndReason,
+    Kill,
+    RestartPolicy,
+    Spawn,
+    Stop,
+    Supervisor,
+)
 
 DOCS = ["a", "b", "c", "d", "e"]
+ME, OTHER = "m1", "m2"
 
 
 @dataclass(frozen=True)
@@ -23,6 +37,61 @@ class Ev:
     document_id: str
     event_type: str
     user_count: int = 1
+    edit: bool = False
+
+
+@dataclass
+class Row:
+    document_id: str
+    manager_id: str
+    live: bool = True
+    reason: str | None = None
+
+
+class Database:
+    """``agent_connections`` as claim_document() sees it."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Row] = {}
+        self._other_ids = itertools.count(1)
+
+    def live_owner(self, doc: str) -> str | None:
+        owners = [a for a, r in self.rows.items() if r.live and r.document_id == doc]
+        assert len(owners) <= 1, f"two live rows for {doc}: {owners}"
+        return owners[0] if owners else None
+
+    def claim(self, action: Claim) -> tuple[bool, str, str]:
+        """(claimed, owner manager, owner agent), as claim_document answers."""
+        row = self.rows.get(action.agent_id)
+        if row is not None:
+            return (
+                row.live and row.document_id == action.document_id,
+                row.manager_id,
+                action.agent_id,
+            )
+        if action.supersedes is not None:
+            old = self.rows.get(action.supersedes.agent_id)
+            if old is not None and old.live and old.manager_id == ME:
+                old.live, old.reason = False, action.supersedes.reason
+        owner = self.live_owner(action.document_id)
+        if owner is not None:
+            return False, self.rows[owner].manager_id, owner
+        self.rows[action.agent_id] = Row(action.document_id, ME)
+        return True, ME, action.agent_id
+
+    def end(self, agent: str, reason: str) -> None:
+        row = self.rows.get(agent)
+        if row is not None and row.live:
+            row.live, row.reason = False, reason
+
+    def other_takes(self, doc: str) -> None:
+        if self.live_owner(doc) is None:
+            self.rows[f"other{next(self._other_ids)}"] = Row(doc, OTHER)
+
+    def other_releases(self, doc: str) -> None:
+        owner = self.live_owner(doc)
+        if owner is not None and self.rows[owner].manager_id == OTHER:
+            self.rows[owner].live = False
 
 
 class Model:
@@ -40,22 +109,35 @@ class Model:
                 claim_retry_s=2,
             ),
             new_agent_id=lambda: f"agent{next(ids)}",
+            manager_id=ME,
         )
+        self.db = Database()
         self.capacity = capacity
         self.now = 0.0
         self.procs: dict[str, tuple[str, str]] = {}  # agent -> (doc, state)
+        self.claims: dict[str, Claim] = {}  # agent -> claim in flight
         self.ended: set[str] = set()
         self.latest: dict[str, str] = {}
+        self.evictions_for_others = 0
 
     def execute(self, actions: list) -> None:
         for action in actions:
-            if isinstance(action, Start):
+            if isinstance(action, Claim):
                 assert action.agent_id not in self.procs and action.agent_id not in self.ended
+                assert action.document_id not in {c.document_id for c in self.claims.values()}
+                self.claims[action.agent_id] = action
+            elif isinstance(action, Spawn):
+                row = self.db.rows.get(action.agent_id)
+                # A worker starts only for a life whose row the database holds.
+                assert row is not None and row.live and row.manager_id == ME
                 assert action.document_id not in {d for d, _ in self.procs.values()}
                 self.procs[action.agent_id] = (action.document_id, "starting")
             elif isinstance(action, Stop | Kill):
                 doc, state = self.procs[action.agent_id]
                 assert doc == action.document_id and state in ("starting", "running")
+                if isinstance(action, Stop) and action.reason == EndReason.EVICTED:
+                    owner = self.db.live_owner(doc)
+                    assert owner == action.agent_id  # we evict only our own agent ...
                 self.procs[action.agent_id] = (
                     doc,
                     "stopping" if isinstance(action, Stop) else "killing",
@@ -63,14 +145,18 @@ class Model:
             elif isinstance(action, EndLife):
                 assert action.agent_id not in self.procs  # only after the process is gone
                 assert action.agent_id not in self.ended
+                assert action.code in {r.value for r in EndReason}
                 self.ended.add(action.agent_id)
+                self.db.end(action.agent_id, action.reason)
         self.check()
 
     def check(self) -> None:
         assert len(self.procs) <= self.capacity
         docs = [d for d, _ in self.procs.values()]
         assert len(docs) == len(set(docs))
-        assert self.sup.running == len(self.procs)
+        assert self.sup.workers == len(self.procs)
+        for doc in DOCS:
+            self.db.live_owner(doc)  # never two live rows for one document
 
     def pick(self, index: int, *states: str) -> tuple[str, str] | None:
         agents = sorted(a for a, (_, s) in self.procs.items() if s in states)
@@ -83,10 +169,35 @@ class Model:
         del self.procs[agent]
         self.execute(self.sup.worker_exited(doc, agent, how, self.now))
 
+    def answer(self, agent: str, mode: str) -> None:
+        claim = self.claims.pop(agent)
+        doc = claim.document_id
+        if mode == "lost_before":
+            self.execute(self.sup.claim_unanswered(doc, agent, "lost", self.now))
+            return
+        ok, owner_manager, owner_agent = self.db.claim(claim)
+        if mode == "lost_after":
+            self.execute(self.sup.claim_unanswered(doc, agent, "lost", self.now))
+        elif ok:
+            self.execute(self.sup.claimed(doc, agent, self.now))
+        else:
+            self.execute(
+                self.sup.claim_refused(
+                    doc,
+                    agent,
+                    owner_manager_id=owner_manager,
+                    owner_agent_id=owner_agent,
+                    now=self.now,
+                )
+            )
+
     def step(self, op: tuple) -> None:
         kind = op[0]
         if kind == "events":
-            events = [Ev(DOCS[d], t, 0 if t == "idle" else 1) for d, t in op[1]]
+            events = [
+                Ev(DOCS[d], t, 0 if t == "idle" else 1, edit=(t == "active" and e))
+                for d, t, e in op[1]
+            ]
             for event in events:
                 if event.event_type in ("active", "user_joined", "idle"):
                     self.latest[event.document_id] = event.event_type
@@ -94,6 +205,15 @@ class Model:
         elif kind == "advance":
             self.now += op[1]
             self.execute(self.sup.tick(self.now))
+        elif kind == "answer" and self.claims:
+            agents = sorted(self.claims)
+            self.answer(agents[op[1] % len(agents)], op[2])
+        elif kind == "other":
+            doc = DOCS[op[1]]
+            if op[2]:
+                self.db.other_takes(doc)
+            else:
+                self.db.other_releases(doc)
         elif kind == "connect" and (p := self.pick(op[1], "starting")):
             self.procs[p[0]] = (p[1], "running")
             self.execute(self.sup.worker_connected(p[1], p[0], self.now))
@@ -105,18 +225,17 @@ class Model:
             self.exit(p[0], p[1], "exited with code 0")
         elif kind == "unhealthy" and (p := self.pick(op[1], "starting", "running")):
             self.execute(self.sup.worker_unhealthy(p[1], p[0], "no pong", self.now))
-        elif kind == "claim_lost" and (p := self.pick(op[1], "starting")):
-            del self.procs[p[0]]
-            self.ended.add(p[0])  # no row of ours: nothing to end
-            self.execute(self.sup.claim_failed(p[1], p[0], "owned elsewhere", self.now))
         elif kind == "activity" and (p := self.pick(op[1], "running")):
             what = "abandoned" if op[2] else "edit"
             self.execute(self.sup.worker_activity(p[1], p[0], what, self.now))
 
-    def settle(self) -> None:
-        """No more faults: workers connect, stops finish, time passes."""
-        for _ in range(200):
-            before = (dict(self.procs), self.sup.waiting)
+    def settle(self, rounds: int = 200) -> None:
+        """No more faults: claims answer, workers connect, stops finish, time passes."""
+        for _ in range(rounds):
+            before = (dict(self.procs), self.sup.waiting, dict(self.claims))
+            for agent in sorted(self.claims):
+                if agent in self.claims:
+                    self.answer(agent, "ok")
             for agent, (doc, state) in list(self.procs.items()):
                 if state == "starting":
                     self.procs[agent] = (doc, "running")
@@ -125,8 +244,10 @@ class Model:
                     self.exit(agent, doc, "exited with code 0")
             self.now += 5
             self.execute(self.sup.tick(self.now))
-            if (dict(self.procs), self.sup.waiting) == before and all(
-                s == "running" for _, s in self.procs.values()
+            if (
+                (dict(self.procs), self.sup.waiting, dict(self.claims)) == before
+                and all(s == "running" for _, s in self.procs.values())
+                and not self.claims
             ):
                 break
 
@@ -135,14 +256,23 @@ event_types = st.sampled_from(["active", "active", "idle", "user_joined", "user_
 ops = st.one_of(
     st.tuples(
         st.just("events"),
-        st.lists(st.tuples(st.integers(0, len(DOCS) - 1), event_types), min_size=1, max_size=6),
+        st.lists(
+            st.tuples(st.integers(0, len(DOCS) - 1), event_types, st.booleans()),
+            min_size=1,
+            max_size=6,
+        ),
     ),
     st.tuples(st.just("advance"), st.floats(0, 12)),
+    st.tuples(
+        st.just("answer"),
+        st.integers(0, 9),
+        st.sampled_from(["ok", "ok", "ok", "lost_before", "lost_after"]),
+    ),
+    st.tuples(st.just("other"), st.integers(0, len(DOCS) - 1), st.booleans()),
     st.tuples(st.just("connect"), st.integers(0, 9)),
     st.tuples(st.just("crash"), st.integers(0, 9)),
     st.tuples(st.just("finish"), st.integers(0, 9)),
     st.tuples(st.just("unhealthy"), st.integers(0, 9)),
-    st.tuples(st.just("claim_lost"), st.integers(0, 9)),
     st.tuples(st.just("activity"), st.integers(0, 9), st.booleans()),
 )
 
@@ -160,6 +290,9 @@ def test_invariants_hold_and_wanted_documents_eventually_run(
     for op in history:
         model.step(op)  # check() runs after every batch of actions
     model.settle()
+    elsewhere = {
+        row.document_id for row in model.db.rows.values() if row.live and row.manager_id == OTHER
+    }
     wanted = {
         doc
         for doc, last in model.latest.items()
@@ -167,8 +300,20 @@ def test_invariants_hold_and_wanted_documents_eventually_run(
     }
     running = {doc for doc, state in model.procs.values() if state == "running"}
     assert running <= wanted
-    assert len(running) == min(capacity, len(wanted))
+    assert not running & elsewhere
+    assert len(running) == min(capacity, len(wanted - elsewhere))
     assert model.sup.tracked() <= len(DOCS)
+    # No row of ours is left live without its worker (lost claims included).
+    ours = {a for a, row in model.db.rows.items() if row.live and row.manager_id == ME}
+    assert ours == set(model.procs)
+    # No eviction loop: with nothing changing, an hour passes without an eviction.
+    evictions = model.sup.evictions
+    for _ in range(720):
+        model.now += 5
+        model.execute(model.sup.tick(model.now))
+        for agent in sorted(model.claims):
+            model.answer(agent, "ok")
+    assert model.sup.evictions == evictions
 
 
 @settings(max_examples=100, deadline=None)
@@ -179,7 +324,6 @@ def test_invariants_hold_and_wanted_documents_eventually_run(
 )
 def test_memory_is_bounded_by_wanted_and_running_documents(history: list[tuple[int, str]]) -> None:
     model = Model(3, 0.0)
-    model.step(("events", []))
     events = [Ev(f"doc{d}", t, 0 if t == "idle" else 1) for d, t in history]
     model.execute(model.sup.apply_events(events, 0))
     latest = {e.document_id: e.event_type for e in events}
