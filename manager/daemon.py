@@ -2,7 +2,8 @@
 
 One task group holds everything: the activity source, the store writer, one
 task per agent life (:mod:`manager.lives`), a ticker for backoffs and
-residencies, the heartbeat (watchdog, STATUS, loop lag: :mod:`manager.monitor`),
+residencies, an audit of this manager's live rows (a row ended elsewhere stops
+its worker), the heartbeat (watchdog, STATUS, loop lag: :mod:`manager.monitor`),
 the stats loop, retention, the metrics server, and the signal loop. Decisions
 are the supervisor's; this module only executes them and reports back what
 happened.
@@ -187,6 +188,7 @@ class ManagerDaemon:
             events_scope = anyio.CancelScope()
             await tg.start(self._follow_events, events_scope)
             tg.start_soon(self._ticker)
+            tg.start_soon(self._audit_loop)
             tg.start_soon(self._stats_loop)
             if settings.retention_days is not None:
                 tg.start_soon(self._retention, settings.retention_days)
@@ -346,6 +348,33 @@ class ManagerDaemon:
             # Dispatch only when the clock produced something: _dispatch wakes
             # the ticker, so dispatching nothing would spin a core.
             actions = self.supervisor.tick(monotonic())
+            if actions:
+                self._dispatch(actions)
+
+    async def _audit_loop(self) -> None:
+        """Every ``poll_interval_s``: are this manager's working lives still its own?
+
+        A row ended by someone else (an operator, another manager taking the
+        document over) means this worker must go; the supervisor decides.
+        """
+        while True:
+            await anyio.sleep(self.settings.poll_interval_s)
+            checked = self.supervisor.working_lives()
+            if not checked:
+                continue
+            try:
+                rows = await self.store.live_agents_of_manager(self.settings.manager_id)
+            except StoreError as exc:
+                log.debug("row_audit_skipped", error=str(exc))
+                continue
+            live = {row.agent_id for row in rows}
+            actions = self.supervisor.rows_audited(checked, live, monotonic())
+            for action in actions:
+                log.warning(
+                    "agent_row_ended_elsewhere",
+                    document_id=action.document_id,
+                    agent_id=action.agent_id,
+                )
             if actions:
                 self._dispatch(actions)
 

@@ -535,6 +535,24 @@ class Supervisor:
         doc.not_before = now + self.policy.claim_retry_s
         return [self._stop(doc, EndReason.OWNED_ELSEWHERE)]
 
+    def working_lives(self) -> set[str]:
+        """Agent ids of the lives with a starting or running worker (for an audit)."""
+        return {
+            d.agent_id
+            for d in self._docs.values()
+            if d.agent_id is not None and d.phase in (Phase.STARTING, Phase.RUNNING)
+        }
+
+    def rows_audited(self, checked: set[str], live: set[str], now: float) -> list[Action]:
+        """The live rows of this manager were read: ``checked`` lives (working when the
+        read began) whose row is not among ``live`` were ended by someone else."""
+        actions: list[Action] = []
+        for doc in list(self._docs.values()):
+            agent = doc.agent_id
+            if agent is not None and agent in checked and agent not in live:
+                actions += self.row_ended_elsewhere(doc.document_id, agent, now)
+        return actions
+
     def worker_exited(
         self, document_id: str, agent_id: str, description: str, now: float
     ) -> list[Action]:

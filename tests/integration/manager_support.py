@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,19 +24,22 @@ async def running_manager(
     fleet: WorkerFleet | None = None,
     *,
     ready_within: float = 30.0,
+    wrap_store: Callable[[PostgresStore], Any] | None = None,
     **daemon_args: Any,
 ) -> AsyncIterator[ManagerDaemon]:
     """A daemon that is ready on entry and has stopped cleanly (exit 0) on exit.
 
     Without ``fleet``, a fleet of real workers (``worker.main``) is started and
     killed afterwards; a given fleet is left running for the caller.
+    ``wrap_store`` may put a fault-injecting wrapper around the real store.
     """
     own_fleet = fleet is None
     if fleet is None:
         fleet = WorkerFleet()
         await anyio.to_thread.run_sync(fleet.warm_up)
     store = await PostgresStore.connect(url)
-    daemon = ManagerDaemon(settings, store, url, fleet, **daemon_args)
+    used = store if wrap_store is None else wrap_store(store)
+    daemon = ManagerDaemon(settings, used, url, fleet, **daemon_args)
     ready, finished = anyio.Event(), anyio.Event()
     codes: list[int] = []
     try:

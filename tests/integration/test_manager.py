@@ -22,7 +22,7 @@ from psycopg.rows import dict_row
 
 from manager.config import Settings
 from manager.daemon import ManagerDaemon
-from manager.errors import ConfigurationError
+from manager.errors import ConfigurationError, StoreUnavailable
 from manager.processes import WorkerFleet
 from manager.store.postgres import PostgresStore
 from manager.supervisor import Supervisor
@@ -186,7 +186,8 @@ async def test_worker_sigkill_is_restarted(database_url: str, db: Db, fleet: Wor
             lambda: (r := db.active("doc-k")) and r["agent_id"] != first["agent_id"] and r
         )
         old = db.rows("doc-k")[0]
-        assert old["status"] == "disconnected" and old["error_message"] == "killed by SIGKILL"
+        assert old["status"] == "disconnected"
+        assert old["error_message"] == "crashed: killed by SIGKILL"
         assert second["agent_pid"] != first["agent_pid"]
         assert daemon.supervisor.restarts == 1
 
@@ -199,7 +200,7 @@ async def test_stopped_worker_is_detected_by_ping_killed_and_restarted(
         first = await until(lambda: db.active("doc-s"))
         os.kill(first["agent_pid"], signal.SIGSTOP)
         await until(lambda: (r := db.active("doc-s")) and r["agent_id"] != first["agent_id"])
-        assert db.rows("doc-s")[0]["error_message"] == "no pong within 0.5 s"
+        assert db.rows("doc-s")[0]["error_message"] == "crashed: no pong within 0.5 s"
         await until(lambda: gone(first["agent_pid"]), 5)
 
 
@@ -212,8 +213,8 @@ async def test_crash_loop_backs_off_then_error_until_next_active(
         await until(lambda: any(r["status"] == "error" for r in db.rows("crash-1")))
         rows = db.rows("crash-1")
         assert [r["status"] for r in rows] == ["disconnected"] * 3 + ["error"]
-        assert rows[0]["error_message"] == "exited with code 3"
-        assert "crash loop" in rows[-1]["error_message"]
+        assert rows[0]["error_message"] == "crashed: exited with code 3"
+        assert rows[-1]["error_message"].startswith("crash_loop: ")
         # Each restart claims its life (connected_at) only after the previous
         # worker exited and the backoff (0.05, 0.1, 0.2 s) passed. disconnected_at
         # is stamped when the writer flushes, so it is no clock for the backoff.
@@ -223,7 +224,7 @@ async def test_crash_loop_backs_off_then_error_until_next_active(
         ]
         assert claims[0] >= 0.05 and claims[1] >= 0.1 and claims[2] >= 0.2
         await anyio.sleep(1.0)
-        assert len(db.rows("crash-1")) == 4 and daemon.supervisor.blocked("crash-1") == "error"
+        assert len(db.rows("crash-1")) == 4 and daemon.supervisor.blocked("crash-1") == "crash_loop"
         db.event("crash-1")  # a new 'active' event: try again
         await until(lambda: len(db.rows("crash-1")) > 4)
 
@@ -237,7 +238,7 @@ async def test_garbage_on_pipe_restarts_only_that_worker(
         fine = await until(lambda: db.active("doc-fine"))
         db.event("garbage-1")
         await until(lambda: len(db.rows("garbage-1")) >= 2)
-        assert db.rows("garbage-1")[0]["error_message"].startswith("protocol error")
+        assert db.rows("garbage-1")[0]["error_message"].startswith("crashed: protocol error")
         assert db.rows("doc-fine") == [fine] or db.rows("doc-fine")[0]["id"] == fine["id"]
         assert len(db.rows("doc-fine")) == 1 and not gone(fine["agent_pid"])
 
@@ -336,3 +337,94 @@ async def test_an_idle_manager_does_not_spin(
         await anyio.sleep(1.5)
         seen = ticks
     assert seen <= 10, f"{seen} supervisor ticks in 1.5 s with nothing to do"
+
+
+# --- issue 14: the life cycle's edges, with real processes and Postgres ----------------
+
+
+class LoseFirstClaimAnswer:
+    """The real store, except that the first claim's answer is lost after Postgres
+    committed it (as when the connection drops mid-call)."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+        self.lost: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def claim_documents(self, claims: Any, *args: Any, **kwargs: Any) -> Any:
+        results = await self._store.claim_documents(claims, *args, **kwargs)
+        if not self.lost:
+            self.lost += [agent for _, agent in claims]
+            raise StoreUnavailable("connection lost before the answer arrived")
+        return results
+
+
+async def test_a_lost_claim_answer_is_retried_as_the_same_life(
+    database_url: str, db: Db, fleet: WorkerFleet
+) -> None:
+    """#9: the claim committed, its answer was lost: the retry (same agent id) gets the
+    row, well within CLAIM_RETRY_S; no 'owned by manager <self>' loop."""
+    wrappers: list[LoseFirstClaimAnswer] = []
+
+    def wrap(store: PostgresStore) -> LoseFirstClaimAnswer:
+        wrappers.append(LoseFirstClaimAnswer(store))
+        return wrappers[-1]
+
+    settings = make_settings(claim_retry_s=15.0)
+    async with running_manager(settings, database_url, fleet, wrap_store=wrap):
+        db.event("lost-1")
+        row = await until(lambda: db.active("lost-1"), within=10)
+        assert wrappers[0].lost == [row["agent_id"]]
+        assert [r["agent_id"] for r in db.rows("lost-1")] == [row["agent_id"]]
+
+
+async def test_a_row_ended_elsewhere_stops_its_worker(
+    database_url: str, db: Db, fleet: WorkerFleet
+) -> None:
+    """A life whose row someone else ended (an operator, or another manager taking
+    the document over) does not keep a worker writing in the document."""
+    async with running_manager(make_settings(poll_interval_s=0.3), database_url, fleet):
+        db.event("taken-1")
+        row = await until(lambda: db.active("taken-1"))
+        db.conn.execute(
+            "SELECT * FROM end_agent_life(%s, 'disconnected', 'ended by an operator')",
+            (row["agent_id"],),
+        )
+        await until(lambda: gone(row["agent_pid"]), within=10)
+        # Still wanted: a new life attaches after CLAIM_RETRY_S; the old row keeps
+        # the reason of whoever ended it first.
+        new = await until(lambda: db.active("taken-1"), within=10)
+        assert new["agent_id"] != row["agent_id"]
+        assert db.rows("taken-1")[0]["error_message"] == "ended by an operator"
+
+
+async def test_two_managers_at_capacity_never_evict_for_each_others_documents(
+    database_url: str, db: Db, fleet: WorkerFleet
+) -> None:
+    """#6: each manager holds one document at its cap of one; the other's document is
+    active too, and more recent. Once residencies have passed, neither evicts its
+    own agent for a document it cannot get (before: one eviction per CLAIM_RETRY_S)."""
+    one = make_settings(
+        "manager-one", max_concurrent_agents=1, min_residency_s=10.0, claim_retry_s=0.5
+    )
+    two = make_settings(
+        "manager-two", max_concurrent_agents=1, min_residency_s=10.0, claim_retry_s=0.5
+    )
+    async with running_manager(one, database_url, fleet) as daemon_one:
+        db.event("doc-one")
+        first = await until(lambda: db.active("doc-one"))
+        assert first["manager_id"] == "manager-one"
+        async with running_manager(two, database_url, fleet) as daemon_two:
+            db.event("doc-two")  # manager-one is full with a young agent: manager-two gets it
+            second = await until(lambda: db.active("doc-two"))
+            assert second["manager_id"] == "manager-two"
+            await anyio.sleep(60)  # past the residency, then 100 claim retries each
+            assert daemon_one.supervisor.evictions == 0
+            assert daemon_two.supervisor.evictions == 0
+            rows = db.rows()
+            assert [(r["document_id"], r["status"]) for r in rows] == [
+                ("doc-one", "active"),
+                ("doc-two", "active"),
+            ]

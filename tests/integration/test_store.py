@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from manager.errors import ConfigurationError, StoreError, StoreUnavailable
-from manager.store.base import BatchId, MetricsRecord, StatusChange
+from manager.store.base import BatchId, MetricsRecord, StatusChange, Supersede
 from manager.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.anyio
@@ -361,3 +361,71 @@ async def test_two_managers_claim_overlapping_batches_without_deadlock(
         " WHERE status IN ('connecting', 'active')"
     ).fetchone()
     assert live == (200, 200)
+
+
+# --- issue 14: claims through an agent life's edges ----------------------------------
+
+
+async def test_a_claim_retried_after_a_lost_answer_gets_its_own_row(
+    store: PostgresStore,
+) -> None:
+    first = await store.claim_document("doc", "agent-1", "m1", "h")
+    assert first.claimed
+    # The answer was lost; the manager asks again for the same life.
+    again = await store.claim_document("doc", "agent-1", "m1", "h")
+    assert again.claimed and again.row.id == first.row.id
+    batch = await store.claim_documents([("doc", "agent-1")], "m1", "h")
+    assert batch[0].claimed and batch[0].row.id == first.row.id
+    # Another life of the same manager is refused while agent-1 lives.
+    other = await store.claim_document("doc", "agent-2", "m1", "h")
+    assert not other.claimed and other.row.agent_id == "agent-1"
+    # An ended life asked again is not revived.
+    await store.end_agent_life("agent-1", "disconnected", "idle")
+    ended = await store.claim_document("doc", "agent-1", "m1", "h")
+    assert not ended.claimed and ended.row.status == "disconnected"
+
+
+async def test_a_detaching_life_blocks_other_managers(store: PostgresStore) -> None:
+    """Issue 14 #8: 'detaching' is still a live agent in its document."""
+    assert (await store.claim_document("doc", "agent-1", "m1", "h")).claimed
+    await store.set_agent_status("agent-1", "detaching")
+    refused = await store.claim_document("doc", "agent-2", "m2", "h")
+    assert not refused.claimed and refused.row.agent_id == "agent-1"
+    await store.end_agent_life("agent-1", "disconnected", "idle")
+    assert (await store.claim_document("doc", "agent-2", "m2", "h")).claimed
+
+
+async def test_a_claim_supersedes_only_this_managers_previous_life(
+    store: PostgresStore, db: psycopg.Connection
+) -> None:
+    assert (await store.claim_document("doc", "agent-1", "m1", "h")).claimed
+    await store.set_agent_status("agent-1", "detaching")
+    previous = Supersede("agent-1", "disconnected", "idle")
+    # Another manager cannot end m1's row by naming it.
+    refused = await store.claim_document("doc", "agent-x", "m2", "h", supersedes=previous)
+    assert not refused.claimed
+    result = await store.claim_documents(
+        [("doc", "agent-2")], "m1", "h", supersedes={"agent-2": previous}
+    )
+    assert result[0].claimed
+    rows = db.execute(
+        "SELECT agent_id, status, error_message FROM agent_connections ORDER BY connected_at"
+    ).fetchall()
+    assert rows == [("agent-1", "disconnected", "idle"), ("agent-2", "connecting", None)]
+    # The writer's late end of agent-1 changes nothing: the first end stands.
+    assert await store.end_agent_life("agent-1", "disconnected", "idle") is None
+
+
+async def test_end_reasons_are_codes_in_the_ops_views(
+    store: PostgresStore, db: psycopg.Connection
+) -> None:
+    for n, reason in enumerate(["idle", "crashed: exited with code 1", "idle", "evicted"]):
+        agent = f"agent-{n}"
+        assert (await store.claim_document(f"doc-{n}", agent, "m1", "h")).claimed
+        await store.end_agent_life(agent, "disconnected", reason)
+    counts = dict(db.execute("SELECT end_reason, lives FROM agent_end_reasons").fetchall())
+    assert counts == {"idle": 2, "crashed": 1, "evicted": 1}
+    detail = db.execute(
+        "SELECT end_detail FROM agent_lifetimes WHERE end_reason = 'crashed'"
+    ).fetchone()
+    assert detail == ("crashed: exited with code 1",)

@@ -174,7 +174,8 @@ def test_no_thrash_under_alternating_activity() -> None:
     for i in range(300):
         now = i * 0.25
         for doc, agent in pending:
-            for action in drive(sup2, sup2.worker_exited(doc, agent, "exited with code 0", now), now):
+            exited = sup2.worker_exited(doc, agent, "exited with code 0", now)
+            for action in drive(sup2, exited, now):
                 if isinstance(action, Claim):
                     lives[action.document_id] = now
         pending = []
