@@ -11,6 +11,8 @@ could post a fake "AI Agent" or remove the real one.
 connection may make. The rule (DESIGN.md, "Who is a person"): an awareness
 client id belongs to the connection that introduced it.
 
+- A state that says it is an agent's (``"type": "agent"``) is accepted only from an
+  agent connection: nobody else can post a fake "AI Agent".
 - An id nobody holds is taken by the first connection that sets a state for it.
 - The owner may change or remove its own ids at any time.
 - Another connection's entry for an owned id is dropped: a re-sent copy, a
@@ -50,6 +52,8 @@ class EntryLike(Protocol):
     def clock(self) -> int: ...
     @property
     def present(self) -> bool: ...
+    @property
+    def claims_agent(self) -> bool: ...
 
 
 E = TypeVar("E", bound=EntryLike)
@@ -92,6 +96,8 @@ class AwarenessOwners:
         return ids
 
     def _may_apply(self, owner: Hashable, entry: EntryLike, *, agent: bool) -> bool:
+        if entry.claims_agent and not agent:
+            return False
         client_id = entry.client_id
         held = self._owned.get(client_id)
         if held is None:

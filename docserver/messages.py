@@ -36,6 +36,8 @@ class AwarenessEntry:
     present: bool  # False: the client removed its state
     #: the state as sent (JSON text, or ``null``), for re-encoding a filtered message
     raw_state: bytes = b"null"
+    #: the state says it is an agent's (``"type": "agent"``)
+    claims_agent: bool = False
 
 
 #: y-protocols sync steps: step 1 (state vector), step 2 (the answer), update (an edit).
@@ -123,7 +125,15 @@ def _awareness_entries(update: bytes) -> list[AwarenessEntry]:
             raise MalformedMessage("awareness state is not JSON") from exc
         if state is not None and not isinstance(state, dict):
             raise MalformedMessage("awareness state is not an object")
-        entries.append(AwarenessEntry(client_id, clock, state is not None, raw or b"null"))
+        entries.append(
+            AwarenessEntry(
+                client_id,
+                clock,
+                state is not None,
+                raw or b"null",
+                claims_agent=state is not None and state.get("type") == "agent",
+            )
+        )
     if not reader.done:
         raise MalformedMessage("trailing bytes after awareness update")
     return entries

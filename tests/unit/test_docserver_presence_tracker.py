@@ -83,3 +83,31 @@ def test_active_at_start_ignores_documents_already_joined() -> None:
     tracker.human_joined("d")
     assert tracker.recovered_active(["d"]) == []
     assert tracker.humans("d") == 1
+
+
+def test_edits_without_an_agent_write_rate_limited_edit_rows() -> None:
+    """Issue 14 #7: people typing in a document with no agent connected are news for
+    the manager (recency); with an agent there they are not (it reports edits)."""
+    tracker = PresenceTracker(grace_s=30, edit_interval_s=10)
+    tracker.human_joined("d", now=0)
+    assert tracker.human_edited("d", 1) == []  # the join row itself is that signal
+    assert tracker.human_edited("d", 10) == [Record("d", "active", 1, reason="edit")]
+    assert tracker.human_edited("d", 15) == []
+    assert tracker.human_edited("d", 20) == [Record("d", "active", 1, reason="edit")]
+    tracker.agent_joined("d")
+    assert tracker.agents("d") == 1
+    assert tracker.human_edited("d", 40) == []
+    tracker.agent_left("d")
+    assert tracker.human_edited("d", 41) == [Record("d", "active", 1, reason="edit")]
+    assert tracker.human_edited("unknown", 41) == []  # nobody counted there
+
+
+def test_agents_never_make_a_document_active() -> None:
+    tracker = PresenceTracker(grace_s=30)
+    tracker.agent_joined("d")
+    tracker.agent_joined("d")
+    assert tracker.tracked() == set() and tracker.humans("d") == 0
+    tracker.agent_left("d")
+    tracker.agent_left("d")
+    tracker.agent_left("d")  # an extra leave never goes negative
+    assert tracker.agents("d") == 0
