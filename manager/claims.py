@@ -10,7 +10,7 @@ Postgres), so a burst costs a round trip or two.
 A batch the store refuses (``StoreError``: one claim of it failed, and on
 Postgres the statement is one transaction) is retried one claim at a time, so
 only the claim at fault fails. ``StoreUnavailable`` fails the whole batch: each
-life reports ``claim_failed`` and the supervisor retries it later, as before.
+life reports ``claim_unanswered`` and the supervisor claims it again later (same agent id).
 """
 
 from __future__ import annotations

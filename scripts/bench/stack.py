@@ -163,7 +163,6 @@ class Stack:
             "extractor": "gazetteer",
             "log_level": "WARNING",
             "stats_interval_s": 3600,
-            "idle_timeout_ms": 3_600_000,  # no human ever joins most bench documents
             "min_residency_s": 0,
         }
         values.update(overrides)

@@ -52,7 +52,6 @@ async def test_open_type_two_places_marked_leave_detached(
         ws_port=docserver.port,
         docserver_agent_token=AGENT_TOKEN,
         extractor="gazetteer",
-        idle_timeout_ms=10_000,  # the worker's own 'abandoned' fallback: not in this test
         metrics_interval_s=0.3,
         sentence_debounce_ms=50,
         flush_interval_s=0.1,

@@ -99,7 +99,6 @@ async def test_metrics_after_a_full_stack_run_match_the_database(
                 openai_api_key="test-key",
                 openai_base_url=llm.base_url,
                 llm_model="test-model",
-                idle_timeout_ms=10_000,
                 metrics_interval_s=0.3,
                 sentence_debounce_ms=50,
                 flush_interval_s=0.1,
