@@ -24,6 +24,7 @@ import signal
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from datetime import timedelta
 
 import anyio
 import anyio.abc
@@ -33,6 +34,7 @@ from manager.backends import ActivitySource, ActivitySourceFactory, open_backend
 from manager.config import Settings
 from manager.errors import ConfigurationError, DocagentsError, StoreError
 from manager.lives import AgentLife, LifeRunner, monotonic
+from manager.memory import MemoryKeeper
 from manager.monitor import DaemonMonitor, OnConnected
 from manager.processes import Target, WorkerFleet
 from manager.recovery import recover
@@ -106,6 +108,17 @@ class ManagerDaemon:
             metrics=metrics,
             on_connected=on_connected,
         )
+        self.memory: MemoryKeeper | None = None
+        if settings.remembers_extractions():
+            self.memory = MemoryKeeper(
+                store,
+                cap=settings.extraction_memory_cap,
+                retention=timedelta(days=settings.extraction_memory_retention_days),
+                flush_interval_s=settings.flush_interval_s,
+                prune_interval_s=settings.retention_interval_s,
+                metrics=metrics,
+            )
+        fleet.memory = self.memory
         self.runner = LifeRunner(
             settings,
             store,
@@ -173,6 +186,8 @@ class ManagerDaemon:
             )
             self.listener = self.monitor.source = self._activity_source(cursor)
             await tg.start(self.writer.run)
+            if self.memory is not None:
+                await tg.start(self.memory.run)
             self._dispatch(self.supervisor.load(latest, monotonic()))
             events_scope = anyio.CancelScope()
             await tg.start(self._follow_events, events_scope)

@@ -212,11 +212,11 @@ class LlmExtractor:
     async def extract(self, sentences: Sequence[str], *, background: bool = False) -> Extraction:
         if not sentences:
             return Extraction()
-        usage: list[int] = [0, 0]
+        usage: list[int] = [0, 0, 0]  # prompt tokens, completion tokens, requests
         answer = await self._complete(sentences, usage, background=background)
         found = answer if isinstance(answer, Failure) else self._validate(sentences, answer)
         cost = {
-            "sentences_sent": len(sentences),
+            "sentences_sent": len(sentences) if usage[2] else 0,
             "prompt_tokens": usage[0],
             "completion_tokens": usage[1],
         }
@@ -252,6 +252,7 @@ class LlmExtractor:
                     spent=False,
                 )
             started = time.perf_counter()
+            usage[2] += 1
             try:
                 # The client's generic POST, not ``chat.completions.create``: that one
                 # first walks every parameter (the JSON schema too) through the SDK's
