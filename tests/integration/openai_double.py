@@ -1,8 +1,10 @@
 """A local OpenAI-compatible chat-completions server for tests (ASGI under uvicorn).
 
 It speaks the real wire format on ``POST /v1/chat/completions`` and answers from a
-script: each request takes the next :class:`Reply` (the last one repeats). Every
-request body is recorded in ``requests``.
+script: each request takes the next :class:`Reply` (the last one repeats). With an
+``answer`` function, the script is played first and then ``answer(sentences)``
+replies to every request from the sentences it carries. Every request body is
+recorded in ``requests``, and every sentence sent in ``sentences``.
 
 :func:`serve` runs it in the caller's event loop; :func:`serve_process` in a child
 process of its own (``python openai_double.py SCRIPT.json``), as a real model server
@@ -18,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -39,11 +41,36 @@ def places(*items: dict[str, Any]) -> Reply:
     return Reply(content=json.dumps({"places": list(items)}))
 
 
+def answer_from(known: dict[str, tuple[float, float]]) -> Callable[[list[str]], Reply]:
+    """An ``answer`` that finds the ``known`` names in the sentences, like a model would."""
+
+    def answer(sentences: list[str]) -> Reply:
+        found = [
+            {"sentence_index": index, "text": name, "name": name, "lat": lat, "lng": lng}
+            for index, sentence in enumerate(sentences)
+            for name, (lat, lng) in known.items()
+            if name in sentence
+        ]
+        return places(*found)
+
+    return answer
+
+
 class OpenAIDouble:
-    def __init__(self, script: list[Reply]) -> None:
+    def __init__(
+        self, script: list[Reply], *, answer: Callable[[list[str]], Reply] | None = None
+    ) -> None:
         self.script = list(script)
+        self.answer = answer
         self.requests: list[dict[str, Any]] = []
+        self.sentences: list[str] = []
         self.base_url = ""
+
+    @staticmethod
+    def sentences_of(request: dict[str, Any]) -> list[str]:
+        """The sentence texts one request carried."""
+        content = json.loads(request["messages"][-1]["content"])
+        return [item["text"] for item in content["sentences"]]
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -65,7 +92,12 @@ class OpenAIDouble:
             return
         request = json.loads(body)
         self.requests.append(request)
-        reply = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        sentences = self.sentences_of(request)
+        self.sentences.extend(sentences)
+        if self.answer is not None:
+            reply = self.script.pop(0) if self.script else self.answer(sentences)
+        else:
+            reply = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if reply.delay_s:
             await anyio.sleep(reply.delay_s)
         if reply.status != 200:
