@@ -121,3 +121,58 @@ async def test_memory_is_bounded_by_a_cap_and_a_retention(
     db.execute("UPDATE extraction_memory SET last_seen_at = now() - interval '40 days'")
     assert await store.prune_extraction_memory(timedelta(days=30), 1000) == 7
     assert await store.load_extraction_memory("quiet", 100) == []
+
+
+def test_docagents_stats_shows_the_extraction_figures(
+    database_url: str, db: psycopg.Connection
+) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    db.execute(
+        "SELECT record_extractions('doc', %s::jsonb, '[]'::jsonb, %s::jsonb)",
+        (
+            json.dumps([entry("a"), entry("b", "failed")]),
+            json.dumps(
+                {
+                    "sentences_sent": 4,
+                    "cache_hits": 7,
+                    "prompt_tokens": 120,
+                    "completion_tokens": 30,
+                    "failures": 2,
+                }
+            ),
+        ),
+    )
+    env = {**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "warning"}
+
+    def run(*args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "manager.cli", "stats", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+
+    document = json.loads(run("--json"))
+    assert document["extraction"] == {
+        "sentences_sent_1h": 4,
+        "cache_hits_1h": 7,
+        "prompt_tokens_1h": 120,
+        "completion_tokens_1h": 30,
+        "failures_1h": 2,
+        "pending": 0,
+        "failed": 1,
+        "remembered": 1,
+    }
+    box = run()
+    lines = box.splitlines()
+    assert any(line.startswith("| Memory hits (1 h):") and line.endswith(" 7 |") for line in lines)
+    assert any(
+        line.startswith("| Tokens in/out (1 h):") and "120 / 30" in line
+        for line in box.splitlines()
+    )
