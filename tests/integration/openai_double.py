@@ -66,6 +66,16 @@ class OpenAIDouble:
         self.sentences: list[str] = []
         self.base_url = ""
 
+    def counts(self) -> dict[str, int]:
+        """Requests and sentences so far, and the largest request (sentences, characters)."""
+        sizes = [self.sentences_of(r) for r in self.requests]
+        return {
+            "requests": len(self.requests),
+            "sentences": len(self.sentences),
+            "max_sentences": max((len(s) for s in sizes), default=0),
+            "max_chars": max((sum(len(t) for t in s) for s in sizes), default=0),
+        }
+
     @staticmethod
     def sentences_of(request: dict[str, Any]) -> list[str]:
         """The sentence texts one request carried."""
@@ -87,6 +97,9 @@ class OpenAIDouble:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
+        if scope["method"] == "GET" and scope["path"] == "/v1/counts":
+            await self._send(send, 200, self.counts(), {})
+            return
         if scope["method"] != "POST" or scope["path"] != "/v1/chat/completions":
             await self._send(send, 404, {"error": {"message": "not found"}}, {})
             return
@@ -153,10 +166,24 @@ async def serve(double: OpenAIDouble) -> AsyncIterator[OpenAIDouble]:
 
 
 @contextmanager
-def serve_process(script: list[Reply]) -> Iterator[str]:
-    """The double in a child process; yields its base URL."""
+def serve_process(
+    script: list[Reply],
+    *,
+    known: dict[str, tuple[float, float]] | None = None,
+    delay_s: float = 0.0,
+) -> Iterator[str]:
+    """The double in a child process; yields its base URL (``GET {url}/counts``
+    answers its :meth:`OpenAIDouble.counts`). With ``known``, it answers after the
+    script with :func:`answer_from` ``(known)``, each answer ``delay_s`` late."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump([asdict(reply) for reply in script], f)
+        json.dump(
+            {
+                "script": [asdict(reply) for reply in script],
+                "known": known,
+                "delay_s": delay_s,
+            },
+            f,
+        )
     process = subprocess.Popen(
         [sys.executable, __file__, f.name],
         stdout=subprocess.PIPE,
@@ -174,12 +201,23 @@ def serve_process(script: list[Reply]) -> Iterator[str]:
         os.unlink(f.name)
 
 
-async def _serve_until_stopped(script: list[Reply]) -> None:
-    async with serve(OpenAIDouble(script)) as double:
+async def _serve_until_stopped(spec: dict[str, Any]) -> None:
+    script = [Reply(**r) for r in spec["script"]]
+    answer = None
+    if spec.get("known"):
+        known = {name: (lat, lng) for name, (lat, lng) in spec["known"].items()}
+        find = answer_from(known)
+
+        def answer(sentences: list[str]) -> Reply:
+            reply = find(sentences)
+            reply.delay_s = spec.get("delay_s", 0.0)
+            return reply
+
+    async with serve(OpenAIDouble(script, answer=answer)) as double:
         print(double.base_url, flush=True)
         await anyio.sleep_forever()
 
 
 if __name__ == "__main__":
     with open(sys.argv[1]) as script_file:
-        anyio.run(_serve_until_stopped, [Reply(**r) for r in json.load(script_file)])
+        anyio.run(_serve_until_stopped, json.load(script_file))
