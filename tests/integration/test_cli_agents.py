@@ -21,9 +21,10 @@ def test_agents_lists_live_agents(database_url: str, db: psycopg.Connection) -> 
     db.execute("SELECT * FROM claim_document('doc-c', 'agent-c', 'host-2', 'h2')")
     db.execute("SELECT * FROM end_agent_life('agent-c', 'disconnected', 'idle')")
     # doc-a's agent waits for 2 sentences; one of its sentences was given up.
+    failed = [{"key": "k1", "extractor": "v", "status": "failed"}]
     db.execute(
-        "SELECT record_extractions('doc-a', '[{\"key\": \"k1\", \"extractor\": \"v\","
-        " \"status\": \"failed\"}]'::jsonb, '[]'::jsonb, '{\"pending\": 2}'::jsonb)"
+        "SELECT record_extractions('doc-a', %s::jsonb, '[]'::jsonb, %s::jsonb)",
+        (json.dumps(failed), json.dumps({"pending": 2})),
     )
     env = {**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "warning"}
     table = subprocess.run(
