@@ -24,6 +24,8 @@ from psycopg.rows import dict_row
 from ywebsocket_server import HumanClient
 
 from manager.config import Settings
+from manager.processes import WorkerFleet
+from manager.template import PRELOAD_LLM_VAR
 from tests.integration.openai_double import OpenAIDouble, Reply, answer_from, serve
 from worker.memory import result_key
 
@@ -50,6 +52,20 @@ FIVE = [
 def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
         yield conn
+
+
+@pytest.fixture
+async def fleet(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Workers from a template with the OpenAI client preloaded, as `docagents manager`
+    starts them with EXTRACTOR=llm (else each worker imports it at start, a second or
+    more of CPU on a busy machine, while its pings wait)."""
+    monkeypatch.delenv(PRELOAD_LLM_VAR, raising=False)  # restored after the test
+    fleet = WorkerFleet(preload_llm=True)
+    await anyio.to_thread.run_sync(fleet.warm_up)
+    try:
+        yield fleet
+    finally:
+        fleet.kill_all()
 
 
 async def until(predicate: Any, within: float = 30.0) -> Any:
@@ -98,7 +114,7 @@ def manager_env(database_url: str, docserver: DocserverProcess, llm_url: str, **
         "OPENAI_BASE_URL": llm_url,
         "LLM_MODEL": "test-model",
         "PING_INTERVAL_S": "0.5",
-        "PING_TIMEOUT_S": "2",
+        "PING_TIMEOUT_S": "5",
         "DETACH_GRACE_S": "3",
         "FLUSH_INTERVAL_S": "0.1",
         "MIN_RESIDENCY_S": "0",
@@ -188,7 +204,7 @@ def _settings(docserver: DocserverProcess, llm_url: str, **overrides: Any) -> Se
         "sentence_debounce_ms": 50,
         "flush_interval_s": 0.1,
         "ping_interval_s": 0.5,
-        "ping_timeout_s": 2.0,
+        "ping_timeout_s": 5.0,
         "detach_grace_s": 3.0,
         "stats_interval_s": 3600.0,
         "metrics_port": 0,
@@ -198,7 +214,7 @@ def _settings(docserver: DocserverProcess, llm_url: str, **overrides: Any) -> Se
 
 
 async def test_every_occurrence_is_marked_and_each_text_is_paid_once(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, fleet: WorkerFleet
 ) -> None:
     docserver = DocserverProcess(tmp_path / "docserver", database_url, idle_timeout_ms=5000)
     await docserver.start()
@@ -206,7 +222,7 @@ async def test_every_occurrence_is_marked_and_each_text_is_paid_once(
         llm = OpenAIDouble([], answer=answer_from(KNOWN))
         async with (
             serve(llm),
-            running_manager(_settings(docserver, llm.base_url), database_url),
+            running_manager(_settings(docserver, llm.base_url), database_url, fleet),
         ):
             ann = HumanClient(docserver.ws_url("occurrences"))
             async with ann.connected():
@@ -233,7 +249,10 @@ async def test_every_occurrence_is_marked_and_each_text_is_paid_once(
 
 
 async def test_failures_are_retried_and_the_gazetteer_marks_meanwhile(
-    database_url: str, db: psycopg.Connection[dict[str, Any]], tmp_path: Path
+    database_url: str,
+    db: psycopg.Connection[dict[str, Any]],
+    tmp_path: Path,
+    fleet: WorkerFleet,
 ) -> None:
     doc = "flaky-model"
     sentence = "Our friends live in Oslo and Hallstatt."
@@ -243,7 +262,7 @@ async def test_failures_are_retried_and_the_gazetteer_marks_meanwhile(
     try:
         async with serve(OpenAIDouble([failing] * 3, answer=answer_from(KNOWN))) as llm:
             settings = _settings(docserver, llm.base_url, llm_max_retries=1)
-            async with running_manager(settings, database_url):
+            async with running_manager(settings, database_url, fleet):
                 ann = HumanClient(docserver.ws_url(doc))
                 async with ann.connected():
                     (run,) = ann.add_paragraph("")
@@ -267,7 +286,10 @@ async def test_failures_are_retried_and_the_gazetteer_marks_meanwhile(
 
 
 async def test_a_refused_batch_is_split_and_only_the_offending_sentence_given_up(
-    database_url: str, db: psycopg.Connection[dict[str, Any]], tmp_path: Path
+    database_url: str,
+    db: psycopg.Connection[dict[str, Any]],
+    tmp_path: Path,
+    fleet: WorkerFleet,
 ) -> None:
     doc = "refusals"
     good = answer_from(KNOWN)
@@ -284,7 +306,7 @@ async def test_a_refused_batch_is_split_and_only_the_offending_sentence_given_up
         llm = OpenAIDouble([], answer=answer)
         async with (
             serve(llm),
-            running_manager(_settings(docserver, llm.base_url), database_url) as daemon,
+            running_manager(_settings(docserver, llm.base_url), database_url, fleet) as daemon,
         ):
             ann = HumanClient(docserver.ws_url(doc))
             async with ann.connected():
@@ -313,14 +335,14 @@ async def test_a_refused_batch_is_split_and_only_the_offending_sentence_given_up
 
 
 async def test_with_the_model_unreachable_the_gazetteer_still_marks(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, fleet: WorkerFleet
 ) -> None:
     closed = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     docserver = DocserverProcess(tmp_path / "docserver", database_url, idle_timeout_ms=5000)
     await docserver.start()
     try:
         settings = _settings(docserver, closed, llm_max_retries=0)
-        async with running_manager(settings, database_url):
+        async with running_manager(settings, database_url, fleet):
             ann = HumanClient(docserver.ws_url("no-model"))
             async with ann.connected():
                 (run,) = ann.add_paragraph("")
@@ -332,7 +354,7 @@ async def test_with_the_model_unreachable_the_gazetteer_still_marks(
 
 
 async def test_a_long_document_goes_out_in_bounded_batches_and_typing_goes_first(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, fleet: WorkerFleet
 ) -> None:
     names = list(KNOWN)
     docserver = DocserverProcess(tmp_path / "docserver", database_url, idle_timeout_ms=5000)
@@ -363,7 +385,7 @@ async def test_a_long_document_goes_out_in_bounded_batches_and_typing_goes_first
                                 for i in range(10)
                             )
                         )
-                async with running_manager(settings, database_url):
+                async with running_manager(settings, database_url, fleet):
                     await until(lambda: len(llm.requests) >= 3)
                     (run,) = ann.add_paragraph("")
                     typed = "Typed now: a day trip to Hallstatt."
