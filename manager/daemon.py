@@ -373,10 +373,13 @@ class ManagerDaemon:
     async def print_stats(self) -> None:
         try:
             system = await self.store.system_stats()
+            extraction = None
+            if self.memory is not None:
+                extraction = await self.store.extraction_stats()
         except StoreError as exc:
             log.warning("stats_unavailable", error=str(exc))
             return
-        print(render_stats_box(system, self.manager_stats()), flush=True)
+        print(render_stats_box(system, self.manager_stats(), extraction=extraction), flush=True)
 
 
 @contextlib.contextmanager
