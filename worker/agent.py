@@ -105,10 +105,6 @@ class Agent:
     def connection(self) -> DocumentConnection:
         return self._connection
 
-    @property
-    def router(self) -> SentenceRouter | None:
-        return self._router
-
     def hand_over(self, message: MemoryHandover) -> None:
         """A part of the document's extraction memory, from the manager."""
         if self._router is not None:

@@ -75,6 +75,7 @@ class SentenceRouter:
         self._waiting: dict[str, dict[tuple[int, int], PendingSentence]] = {}
         self._hits: set[str] = set()
         self._changed = anyio.Event()
+        #: The last batch failed transiently: the gazetteer marks meanwhile.
         self.model_failing = False
         self._entries: list[MemoryEntry] = []
         self._seen: list[str] = []
@@ -86,8 +87,6 @@ class SentenceRouter:
             "failures": 0,
             "given_up": 0,
         }
-        #: Batches answered (ok or not), for tests and logs.
-        self.batches = 0
 
     # --- occurrences in ------------------------------------------------------------
 
@@ -146,7 +145,6 @@ class SentenceRouter:
                 # A seam to foreign code (client, network): a failure like any other.
                 log.exception("extraction_failed", sentences=len(batch))
                 result = Extraction(failure=Failure(f"{type(exc).__name__}"))
-            self.batches += 1
             self._count(result)
             if result.failure is None:
                 self._succeeded(batch, result)
