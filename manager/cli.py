@@ -121,27 +121,28 @@ def _run_psql(executable: str, conninfo: str, args: tuple[str, ...]) -> int:
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
 @click.pass_obj
 def stats(settings: Settings, as_json: bool, watch: bool, interval: float) -> None:
-    """Print the system-wide agent figures (get_agent_system_stats())."""
+    """Print the system-wide agent figures (get_agent_system_stats()) and the
+    extraction figures (get_extraction_stats())."""
     from manager.stats import render_stats_box, stats_document
     from manager.store.postgres import PostgresStore
 
     async def fetch(conninfo: str):  # type: ignore[no-untyped-def]
         store = await PostgresStore.connect(conninfo)
         try:
-            return await store.system_stats()
+            return await store.system_stats(), await store.extraction_stats()
         finally:
             await store.aclose()
 
     try:
         with database_conninfo(settings) as conninfo:
             while True:
-                figures = anyio.run(fetch, conninfo)
+                figures, extraction = anyio.run(fetch, conninfo)
                 if as_json:
-                    click.echo(json.dumps(stats_document(figures)))
+                    click.echo(json.dumps(stats_document(figures, extraction=extraction)))
                 else:
                     if watch:
                         click.echo("\033[2J\033[H", nl=False)
-                    click.echo(render_stats_box(figures))
+                    click.echo(render_stats_box(figures, extraction=extraction))
                 if not watch:
                     return
                 time.sleep(interval)
@@ -162,7 +163,8 @@ def _format_uptime(seconds: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the agents as JSON lines.")
 @click.pass_obj
 def agents(settings: Settings, as_json: bool) -> None:
-    """List live agents: document, status, pid, uptime, memory, cpu, LLM calls, marks, manager."""
+    """List live agents: document, status, pid, uptime, memory, cpu, LLM calls, marks,
+    sentences pending and given up (extraction), manager."""
     from manager.store.inspection import fetch_live_agents
 
     try:
@@ -179,7 +181,19 @@ def agents(settings: Settings, as_json: bool) -> None:
             }
             click.echo(json.dumps(record))
         return
-    header = ("DOCUMENT", "STATUS", "PID", "UPTIME", "MEM MB", "CPU %", "LLM", "MARKS", "MANAGER")
+    header = (
+        "DOCUMENT",
+        "STATUS",
+        "PID",
+        "UPTIME",
+        "MEM MB",
+        "CPU %",
+        "LLM",
+        "MARKS",
+        "PENDING",
+        "FAILED",
+        "MANAGER",
+    )
     table = [header]
     for agent in rows:
         table.append(
@@ -192,6 +206,8 @@ def agents(settings: Settings, as_json: bool) -> None:
                 "-" if agent.cpu_percent is None else f"{agent.cpu_percent:.1f}",
                 str(agent.llm_calls_count),
                 str(agent.locations_marked_count),
+                str(agent.extraction_pending),
+                str(agent.extraction_failed),
                 agent.manager_id,
             )
         )

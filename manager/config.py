@@ -76,6 +76,13 @@ class Settings(WorkerSettings):
     #: every ``retention_interval_s``; a document's latest event is always kept.
     retention_days: float | None = Field(default=None, gt=0)
     retention_interval_s: float = Field(default=3600.0, gt=0)
+    #: Extraction memory (LLM extractor): hand each life what the model already said
+    #: about its document, and store what it says now. Rows of sentences not seen for
+    #: ``extraction_memory_retention_days`` go; a document keeps at most
+    #: ``extraction_memory_cap`` of them.
+    extraction_memory: bool = True
+    extraction_memory_cap: int = Field(default=20_000, ge=100)
+    extraction_memory_retention_days: float = Field(default=30.0, gt=0)
 
     # --- docserver ----------------------------------------------------------------
     docserver_host: str = "127.0.0.1"
@@ -90,7 +97,13 @@ class Settings(WorkerSettings):
     def worker_settings(self) -> WorkerSettings:
         """The subset a worker may see: no database or Supabase credentials."""
         fields = {name: getattr(self, name) for name in WorkerSettings.model_fields}
+        if self.remembers_extractions() and not fields["memory_wait_s"]:
+            fields["memory_wait_s"] = 10.0  # the manager hands the memory over
         return WorkerSettings.model_construct(**fields)
+
+    def remembers_extractions(self) -> bool:
+        """Whether lives get (and report) an extraction memory: the LLM extractor."""
+        return self.extraction_memory and self.resolved_extractor() == "llm"
 
     def fingerprint(self) -> str:
         """A short, non-secret id of the configured database (for logs)."""

@@ -25,6 +25,7 @@ import signal
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from datetime import timedelta
 
 import anyio
 import anyio.abc
@@ -34,6 +35,7 @@ from manager.backends import ActivitySource, ActivitySourceFactory, open_backend
 from manager.config import Settings
 from manager.errors import ConfigurationError, DocagentsError, StoreError
 from manager.lives import AgentLife, LifeRunner, monotonic
+from manager.memory import MemoryKeeper
 from manager.monitor import DaemonMonitor, OnConnected
 from manager.processes import Target, WorkerFleet
 from manager.recovery import recover
@@ -117,6 +119,17 @@ class ManagerDaemon:
             metrics=metrics,
             on_connected=on_connected,
         )
+        self.memory: MemoryKeeper | None = None
+        if settings.remembers_extractions():
+            self.memory = MemoryKeeper(
+                store,
+                cap=settings.extraction_memory_cap,
+                retention=timedelta(days=settings.extraction_memory_retention_days),
+                flush_interval_s=settings.flush_interval_s,
+                prune_interval_s=settings.retention_interval_s,
+                metrics=metrics,
+            )
+        fleet.memory = self.memory
         self.runner = LifeRunner(
             settings,
             store,
@@ -184,6 +197,8 @@ class ManagerDaemon:
             )
             self.listener = self.monitor.source = self._activity_source(cursor)
             await tg.start(self.writer.run)
+            if self.memory is not None:
+                await tg.start(self.memory.run)
             self._dispatch(self.supervisor.load(latest, monotonic()))
             events_scope = anyio.CancelScope()
             await tg.start(self._follow_events, events_scope)
@@ -400,10 +415,13 @@ class ManagerDaemon:
     async def print_stats(self) -> None:
         try:
             system = await self.store.system_stats()
+            extraction = None
+            if self.memory is not None:
+                extraction = await self.store.extraction_stats()
         except StoreError as exc:
             log.warning("stats_unavailable", error=str(exc))
             return
-        print(render_stats_box(system, self.manager_stats()), flush=True)
+        print(render_stats_box(system, self.manager_stats(), extraction=extraction), flush=True)
 
 
 @contextlib.contextmanager

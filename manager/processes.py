@@ -12,6 +12,10 @@ frame) is a :class:`~worker.protocol.ProtocolError` for that worker alone.
 A worker's exit is seen through the process sentinel, so a crash, a kill or a
 clean exit all end :meth:`WorkerProcess.run` with an :class:`ExitInfo`.
 
+With :attr:`WorkerFleet.memory` set (a :class:`~manager.memory.MemoryKeeper`),
+each worker's run also hands it the document's extraction memory, and its
+``extraction_report`` messages go to the keeper instead of ``on_message``.
+
 Warm pool: the fleet keeps ``warm_pool`` workers started ahead of need
 (:func:`manager.worker_entry.run_pooled`: forked, booted, waiting on their pipe).
 Starting a worker takes one from the pool and sends it its assignment (the target,
@@ -41,7 +45,7 @@ from multiprocessing import context as mp_context
 from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
 from multiprocessing import process as mp_process
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import psutil
@@ -56,6 +60,8 @@ from manager.template import (
 from worker.config import WorkerSettings
 from worker.protocol import (
     MAX_MESSAGE_BYTES,
+    ExtractionReport,
+    MemoryHandover,
     Message,
     Ping,
     Pong,
@@ -65,6 +71,9 @@ from worker.protocol import (
     decode,
     encode,
 )
+
+if TYPE_CHECKING:
+    from manager.memory import MemoryKeeper
 
 __all__ = [
     "DEFAULT_PRELOAD",
@@ -198,6 +207,8 @@ class WorkerFleet:
         self.preload_llm = preload_llm
         self._ctx = multiprocessing.get_context("forkserver")
         self.workers: set[WorkerProcess] = set()
+        #: Hands each life its document's extraction memory and stores its reports.
+        self.memory: MemoryKeeper | None = None
         self._pool: list[tuple[Any, Connection]] = []
         self._pool_changed = threading.Condition()
         self._pool_closed = False
@@ -416,6 +427,9 @@ class WorkerProcess:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._read_pipe, on_message, on_protocol_error)
+                memory = self.fleet.memory
+                if memory is not None:
+                    tg.start_soon(memory.hand_over, self)
                 await anyio.wait_readable(self._proc.sentinel)
                 tg.cancel_scope.cancel()
             # Messages written just before the exit are still in the pipe.
@@ -439,6 +453,20 @@ class WorkerProcess:
         except OSError:
             return False
         return True
+
+    async def send_when_ready(self, message: Message) -> bool:
+        """Send once the pipe has room (a large message must not meet a full pipe:
+        a partial write would break the stream); False if the worker is gone."""
+        conn = self._conn
+        if conn is None or conn.closed or self.exited:
+            return False
+        try:
+            with anyio.move_on_after(10):
+                await anyio.wait_writable(conn.fileno())
+                return self.send(message)
+        except (OSError, ValueError):
+            return False
+        return False
 
     async def ping(self, within_s: float) -> bool:
         """Ping and wait for the matching pong, at most ``within_s`` seconds."""
@@ -536,8 +564,10 @@ class WorkerProcess:
                 event = self._pongs.get(message.seq)
                 if event is not None:
                     event.set()
-            elif isinstance(message, (Ping, Shutdown)):
+            elif isinstance(message, (Ping, Shutdown, MemoryHandover)):
                 raise ProtocolError(f"a worker sent {message.type!r}")
+            elif isinstance(message, ExtractionReport) and self.fleet.memory is not None:
+                self.fleet.memory.take(self.document_id, message)
             else:
                 on_message(message)
             if not conn.poll(0):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from manager.store.base import SystemStats
+from manager.store.base import ExtractionStats, SystemStats
 
 __all__ = ["ManagerStats", "render_stats_box", "stats_document"]
 
@@ -32,7 +32,11 @@ def _fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
 
 
 def render_stats_box(
-    system: SystemStats, manager: ManagerStats | None = None, *, now: datetime | None = None
+    system: SystemStats,
+    manager: ManagerStats | None = None,
+    *,
+    now: datetime | None = None,
+    extraction: ExtractionStats | None = None,
 ) -> str:
     """A fixed-width box, one figure per line, for terminals and journald."""
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -45,6 +49,18 @@ def render_stats_box(
         ("LLM calls", str(system.total_llm_calls)),
         ("Locations marked", str(system.total_locations_marked)),
     ]
+    if extraction is not None:
+        e = extraction
+        rows += [
+            ("", ""),
+            ("Sentences sent (1 h)", str(e.sentences_sent_1h)),
+            ("Memory hits (1 h)", str(e.cache_hits_1h)),
+            ("Tokens in/out (1 h)", f"{e.prompt_tokens_1h} / {e.completion_tokens_1h}"),
+            ("Failed calls (1 h)", str(e.failures_1h)),
+            ("Sentences pending", str(e.pending)),
+            ("Sentences given up", str(e.failed)),
+            ("Sentences remembered", str(e.remembered)),
+        ]
     if manager is not None:
         rows += [
             ("", ""),
@@ -69,9 +85,16 @@ def render_stats_box(
     return "\n".join(lines)
 
 
-def stats_document(system: SystemStats, manager: ManagerStats | None = None) -> dict[str, Any]:
+def stats_document(
+    system: SystemStats,
+    manager: ManagerStats | None = None,
+    *,
+    extraction: ExtractionStats | None = None,
+) -> dict[str, Any]:
     """The same figures as JSON-ready data (``docagents stats --json``)."""
     doc: dict[str, Any] = {"system": dataclasses.asdict(system)}
+    if extraction is not None:
+        doc["extraction"] = dataclasses.asdict(extraction)
     if manager is not None:
         doc["manager"] = dataclasses.asdict(manager)
     return doc

@@ -54,6 +54,24 @@ class ManagerMetrics:
         self.locations_marked = Counter(
             "docagents_locations_marked", "geoMark marks applied", registry=r
         )
+        self.llm_sentences_sent = Counter(
+            "docagents_llm_sentences_sent", "Sentences sent to the model", registry=r
+        )
+        self.llm_cache_hits = Counter(
+            "docagents_llm_cache_hits",
+            "Sentences marked from the extraction memory, not sent",
+            registry=r,
+        )
+        self.llm_sentences_failed = Counter(
+            "docagents_llm_sentences_failed",
+            "Sentences whose extraction call failed (each attempt; retried later)",
+            registry=r,
+        )
+        self.llm_sentences_given_up = Counter(
+            "docagents_llm_sentences_given_up",
+            "Sentences given up (the model refused them alone, or failed too often)",
+            registry=r,
+        )
         self.attach_latency = Histogram(
             "docagents_attach_latency_seconds",
             "From the activity event to the worker's connected message",

@@ -46,7 +46,7 @@ async def evaluate(rows: list[dict], verbose: bool) -> None:
         stats = by_split.setdefault(
             row["split"], {"tp": Counter(), "fp": Counter(), "fn": Counter(), "where": Counter()}
         )
-        places = await extractor.extract([row["text"]])
+        places = (await extractor.extract([row["text"]])).places
         expected = list(row["places"])
         for place in places:
             kind = (

@@ -2,18 +2,19 @@
 
 One :class:`Agent` per worker process. Its long-lived services run in one task
 group: the :class:`~worker.connection.DocumentConnection`, the awareness renewal,
-the extraction loop (debounced, one batch at a time), the metrics timer and, for
-third-party servers only (``ABANDON_AFTER_MS``), the abandonment watch. Reports
-go to a :class:`~worker.reporting.Reporter` (the manager's pipe, or the log when
-standalone).
+the extraction loop (debounced: it hands finished sentences to the
+:class:`~worker.extraction.SentenceRouter`), the router's two extraction lanes, the
+metrics timer and, for third-party servers only (``ABANDON_AFTER_MS``), the
+abandonment watch. Reports go to a :class:`~worker.reporting.Reporter` (the
+manager's pipe, or the log when standalone).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import anyio
@@ -24,11 +25,11 @@ from pycrdt import Doc
 from worker.backoff import Backoff
 from worker.config import AGENT_TOKEN_HEADER, WorkerSettings
 from worker.connection import DocumentConnection
-from worker.document import DocumentView, PendingSentence
-from worker.marks import PlaceLike
+from worker.document import DocumentView
+from worker.extraction import SentenceRouter
 from worker.metrics import LlmTimings, ResourceSampler
 from worker.presence import Presence
-from worker.protocol import Activity, Connected, Error, LlmCall, LocationMarked, Metrics
+from worker.protocol import Activity, Connected, LlmCall, MemoryHandover, Metrics
 from worker.reporting import Reporter
 from worker.trigger import Debouncer
 
@@ -84,7 +85,11 @@ class Agent:
             sentence_end_s=None if sentence_end_ms < 0 else sentence_end_ms / 1000,
         )
         self._changed = anyio.Event()
-        self._processed: set[str] = set()
+        self._router: SentenceRouter | None = None
+        #: Set when the manager's hand-over of the extraction memory is complete.
+        self._memory_loaded = anyio.Event()
+        self._handed_over: list[MemoryHandover] = []
+        self._first_pass_taken = False
         self._llm_timings = LlmTimings()
         self._last_edit_report = -math.inf
         self._task_group: TaskGroup | None = None
@@ -101,6 +106,17 @@ class Agent:
     def connection(self) -> DocumentConnection:
         return self._connection
 
+    def hand_over(self, message: MemoryHandover) -> None:
+        """A part of the document's extraction memory, from the manager."""
+        if self._router is not None:
+            self._router.load(message.entries)
+        else:
+            self._handed_over.append(message)
+        if message.last:
+            if not message.complete:
+                log.warning("extraction_memory_incomplete")
+            self._memory_loaded.set()
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Work in the document until cancelled or :meth:`stop` is called."""
         if self._task_group is not None:
@@ -110,12 +126,18 @@ class Agent:
             # import the client (about a second) without stalling the event loop.
             await anyio.to_thread.run_sync(_import_llm_client)
         extractor = self._extractor or self._make_extractor()
+        self._router = self._make_router(extractor)
+        for handed in self._handed_over:
+            self._router.load(handed.entries)
+        self._handed_over.clear()
         try:
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
                 await tg.start(self._presence.awareness.start)
                 await tg.start(self._connection.run)
-                tg.start_soon(self._extraction_loop, extractor)
+                tg.start_soon(self._extraction_loop)
+                tg.start_soon(functools.partial(self._router.run_lane, urgent=True))
+                tg.start_soon(functools.partial(self._router.run_lane, urgent=False))
                 tg.start_soon(self._metrics_loop)
                 if self._settings.abandon_after_ms > 0:
                     tg.start_soon(self._abandonment_loop)
@@ -171,11 +193,30 @@ class Agent:
 
         return make_extractor(self._settings, on_llm_call=self._on_llm_call)
 
+    def _make_router(self, extractor: Extractor) -> SentenceRouter:
+        fallback = None
+        if extractor.version is not None:
+            from worker.extract.gazetteer import load_gazetteer
+            from worker.extract.gazetteer_extractor import GazetteerExtractor
+
+            fallback = GazetteerExtractor(load_gazetteer())
+        return SentenceRouter(
+            self._view,
+            extractor,
+            self._reporter,
+            max_sentences=self._settings.llm_batch_max_sentences,
+            max_chars=self._settings.llm_batch_max_chars,
+            fallback=fallback,
+        )
+
     def _on_llm_call(self, *, response_time_ms: float, ok: bool) -> None:
         self._llm_timings.add(response_time_ms)
         self._reporter.report(LlmCall(response_time_ms=max(0.0, response_time_ms), ok=ok))
 
-    async def _extraction_loop(self, extractor: Extractor) -> None:
+    async def _extraction_loop(self) -> None:
+        router = self._router
+        assert router is not None
+        await self._wait_for_memory()
         while True:
             await self._changed.wait()
             self._changed = anyio.Event()
@@ -189,43 +230,26 @@ class Agent:
                 if self._changed.is_set():
                     self._changed = anyio.Event()
             self._debouncer.take()
-            pending = self._view.take_pending(self._processed)
+            pending = self._view.take_pending()
             if pending:
-                await self._process(extractor, pending)
+                # The first take after the sync is the document as it was: the
+                # background pass. Everything later was typed now.
+                router.route(pending, urgent=self._first_pass_taken)
+                self._first_pass_taken = True
             self.batches_done += 1
 
-    async def _process(self, extractor: Extractor, pending: list[PendingSentence]) -> None:
-        log.info("extracting", sentences=len(pending))
-        try:
-            places = await extractor.extract([p.text for p in pending])
-        except Exception as exc:
-            # The extractor is a seam to foreign code (LLM client, network): report
-            # and carry on; the sentences stay unprocessed and come back on an edit.
-            log.exception("extraction_failed", sentences=len(pending))
-            self._reporter.report(Error(message=f"extraction failed: {exc!r}"[:2000]))
+    async def _wait_for_memory(self) -> None:
+        """Extract nothing before the manager handed over what is known already."""
+        wait_s = self._settings.memory_wait_s
+        router = self._router
+        if wait_s <= 0 or router is None or router.memory.extractor == "offline":
             return
-        by_sentence: dict[int, list[PlaceLike]] = {}
-        for place in places:
-            if 0 <= place.sentence_index < len(pending):
-                by_sentence.setdefault(place.sentence_index, []).append(place)
-            else:
-                log.warning("place_dropped", reason="bad sentence_index", place=place.text)
-        found: Sequence[tuple[PendingSentence, Sequence[PlaceLike]]] = [
-            (sentence, by_sentence.get(index, [])) for index, sentence in enumerate(pending)
-        ]
-        applied, done = self._view.apply(found)
-        self._processed |= done
-        for mark in applied:
-            log.info(
-                "place_marked",
-                text=mark.text,
-                place_name=mark.place.name,
-                color_index=mark.attrs["colorIndex"],
-                coord_source=mark.place.coord_source,
-            )
-            self._reporter.report(
-                LocationMarked(place_name=mark.place.name, coord_source=mark.place.coord_source)
-            )
+        with anyio.move_on_after(wait_s):
+            await self._memory_loaded.wait()
+        if not self._memory_loaded.is_set():
+            log.warning("extraction_memory_not_handed_over", waited_s=wait_s)
+        else:
+            log.info("extraction_memory_loaded", sentences=len(router.memory))
 
     # --- timers --------------------------------------------------------------
 

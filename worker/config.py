@@ -38,6 +38,12 @@ class WorkerSettings(BaseSettings):
     llm_timeout_s: float = Field(default=20.0, gt=0)
     llm_max_retries: int = Field(default=3, ge=0)
     llm_max_calls_per_minute: int = Field(default=20, ge=1)
+    #: One request holds at most this many sentences and characters of sentence text.
+    llm_batch_max_sentences: int = Field(default=20, ge=1)
+    llm_batch_max_chars: int = Field(default=4_000, ge=100)
+    #: How long a new life waits for the manager's hand-over of the document's
+    #: extraction memory before extracting (0: no hand-over, standalone).
+    memory_wait_s: float = Field(default=0.0, ge=0)
 
     #: Only for third-party y-websocket servers that write no activity rows: leave a
     #: document (report ``abandoned``) after nobody with a non-empty awareness state

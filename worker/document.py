@@ -6,8 +6,9 @@ into several runs. A *block* is an element holding text runs (a paragraph,
 heading, ...): sentences are found in the block's text, marks are applied to the
 run the place lies in. Remote transactions (anything not carrying
 :data:`AGENT_ORIGIN`) mark the blocks they touch as dirty; the agent takes the
-unprocessed finished sentences of dirty blocks, extracts, and applies the places
-found in one transaction.
+finished sentences of dirty blocks (every occurrence: the same sentence in two
+paragraphs is two), looks their results up or extracts them, and applies the
+places found in one transaction.
 
 Finding a block by id walks the tree, and pycrdt makes that walk cost tens of
 microseconds per block (milliseconds for a long document). The view therefore keeps
@@ -20,7 +21,7 @@ used.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +45,11 @@ _Node = XmlElement | XmlFragment
 
 @dataclass(frozen=True, slots=True)
 class PendingSentence:
-    """A finished sentence not processed yet, as it read when it was taken."""
+    """One occurrence of a finished sentence, as it read when it was taken.
+
+    ``key`` is the result key of its text (:func:`worker.sentences.sentence_key`):
+    occurrences of the same text share it.
+    """
 
     block_id: int
     start: int
@@ -85,13 +90,13 @@ class DocumentView:
     def close(self) -> None:
         self._fragment.unobserve(self._subscription)
 
-    def take_pending(self, processed: set[str]) -> list[PendingSentence]:
-        """Finished sentences of the dirty blocks whose key is not in ``processed``."""
+    def take_pending(self, processed: Container[str] = frozenset()) -> list[PendingSentence]:
+        """Every occurrence of a finished sentence in the dirty blocks, in document
+        order, except those whose key is in ``processed``."""
         dirty, self._dirty = self._dirty, set()
         if not dirty:
             return []
         pending: list[PendingSentence] = []
-        seen: set[str] = set()
         stale: list[tuple[XmlText, int, int]] = []
         for block_id, node in self._block_index().items():
             if block_id not in dirty:
@@ -103,9 +108,8 @@ class DocumentView:
                     stale.extend((run, s, e) for s, e in part.stale_marks(self._applied))
             for sentence in finished_sentences(block.text):
                 key = sentence_key(sentence.text)
-                if key in processed or key in seen:
+                if key in processed:
                     continue
-                seen.add(key)
                 pending.append(PendingSentence(block_id, sentence.start, sentence.text, key))
         if stale:
             self._unmark(stale)

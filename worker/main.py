@@ -2,8 +2,9 @@
 
 The manager starts :func:`process_main` in a ``multiprocessing`` forkserver
 process with its end of a ``Pipe``. The worker's own event loop reads the pipe
-(``ping`` -> ``pong``, ``shutdown`` -> leave the document and exit 0) and exits
-by itself when the pipe reaches EOF: the manager died (invariant 5).
+(``ping`` -> ``pong``, ``memory`` -> the agent's extraction memory, ``shutdown`` ->
+leave the document and exit 0) and exits by itself when the pipe reaches EOF: the
+manager died (invariant 5).
 
 Keep imports here to what every worker needs: the manager preloads this module in
 its forkserver. The LLM client is imported only by the extractor that uses it.
@@ -24,7 +25,15 @@ from websockets.asyncio.server import ServerConnection, serve
 from worker.agent import Agent
 from worker.config import WorkerSettings
 from worker.logs import configure_logging
-from worker.protocol import Error, Ping, Pong, ProtocolError, Shutdown, decode
+from worker.protocol import (
+    Error,
+    MemoryHandover,
+    Ping,
+    Pong,
+    ProtocolError,
+    Shutdown,
+    decode,
+)
 from worker.reporting import LogReporter, PipeReporter
 
 __all__ = ["process_main", "run_standalone", "warm_up"]
@@ -124,13 +133,13 @@ async def _run_with_pipe(
         # The pipe is served from the start: pings are answered while the agent is
         # still setting up (a slow start is not a hung worker).
         tg.start_soon(agent.run)
-        reason = await _serve_pipe(conn, reporter)
+        reason = await _serve_pipe(conn, reporter, agent)
         log.info("worker_stopping", reason=reason)
         await agent.stop(LEAVE_TIMEOUT_S)
         tg.cancel_scope.cancel()
 
 
-async def _serve_pipe(conn: Connection, reporter: PipeReporter) -> str:
+async def _serve_pipe(conn: Connection, reporter: PipeReporter, agent: Agent) -> str:
     """Answer the manager until it says ``shutdown`` or goes away; returns why."""
     while True:
         await anyio.wait_readable(conn.fileno())
@@ -146,6 +155,8 @@ async def _serve_pipe(conn: Connection, reporter: PipeReporter) -> str:
             continue
         if isinstance(message, Ping):
             reporter.report(Pong(seq=message.seq))
+        elif isinstance(message, MemoryHandover):
+            agent.hand_over(message)
         elif isinstance(message, Shutdown):
             log.info("shutdown_requested", reason=message.reason)
             return "shutdown"

@@ -6,8 +6,8 @@ manager, and garbage must be rejected, not executed). The ``type`` field names
 the message and is part of the contract in DESIGN.md.
 
 worker -> manager: ``connected``, ``metrics``, ``llm_call``, ``location_marked``,
-``activity``, ``error``, ``pong``.
-manager -> worker: ``ping``, ``shutdown``.
+``activity``, ``error``, ``pong``, ``extraction_report``.
+manager -> worker: ``ping``, ``shutdown``, ``memory``.
 
 Use :func:`encode` and :func:`decode`; :func:`decode` raises
 :class:`ProtocolError` for anything that is not exactly one valid message.
@@ -24,14 +24,18 @@ __all__ = [
     "Activity",
     "Connected",
     "Error",
+    "ExtractionReport",
     "LlmCall",
     "LocationMarked",
     "ManagerMessage",
+    "MemoryEntry",
+    "MemoryHandover",
     "Message",
     "Metrics",
     "Ping",
     "Pong",
     "ProtocolError",
+    "RememberedPlace",
     "Shutdown",
     "WorkerMessage",
     "decode",
@@ -121,6 +125,56 @@ class Pong(_Message):
     seq: int
 
 
+class RememberedPlace(_Message):
+    """A place the extractor found in a sentence (found again by its text on reuse)."""
+
+    text: str = Field(max_length=200)
+    name: str = Field(max_length=300)
+    lat: float = Field(ge=-90, le=90)
+    lng: float = Field(ge=-180, le=180)
+    coord_source: str = Field(max_length=40)
+    geonames_id: str | None = Field(default=None, max_length=40)
+
+
+class MemoryEntry(_Message):
+    """What one extractor version knows of one sentence (by normalised text).
+
+    ``done``: extracted (``places`` may be empty: "no places"). ``retry``: not
+    extracted yet, ``attempts`` calls failed. ``failed``: given up (the model refused
+    it alone, or it failed too often); the gazetteer marks it.
+    """
+
+    key: str = Field(min_length=1, max_length=64)
+    extractor: str = Field(min_length=1, max_length=200)
+    status: Literal["done", "retry", "failed"]
+    places: list[RememberedPlace] = Field(default_factory=list, max_length=50)
+    attempts: int = Field(default=0, ge=0)
+    error: str | None = Field(default=None, max_length=200)
+
+
+class ExtractionReport(_Message):
+    """New memory entries, the keys reused from memory, and what it cost.
+
+    Written by the manager to ``extraction_memory`` and ``extraction_usage_hourly``.
+    A report is cut to stay well under :data:`MAX_MESSAGE_BYTES`.
+    """
+
+    type: Literal["extraction_report"] = "extraction_report"
+    entries: list[MemoryEntry] = Field(default_factory=list)
+    #: Keys whose stored result was reused (they are still in the document).
+    seen: list[str] = Field(default_factory=list)
+    sentences_sent: int = Field(default=0, ge=0)
+    cache_hits: int = Field(default=0, ge=0)
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    #: Sentences whose extraction failed in this report (each failed attempt).
+    failures: int = Field(default=0, ge=0)
+    #: Sentences given up in this report.
+    given_up: int = Field(default=0, ge=0)
+    #: Sentences this worker still waits to extract, and has given up, now.
+    pending: int = Field(default=0, ge=0)
+
+
 # --- manager -> worker -------------------------------------------------------
 
 
@@ -134,8 +188,23 @@ class Shutdown(_Message):
     reason: str = "detach"
 
 
-WorkerMessage = Connected | Metrics | LlmCall | LocationMarked | Activity | Error | Pong
-ManagerMessage = Ping | Shutdown
+class MemoryHandover(_Message):
+    """Part of the document's extraction memory, sent to a new life after its start.
+
+    The worker extracts nothing new before the part with ``last=True`` arrives (or
+    its wait runs out); ``complete=False`` says the memory could not be read.
+    """
+
+    type: Literal["memory"] = "memory"
+    entries: list[MemoryEntry] = Field(default_factory=list)
+    last: bool = True
+    complete: bool = True
+
+
+WorkerMessage = (
+    Connected | Metrics | LlmCall | LocationMarked | Activity | Error | Pong | ExtractionReport
+)
+ManagerMessage = Ping | Shutdown | MemoryHandover
 Message = WorkerMessage | ManagerMessage
 
 _adapter: TypeAdapter[Message] = TypeAdapter(Annotated[Message, Field(discriminator="type")])

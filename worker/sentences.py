@@ -9,8 +9,9 @@ indices; converting them to Y.js offsets is :mod:`worker.runs`' job.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
+
+from worker.memory import result_key
 
 __all__ = ["TERMINATORS", "SentenceSpan", "finished_sentences", "sentence_key"]
 
@@ -56,5 +57,5 @@ def finished_sentences(text: str) -> list[SentenceSpan]:
 
 
 def sentence_key(text: str) -> str:
-    """A stable digest of a sentence's text: the unit of "processed once"."""
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    """The key a sentence's result is remembered by (its normalised text's digest)."""
+    return result_key(text)

@@ -16,6 +16,7 @@ __all__ = [
     "BatchId",
     "ClaimResult",
     "EventPage",
+    "ExtractionStats",
     "MetricsRecord",
     "StatusChange",
     "Store",
@@ -40,6 +41,23 @@ class SystemStats:
     total_llm_calls: int
     total_locations_marked: int
     unique_documents: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractionStats:
+    """One row of ``get_extraction_stats()``: the last hour's costs, and now's state."""
+
+    sentences_sent_1h: int
+    cache_hits_1h: int
+    prompt_tokens_1h: int
+    completion_tokens_1h: int
+    failures_1h: int
+    #: Sentences live agents still wait to extract (their last reports).
+    pending: int
+    #: Sentences given up (any document).
+    failed: int
+    #: Sentences whose result is remembered (any document).
+    remembered: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,5 +266,30 @@ class Store(Protocol):
         """Delete at most ``batch`` old agent_metrics and document_activity rows each
         (never a document's latest event); return (metrics, activity) deleted."""
         ...
+
+    async def load_extraction_memory(self, document_id: str, limit: int) -> list[dict[str, Any]]:
+        """A document's extraction memory (``load_extraction_memory``), most recently
+        seen first: dicts with ``key``, ``extractor``, ``status``, ``places``,
+        ``attempts``, ``error``."""
+        ...
+
+    async def record_extractions(
+        self,
+        document_id: str,
+        entries: Sequence[dict[str, Any]],
+        seen: Sequence[str],
+        usage: dict[str, int],
+        *,
+        cap: int,
+        retention: timedelta,
+    ) -> int:
+        """One worker report (``record_extractions``); the entries stored."""
+        ...
+
+    async def prune_extraction_memory(self, older_than: timedelta, batch: int) -> int:
+        """Delete at most ``batch`` memory rows not seen for ``older_than``."""
+        ...
+
+    async def extraction_stats(self) -> ExtractionStats: ...
 
     async def aclose(self) -> None: ...

@@ -1,4 +1,8 @@
-"""Read-only queries for ops commands (``docagents agents``), over the ops views."""
+"""Read-only queries for ops commands (``docagents agents``), over the ops views.
+
+Each live agent comes with its document's extraction state
+(``document_extraction_state``): sentences waiting for the model, and given up.
+"""
 
 from __future__ import annotations
 
@@ -29,13 +33,22 @@ class LiveAgent:
     cpu_percent: float | None
     llm_calls_count: int
     locations_marked_count: int
+    #: Sentences the agent still waits to extract (its last report).
+    extraction_pending: int = 0
+    #: Sentences of the document given up by the model (the gazetteer marks them).
+    extraction_failed: int = 0
 
 
 async def fetch_live_agents(conninfo: str) -> list[LiveAgent]:
     query = (
-        "SELECT document_id, agent_id, status, agent_pid, manager_id, manager_host,"
-        " connected_at, uptime, memory_mb, cpu_percent, llm_calls_count,"
-        " locations_marked_count FROM live_agents ORDER BY manager_id, connected_at"
+        "SELECT a.document_id, a.agent_id, a.status, a.agent_pid, a.manager_id,"
+        " a.manager_host, a.connected_at, a.uptime, a.memory_mb, a.cpu_percent,"
+        " a.llm_calls_count, a.locations_marked_count,"
+        " coalesce(e.pending, 0)::integer AS extraction_pending,"
+        " coalesce(e.failed, 0)::integer AS extraction_failed"
+        " FROM live_agents a"
+        " LEFT JOIN document_extraction_state e ON e.document_id = a.document_id"
+        " ORDER BY a.manager_id, a.connected_at"
     )
     try:
         async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:

@@ -37,6 +37,7 @@ from manager.store.base import (
     BatchId,
     ClaimResult,
     EventPage,
+    ExtractionStats,
     MetricsRecord,
     StatusChange,
     Supersede,
@@ -93,6 +94,13 @@ _RECORD_METRICS_ONCE = "SELECT record_agent_metrics_once(%s, %s, %s) AS inserted
 _MANAGER_AGENTS = "SELECT * FROM get_manager_active_agents(%s)"
 _PRUNE_HISTORY = "SELECT * FROM prune_history(%s, %s)"
 _SYSTEM_STATS = "SELECT * FROM get_agent_system_stats()"
+_LOAD_MEMORY = (
+    "SELECT sentence_key AS key, extractor, status, places, attempts, error"
+    " FROM load_extraction_memory(%s, %s)"
+)
+_RECORD_EXTRACTIONS = "SELECT record_extractions(%s, %s, %s, %s, %s, %s) AS stored"
+_PRUNE_MEMORY = "SELECT prune_extraction_memory(%s, %s) AS deleted"
+_EXTRACTION_STATS = "SELECT * FROM get_extraction_stats()"
 
 # The lowest id missing from the last START_GAP_WINDOW ids: an INSERT that took
 # its id but has not committed yet. Following from just below it delivers that
@@ -393,6 +401,33 @@ class PostgresStore:
     async def prune_history(self, older_than: timedelta, batch: int) -> tuple[int, int]:
         rows = await self._fetchall(_PRUNE_HISTORY, (older_than, batch))
         return int(rows[0]["metrics_deleted"]), int(rows[0]["activity_deleted"])
+
+    async def load_extraction_memory(self, document_id: str, limit: int) -> list[dict[str, Any]]:
+        return await self._fetchall(_LOAD_MEMORY, (document_id, limit))
+
+    async def record_extractions(
+        self,
+        document_id: str,
+        entries: Sequence[dict[str, Any]],
+        seen: Sequence[str],
+        usage: dict[str, int],
+        *,
+        cap: int,
+        retention: timedelta,
+    ) -> int:
+        rows = await self._fetchall(
+            _RECORD_EXTRACTIONS,
+            (document_id, Jsonb(list(entries)), Jsonb(list(seen)), Jsonb(usage), cap, retention),
+        )
+        return int(rows[0]["stored"] or 0)
+
+    async def prune_extraction_memory(self, older_than: timedelta, batch: int) -> int:
+        rows = await self._fetchall(_PRUNE_MEMORY, (older_than, batch))
+        return int(rows[0]["deleted"] or 0)
+
+    async def extraction_stats(self) -> ExtractionStats:
+        rows = await self._fetchall(_EXTRACTION_STATS)
+        return ExtractionStats(**{name: int(value) for name, value in rows[0].items()})
 
     async def aclose(self) -> None:
         await self._pool.close()

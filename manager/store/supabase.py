@@ -46,6 +46,7 @@ from manager.store.base import (
     BatchId,
     ClaimResult,
     EventPage,
+    ExtractionStats,
     MetricsRecord,
     StatusChange,
     Supersede,
@@ -302,6 +303,53 @@ class SupabaseStore:
         if not isinstance(data, list) or not data:
             raise StoreError("prune_history returned no row")
         return int(data[0]["metrics_deleted"]), int(data[0]["activity_deleted"])
+
+    async def load_extraction_memory(self, document_id: str, limit: int) -> list[dict[str, Any]]:
+        data = await self._rpc(
+            "load_extraction_memory", {"p_document_id": document_id, "p_limit": limit}
+        )
+        rows = data if isinstance(data, list) else []
+        return [
+            {
+                "key": row.get("sentence_key"),
+                **{k: row.get(k) for k in ("extractor", "status", "places", "attempts", "error")},
+            }
+            for row in rows
+            if isinstance(row, dict)
+        ]
+
+    async def record_extractions(
+        self,
+        document_id: str,
+        entries: Sequence[dict[str, Any]],
+        seen: Sequence[str],
+        usage: dict[str, int],
+        *,
+        cap: int,
+        retention: timedelta,
+    ) -> int:
+        data = await self._rpc(
+            "record_extractions",
+            {
+                "p_document_id": document_id,
+                "p_entries": list(entries),
+                "p_seen": list(seen),
+                "p_usage": usage,
+                "p_cap": cap,
+                "p_retention": f"{retention.total_seconds()} seconds",
+            },
+        )
+        return int(data or 0)
+
+    async def prune_extraction_memory(self, older_than: timedelta, batch: int) -> int:
+        params = {"p_older_than": f"{older_than.total_seconds()} seconds", "p_batch": batch}
+        return int(await self._rpc("prune_extraction_memory", params) or 0)
+
+    async def extraction_stats(self) -> ExtractionStats:
+        data = await self._rpc("get_extraction_stats", {})
+        if not isinstance(data, list) or not data:
+            raise StoreError("get_extraction_stats returned no row")
+        return ExtractionStats(**{name: int(value) for name, value in dict(data[0]).items()})
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -22,7 +22,7 @@ import anyio
 import psutil
 
 from manager.processes import scrub_secret_environment
-from scripts.bench import attach, events, floors, marks, recovery, report
+from scripts.bench import attach, events, floors, marks, memory, recovery, report
 from scripts.bench.stack import REPO, Stack, raise_fd_limit
 from worker.logs import configure_logging
 
@@ -30,6 +30,7 @@ SCENARIOS = {
     "attach": attach.run,
     "events": events.run,
     "marks": marks.run,
+    "memory": memory.run,
     "recovery": recovery.run,
 }
 
@@ -49,6 +50,9 @@ FULL: dict[str, Any] = {
     "recovery_agents": 100,
     "recovery_trials": 3,
     "cpu_window_s": 20.0,
+    "reopen_sentences": 200,
+    "first_pass_sentences": 2000,
+    "first_pass_typed": 20,
 }
 QUICK: dict[str, Any] = {
     **FULL,
@@ -66,6 +70,9 @@ QUICK: dict[str, Any] = {
     "recovery_agents": 20,
     "recovery_trials": 1,
     "cpu_window_s": 6.0,
+    "reopen_sentences": 50,
+    "first_pass_sentences": 300,
+    "first_pass_typed": 5,
 }
 
 

@@ -234,7 +234,39 @@ def rows(r: dict[str, Any]) -> list[str]:
             " %",
         )
     )
+    out += _memory_rows(r.get("memory", {}))
     return out
+
+
+def _memory_rows(mem: dict[str, Any]) -> list[str]:
+    """The extraction memory's figures (scenario ``memory``), if it ran."""
+    if not mem or "reopen" not in mem:
+        return []
+    reopen, ratio = mem["reopen"], mem.get("first_pass_p99_over_idle_p99")
+    n = reopen.get("sentences", "?")
+    idle = _get(mem, "typing_idle", "period_to_mark_ms", "p99")
+    busy = _get(mem, "typing_during_first_pass", "period_to_mark_ms", "p99")
+    backlog = _get(mem, "typing_during_first_pass", "backlog_sentences")
+    calls = reopen.get("reopen_model_calls")
+    return [
+        _row(f"model calls, reopen of {n} sentences", calls, "", "0", _le(calls, 0)),
+        _row(
+            f"sentences sent, reopen of {n}",
+            reopen.get("reopen_sentences_sent"),
+            "",
+            "0",
+            _le(reopen.get("reopen_sentences_sent"), 0),
+        ),
+        _row(
+            f"'.' -> mark p99 during a {backlog}-sentence first pass",
+            busy,
+            " ms",
+            "≤ 2x idle p99",
+            _le(ratio, 2.0),
+            idle,
+            " ms",
+        ),
+    ]
 
 
 def plots(r: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:

@@ -1,8 +1,10 @@
 """A local OpenAI-compatible chat-completions server for tests (ASGI under uvicorn).
 
 It speaks the real wire format on ``POST /v1/chat/completions`` and answers from a
-script: each request takes the next :class:`Reply` (the last one repeats). Every
-request body is recorded in ``requests``.
+script: each request takes the next :class:`Reply` (the last one repeats). With an
+``answer`` function, the script is played first and then ``answer(sentences)``
+replies to every request from the sentences it carries. Every request body is
+recorded in ``requests``, and every sentence sent in ``sentences``.
 
 :func:`serve` runs it in the caller's event loop; :func:`serve_process` in a child
 process of its own (``python openai_double.py SCRIPT.json``), as a real model server
@@ -18,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -39,11 +41,46 @@ def places(*items: dict[str, Any]) -> Reply:
     return Reply(content=json.dumps({"places": list(items)}))
 
 
+def answer_from(known: dict[str, tuple[float, float]]) -> Callable[[list[str]], Reply]:
+    """An ``answer`` that finds the ``known`` names in the sentences, like a model would."""
+
+    def answer(sentences: list[str]) -> Reply:
+        found = [
+            {"sentence_index": index, "text": name, "name": name, "lat": lat, "lng": lng}
+            for index, sentence in enumerate(sentences)
+            for name, (lat, lng) in known.items()
+            if name in sentence
+        ]
+        return places(*found)
+
+    return answer
+
+
 class OpenAIDouble:
-    def __init__(self, script: list[Reply]) -> None:
+    def __init__(
+        self, script: list[Reply], *, answer: Callable[[list[str]], Reply] | None = None
+    ) -> None:
         self.script = list(script)
+        self.answer = answer
         self.requests: list[dict[str, Any]] = []
+        self.sentences: list[str] = []
         self.base_url = ""
+
+    def counts(self) -> dict[str, int]:
+        """Requests and sentences so far, and the largest request (sentences, characters)."""
+        sizes = [self.sentences_of(r) for r in self.requests]
+        return {
+            "requests": len(self.requests),
+            "sentences": len(self.sentences),
+            "max_sentences": max((len(s) for s in sizes), default=0),
+            "max_chars": max((sum(len(t) for t in s) for s in sizes), default=0),
+        }
+
+    @staticmethod
+    def sentences_of(request: dict[str, Any]) -> list[str]:
+        """The sentence texts one request carried."""
+        content = json.loads(request["messages"][-1]["content"])
+        return [item["text"] for item in content["sentences"]]
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -60,12 +97,20 @@ class OpenAIDouble:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
+        if scope["method"] == "GET" and scope["path"] == "/v1/counts":
+            await self._send(send, 200, self.counts(), {})
+            return
         if scope["method"] != "POST" or scope["path"] != "/v1/chat/completions":
             await self._send(send, 404, {"error": {"message": "not found"}}, {})
             return
         request = json.loads(body)
         self.requests.append(request)
-        reply = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        sentences = self.sentences_of(request)
+        self.sentences.extend(sentences)
+        if self.answer is not None:
+            reply = self.script.pop(0) if self.script else self.answer(sentences)
+        else:
+            reply = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if reply.delay_s:
             await anyio.sleep(reply.delay_s)
         if reply.status != 200:
@@ -121,10 +166,24 @@ async def serve(double: OpenAIDouble) -> AsyncIterator[OpenAIDouble]:
 
 
 @contextmanager
-def serve_process(script: list[Reply]) -> Iterator[str]:
-    """The double in a child process; yields its base URL."""
+def serve_process(
+    script: list[Reply],
+    *,
+    known: dict[str, tuple[float, float]] | None = None,
+    delay_s: float = 0.0,
+) -> Iterator[str]:
+    """The double in a child process; yields its base URL (``GET {url}/counts``
+    answers its :meth:`OpenAIDouble.counts`). With ``known``, it answers after the
+    script with :func:`answer_from` ``(known)``, each answer ``delay_s`` late."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump([asdict(reply) for reply in script], f)
+        json.dump(
+            {
+                "script": [asdict(reply) for reply in script],
+                "known": known,
+                "delay_s": delay_s,
+            },
+            f,
+        )
     process = subprocess.Popen(
         [sys.executable, __file__, f.name],
         stdout=subprocess.PIPE,
@@ -142,12 +201,23 @@ def serve_process(script: list[Reply]) -> Iterator[str]:
         os.unlink(f.name)
 
 
-async def _serve_until_stopped(script: list[Reply]) -> None:
-    async with serve(OpenAIDouble(script)) as double:
+async def _serve_until_stopped(spec: dict[str, Any]) -> None:
+    script = [Reply(**r) for r in spec["script"]]
+    answer = None
+    if spec.get("known"):
+        known = {name: (lat, lng) for name, (lat, lng) in spec["known"].items()}
+        find = answer_from(known)
+
+        def answer(sentences: list[str]) -> Reply:
+            reply = find(sentences)
+            reply.delay_s = spec.get("delay_s", 0.0)
+            return reply
+
+    async with serve(OpenAIDouble(script, answer=answer)) as double:
         print(double.base_url, flush=True)
         await anyio.sleep_forever()
 
 
 if __name__ == "__main__":
     with open(sys.argv[1]) as script_file:
-        anyio.run(_serve_until_stopped, [Reply(**r) for r in json.load(script_file)])
+        anyio.run(_serve_until_stopped, json.load(script_file))

@@ -20,6 +20,12 @@ def test_agents_lists_live_agents(database_url: str, db: psycopg.Connection) -> 
     db.execute("SELECT * FROM claim_document('doc-b', 'agent-b', 'host-2', 'h2')")
     db.execute("SELECT * FROM claim_document('doc-c', 'agent-c', 'host-2', 'h2')")
     db.execute("SELECT * FROM end_agent_life('agent-c', 'disconnected', 'idle')")
+    # doc-a's agent waits for 2 sentences; one of its sentences was given up.
+    failed = [{"key": "k1", "extractor": "v", "status": "failed"}]
+    db.execute(
+        "SELECT record_extractions('doc-a', %s::jsonb, '[]'::jsonb, %s::jsonb)",
+        (json.dumps(failed), json.dumps({"pending": 2})),
+    )
     env = {**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "warning"}
     table = subprocess.run(
         [sys.executable, "-m", "manager.cli", "agents"],
@@ -41,6 +47,8 @@ def test_agents_lists_live_agents(database_url: str, db: psycopg.Connection) -> 
         "%",
         "LLM",
         "MARKS",
+        "PENDING",
+        "FAILED",
         "MANAGER",
     ]
     assert lines[1].split() == [
@@ -52,6 +60,8 @@ def test_agents_lists_live_agents(database_url: str, db: psycopg.Connection) -> 
         "2.5",
         "3",
         "2",
+        "2",
+        "1",
         "host-1",
     ]
     assert lines[2].split()[:3] == ["doc-b", "connecting", "-"]
@@ -67,3 +77,4 @@ def test_agents_lists_live_agents(database_url: str, db: psycopg.Connection) -> 
     records = [json.loads(line) for line in out.splitlines()]
     assert [r["document_id"] for r in records] == ["doc-a", "doc-b"]
     assert records[0]["llm_calls_count"] == 3
+    assert (records[0]["extraction_pending"], records[0]["extraction_failed"]) == (2, 1)

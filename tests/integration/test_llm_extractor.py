@@ -46,10 +46,10 @@ async def _run(script: list[Reply], sentences: list[str], **overrides: object):
             on_llm_call=calls,
         )
         try:
-            result = await extractor.extract(sentences)
+            extraction = await extractor.extract(sentences)
         finally:
             await extractor.aclose()
-    return result, double, calls
+    return extraction, double, calls
 
 
 async def test_normal_answer_geocodes_through_gazetteer_and_llm_fallback() -> None:
@@ -65,7 +65,10 @@ async def test_normal_answer_geocodes_through_gazetteer_and_llm_fallback() -> No
             "lng": 13.65,
         },
     )
-    result, double, calls = await _run([reply], [sentence])
+    extraction, double, calls = await _run([reply], [sentence])
+    assert extraction.ok and extraction.sentences_sent == 1
+    assert (extraction.prompt_tokens, extraction.completion_tokens) == (10, 10)
+    result = extraction.places
     got = [(p.text, p.start, p.coord_source) for p in result]
     assert got == [
         ("Paris", 14, "gazetteer"),
@@ -91,7 +94,7 @@ async def test_only_the_given_sentences_are_sent() -> None:
         {"sentence_index": 1, "text": "Cusco", "name": "Cusco, Peru", "lat": None, "lng": None}
     )
     result, double, _ = await _run([reply], sentences)
-    assert [(p.sentence_index, p.text) for p in result] == [(1, "Cusco")]
+    assert [(p.sentence_index, p.text) for p in result.places] == [(1, "Cusco")]
     sent = double.requests[0]["messages"][-1]["content"]
     assert json.loads(sent)["sentences"] == [
         {"index": 0, "text": sentences[0]},
@@ -106,19 +109,21 @@ async def test_429_then_success_retries_and_reports_each_attempt() -> None:
     result, double, calls = await _run(
         [Reply(status=429, headers={"retry-after": "0"}), ok], ["A week in Oslo."]
     )
-    assert [p.text for p in result] == ["Oslo"]
+    assert [p.text for p in result.places] == ["Oslo"]
     assert len(double.requests) == 2
     assert [ok for _, ok in calls.calls] == [False, True]
 
 
-async def test_500s_until_budget_spent_gives_no_places_and_no_more_calls() -> None:
+async def test_500s_until_budget_spent_is_not_extracted_and_makes_no_more_calls() -> None:
     result, double, calls = await _run(
         [Reply(status=500, headers={"retry-after": "0"})],
         ["A week in Oslo."],
         llm_max_retries=10,
         llm_max_calls_per_minute=3,
     )
-    assert result == []
+    assert result.places == [] and result.failure is not None
+    assert result.failure.reason == "budget exhausted" and not result.failure.spent
+    assert result.failure.retry_after_s is not None and result.failure.retry_after_s > 50
     assert len(double.requests) == 3
     assert [ok for _, ok in calls.calls] == [False, False, False]
 
@@ -134,26 +139,49 @@ async def test_budget_is_per_extractor_sliding_window() -> None:
     assert budget.try_acquire()
 
 
-async def test_timeout_is_reported_and_gives_no_places() -> None:
+async def test_timeout_is_reported_and_is_not_extracted() -> None:
     result, _, calls = await _run(
         [Reply(content='{"places": []}', delay_s=1.5)],
         ["A week in Oslo."],
         llm_timeout_s=0.3,
         llm_max_retries=1,
     )
-    assert result == []
+    assert result.places == [] and result.failure is not None
+    assert not result.failure.rejected
     assert len(calls.calls) == 2 and not any(ok for _, ok in calls.calls)
     assert all(ms >= 250 for ms, _ in calls.calls)
 
 
 @pytest.mark.parametrize(
     "content",
-    ["{not json", '{"places": "Paris"}', '{"nothing": []}', "[1, 2]", '{"places": [42, null]}'],
+    ["{not json", '{"places": "Paris"}', '{"nothing": []}', "[1, 2]"],
 )
-async def test_malformed_answer_gives_no_places(content: str) -> None:
+async def test_malformed_answer_is_not_extracted(content: str) -> None:
     result, _, calls = await _run([Reply(content=content)], ["We flew to Paris."])
-    assert result == []
+    assert result.places == [] and result.failure is not None
     assert [ok for _, ok in calls.calls] == [True]
+
+
+async def test_an_empty_answer_is_no_places_not_a_failure() -> None:
+    result, _, _ = await _run([places()], ["Nothing to see here."])
+    assert result.ok and result.places == []
+    # Items that are not places are dropped one by one; the answer itself is fine.
+    result, _, _ = await _run([Reply(content='{"places": [42, null]}')], ["We flew to Paris."])
+    assert result.ok and result.places == []
+
+
+async def test_a_400_is_a_refusal_of_the_request_and_not_retried() -> None:
+    result, double, _ = await _run([Reply(status=400)], ["We flew to Paris."])
+    assert result.failure is not None and result.failure.rejected
+    assert len(double.requests) == 1
+
+
+async def test_a_long_retry_after_ends_the_call_and_is_passed_on() -> None:
+    result, double, _ = await _run(
+        [Reply(status=503, headers={"retry-after": "120"})], ["We flew to Paris."]
+    )
+    assert result.failure is not None and result.failure.retry_after_s == 120
+    assert len(double.requests) == 1
 
 
 async def test_prompt_injection_answers_are_dropped() -> None:
@@ -171,7 +199,8 @@ async def test_prompt_injection_answers_are_dropped() -> None:
         {"sentence_index": 0, "text": "Ignore", "name": "X", "lat": 123.0, "lng": 500.0},
         {"sentence_index": 0, "text": "Rome", "name": "Rome, Italy", "lat": None, "lng": None},
     )
-    result, _, _ = await _run([reply], [sentence])
+    extraction, _, _ = await _run([reply], [sentence])
+    result = extraction.places
     assert [(p.text, sentence[p.start : p.start + len(p.text)]) for p in result] == [
         ("Rome", "Rome")
     ]

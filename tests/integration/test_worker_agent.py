@@ -307,3 +307,34 @@ async def test_no_abandonment_by_default_even_with_a_silent_client(server: YServ
         seen = len(reporter.of_type("metrics"))
         await reporter.wait_for("metrics", seen + 5)  # 1 s of reports with nobody there
         assert not reporter.activities("abandoned")
+
+
+async def test_a_handed_over_memory_is_reused_and_a_retry_is_sent_again(server: YServer) -> None:
+    from worker.memory import result_key
+    from worker.protocol import ExtractionReport, MemoryEntry, MemoryHandover, RememberedPlace
+
+    version = "llm/fake/p1"
+    known, pending = "We saw Rome.", "Then Oslo."
+    rome = RememberedPlace(text="Rome", name="Rome (memory)", lat=41.9, lng=12.5, coord_source="m")
+    handed = MemoryHandover(
+        entries=[
+            MemoryEntry(key=result_key(known), extractor=version, status="done", places=[rome]),
+            MemoryEntry(key=result_key(pending), extractor=version, status="retry", attempts=2),
+        ]
+    )
+    extractor = DictionaryExtractor(PLACES, version=version)
+    reporter = RecordingReporter()
+    async with human(server) as ann:
+        ann.add_paragraph(f"{known} {pending} ")
+        async with agent_running(server, extractor, reporter, memory_wait_s=5) as agent:
+            agent.hand_over(handed)
+            await ann.wait_for(lambda: sorted(ann.marked_texts()) == ["Oslo", "Rome"])
+    # Only the sentence not extracted before went to the model.
+    assert extractor.calls == [[pending]]
+    assert dict(ann.marks())["Rome"]["placeName"] == "Rome (memory)"
+    reports = [m for m in reporter.messages if isinstance(m, ExtractionReport)]
+    entries = [e for r in reports for e in r.entries]
+    assert [(e.key, e.status) for e in entries] == [(result_key(pending), "done")]
+    assert sum(r.cache_hits for r in reports) == 1
+    assert sum(r.sentences_sent for r in reports) == 1
+    assert {k for r in reports for k in r.seen} == {result_key(known)}

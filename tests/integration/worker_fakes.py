@@ -8,19 +8,23 @@ from collections.abc import Sequence
 import anyio
 
 from worker.extract import Place
+from worker.extract.base import Extraction
 from worker.protocol import WorkerMessage
 
 
 class DictionaryExtractor:
     """Finds every whole-word occurrence of known names; can hold each call."""
 
-    def __init__(self, places: dict[str, tuple[float, float]]) -> None:
+    def __init__(
+        self, places: dict[str, tuple[float, float]], *, version: str | None = None
+    ) -> None:
         self._places = places
+        self.version = version
         self.calls: list[list[str]] = []
         self.hold: anyio.Event | None = None
         self.called = anyio.Event()
 
-    async def extract(self, sentences: Sequence[str]) -> list[Place]:
+    async def extract(self, sentences: Sequence[str], *, background: bool = False) -> Extraction:
         self.calls.append(list(sentences))
         self.called.set()
         self.called = anyio.Event()
@@ -34,7 +38,7 @@ class DictionaryExtractor:
                         Place(index, match.start(), name, name + " (test)", lat, lng, "test")
                     )
         found.sort(key=lambda p: (p.sentence_index, p.start))
-        return found
+        return Extraction(found, sentences_sent=len(sentences) if self.version else 0)
 
     async def aclose(self) -> None:
         pass

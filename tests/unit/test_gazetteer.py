@@ -11,7 +11,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def _places(sentence: str) -> list[Place]:
-    places = await GazetteerExtractor(load_gazetteer()).extract([sentence])
+    places = GazetteerExtractor(load_gazetteer()).find([sentence])
     for p in places:
         assert sentence[p.start : p.start + len(p.text)] == p.text
         assert -90 <= p.lat <= 90 and -180 <= p.lng <= 180
@@ -86,7 +86,7 @@ async def test_unicode_offsets_are_code_points() -> None:
 
 async def test_sentence_index_and_kinds() -> None:
     extractor = GazetteerExtractor(load_gazetteer())
-    places = await extractor.extract(["Nothing here.", "Ohio, Europe and Peru."])
+    places = extractor.find(["Nothing here.", "Ohio, Europe and Peru."])
     assert [(p.sentence_index, p.name) for p in places] == [
         (1, "Ohio, United States"),
         (1, "Europe"),

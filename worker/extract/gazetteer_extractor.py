@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from worker.extract.base import Place
+from worker.extract.base import Extraction, Place
 from worker.extract.gazetteer import Gazetteer
 from worker.extract.prose import find_places
 
@@ -15,7 +15,15 @@ class GazetteerExtractor:
     def __init__(self, gazetteer: Gazetteer) -> None:
         self._gazetteer = gazetteer
 
-    async def extract(self, sentences: Sequence[str]) -> list[Place]:
+    @property
+    def version(self) -> str | None:
+        return None  # offline and cheap: nothing to remember
+
+    async def extract(self, sentences: Sequence[str], *, background: bool = False) -> Extraction:
+        return Extraction(self.find(sentences))
+
+    def find(self, sentences: Sequence[str]) -> list[Place]:
+        """The places of ``sentences`` (never fails)."""
         return [
             Place(
                 sentence_index=index,

@@ -1,7 +1,8 @@
 """The LLM extractor: any OpenAI-compatible chat-completions server.
 
-One request per batch of new sentences (never the whole document), with a strict JSON
-schema response. The answer is untrusted (so is the document text it saw):
+One request per batch the agent's :class:`~worker.memory.ExtractionQueue` hands over
+(bounded by ``LLM_BATCH_MAX_SENTENCES`` and ``LLM_BATCH_MAX_CHARS``), with a strict
+JSON schema response. The answer is untrusted (so is the document text it saw):
 
 - every place must name a sentence of the batch and a text that occurs in it as whole
   words; each occurrence becomes a :class:`Place`;
@@ -12,13 +13,18 @@ schema response. The answer is untrusted (so is the document text it saw):
 A sentence that tells the model to mark something else therefore cannot produce a mark
 on text that is not written in that sentence, nor on common words without coordinates.
 
-Retries: 429, 5xx, timeouts and connection errors are retried up to
-``LLM_MAX_RETRIES`` times with exponential backoff (honouring a ``Retry-After`` of up to
-10 s); ``on_llm_call(response_time_ms=..., ok=...)`` fires after every attempt. Every
+Failure is not "no places": a batch whose call failed comes back as an
+:class:`~worker.extract.base.Extraction` with a :class:`~worker.memory.Failure`, and
+the agent retries it later. Within one call, 429, 5xx, timeouts and connection errors
+are retried up to ``LLM_MAX_RETRIES`` times with exponential backoff (honouring a
+``Retry-After`` of up to 10 s; a longer one ends the call and is passed on);
+``on_llm_call(response_time_ms=..., ok=...)`` fires after every attempt. Every
 attempt spends one unit of the per-document budget ``LLM_MAX_CALLS_PER_MINUTE``
-(sliding window); when the budget is spent the batch is skipped (``llm_budget_exhausted``)
-and yields no places, so a busy document costs at most that many calls a minute and
-never blocks the worker. Malformed answers are logged and yield no places.
+(sliding window); when it is spent the batch fails at once (``llm_budget_exhausted``,
+retry when the window frees), so a busy document costs at most that many calls a
+minute and never blocks the worker. A background batch (the first pass over a
+document) leaves a quarter of the budget to what people type. A 4xx other than 429,
+or an answer that is not the schema, is a refusal of that request.
 """
 
 from __future__ import annotations
@@ -36,21 +42,25 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
-from worker.extract.base import Place
+from worker.extract.base import Extraction, Place
 from worker.extract.budget import CallBudget
 from worker.extract.gazetteer import Entry, Gazetteer
 from worker.extract.lexicon import STOP_WORD_NAMES
+from worker.memory import Failure
 
 if TYPE_CHECKING:
     from worker.config import WorkerSettings
 
-__all__ = ["PLACES_SCHEMA", "LlmExtractor"]
+__all__ = ["PLACES_SCHEMA", "PROMPT_VERSION", "LlmExtractor"]
 
 log = structlog.get_logger(__name__)
 
 _MAX_RETRY_AFTER_S = 10.0
 _BACKOFF_BASE_S = 0.5
 _MAX_PLACE_WORDS = 6
+#: Part of the extractor version results are remembered under: bump it when the
+#: prompt or the schema change what the model answers.
+PROMPT_VERSION = 1
 
 PLACES_SCHEMA: dict[str, Any] = {
     "name": "places",
@@ -190,19 +200,33 @@ class LlmExtractor:
         self._gazetteer = gazetteer
         self._on_llm_call = on_llm_call
         self._budget = budget or CallBudget(settings.llm_max_calls_per_minute)
+        self._reserve = settings.llm_max_calls_per_minute // 4
+
+    @property
+    def version(self) -> str:
+        return f"llm/{self._model}/p{PROMPT_VERSION}"
 
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def extract(self, sentences: Sequence[str]) -> list[Place]:
+    async def extract(self, sentences: Sequence[str], *, background: bool = False) -> Extraction:
         if not sentences:
-            return []
-        content = await self._complete(sentences)
-        if content is None:
-            return []
-        return self._validate(sentences, content)
+            return Extraction()
+        usage: list[int] = [0, 0, 0]  # prompt tokens, completion tokens, requests
+        answer = await self._complete(sentences, usage, background=background)
+        found = answer if isinstance(answer, Failure) else self._validate(sentences, answer)
+        cost = {
+            "sentences_sent": len(sentences) if usage[2] else 0,
+            "prompt_tokens": usage[0],
+            "completion_tokens": usage[1],
+        }
+        if isinstance(found, Failure):
+            return Extraction(failure=found, **cost)
+        return Extraction(found, **cost)
 
-    async def _complete(self, sentences: Sequence[str]) -> str | None:
+    async def _complete(
+        self, sentences: Sequence[str], usage: list[int], *, background: bool
+    ) -> str | Failure:
         payload = json.dumps(
             {"sentences": [{"index": i, "text": s} for i, s in enumerate(sentences)]},
             ensure_ascii=False,
@@ -217,11 +241,18 @@ class LlmExtractor:
             "temperature": 0,
         }
         openai = self._openai
+        failure = Failure("no attempt")
+        reserve = self._reserve if background else 0
         for attempt in range(self._max_retries + 1):
-            if not self._budget.try_acquire():
+            if not self._budget.try_acquire(reserve=reserve):
                 log.warning("llm_budget_exhausted", sentences=len(sentences), attempt=attempt)
-                return None
+                return Failure(
+                    "budget exhausted",
+                    retry_after_s=self._budget.free_in(reserve=reserve),
+                    spent=False,
+                )
             started = time.perf_counter()
+            usage[2] += 1
             try:
                 # The client's generic POST, not ``chat.completions.create``: that one
                 # first walks every parameter (the JSON schema too) through the SDK's
@@ -234,49 +265,54 @@ class LlmExtractor:
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 self._report(started, ok=False)
                 log.warning("llm_call_failed", attempt=attempt, error=type(exc).__name__)
+                failure = Failure(type(exc).__name__)
                 delay = self._backoff(attempt, None)
             except openai.APIStatusError as exc:
                 self._report(started, ok=False)
                 log.warning("llm_call_failed", attempt=attempt, status=exc.status_code)
+                retry_after = _retry_after(exc.response.headers.get("retry-after"))
                 if exc.status_code != 429 and exc.status_code < 500:
-                    return None
-                delay = self._backoff(attempt, exc.response.headers.get("retry-after"))
+                    return Failure(f"HTTP {exc.status_code}", rejected=True)
+                failure = Failure(f"HTTP {exc.status_code}", retry_after_s=retry_after)
+                if retry_after is not None and retry_after > _MAX_RETRY_AFTER_S:
+                    return failure  # the agent's queue waits that long, not this call
+                delay = self._backoff(attempt, retry_after)
             else:
                 self._report(started, ok=True)
+                if response.usage is not None:
+                    usage[0] += response.usage.prompt_tokens or 0
+                    usage[1] += response.usage.completion_tokens or 0
                 choice = response.choices[0] if response.choices else None
                 content = choice.message.content if choice is not None else None
                 if not content:
                     log.warning("llm_answer_malformed", reason="empty")
-                    return None
+                    return Failure("empty answer")
                 return content
             if attempt < self._max_retries:
                 await anyio.sleep(delay)
         log.warning("llm_call_gave_up", attempts=self._max_retries + 1)
-        return None
+        return failure
 
     def _report(self, started: float, *, ok: bool) -> None:
         if self._on_llm_call is not None:
             self._on_llm_call(response_time_ms=(time.perf_counter() - started) * 1000, ok=ok)
 
     @staticmethod
-    def _backoff(attempt: int, retry_after: str | None) -> float:
+    def _backoff(attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
-            try:
-                return min(max(float(retry_after), 0.0), _MAX_RETRY_AFTER_S)
-            except ValueError:
-                pass
+            return min(retry_after, _MAX_RETRY_AFTER_S)
         return _BACKOFF_BASE_S * 2**attempt * (0.5 + random.random() / 2)
 
     # -- validation -------------------------------------------------------------------
 
-    def _validate(self, sentences: Sequence[str], content: str) -> list[Place]:
+    def _validate(self, sentences: Sequence[str], content: str) -> list[Place] | Failure:
         try:
             items = json.loads(content)["places"]
             if not isinstance(items, list):
                 raise TypeError("places is not a list")  # noqa: TRY301
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("llm_answer_malformed", reason=str(exc)[:200])
-            return []
+            return Failure("malformed answer")
         places: list[Place] = []
         seen: set[tuple[int, int]] = set()
         for item in items:
@@ -335,6 +371,17 @@ class LlmExtractor:
             return (len(parts & wanted), entry.kind != "city", entry.population)
 
         return max(entries, key=score)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` in seconds (the HTTP-date form is not used by model servers)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 def _coords(lat: Any, lng: Any) -> tuple[float, float] | None:
