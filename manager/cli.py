@@ -173,7 +173,7 @@ def agents(settings: Settings, as_json: bool) -> None:
             }
             click.echo(json.dumps(record))
         return
-    header = ("DOCUMENT", "STATUS", "PID", "UPTIME", "MEM MB", "CPU %", "LLM", "MARKS", "MANAGER")
+    header = ("DOCUMENT", "STATUS", "PID", "UPTIME", "PSS MiB", "CPU %", "LLM", "MARKS", "MANAGER")
     table = [header]
     for agent in rows:
         table.append(
@@ -182,7 +182,7 @@ def agents(settings: Settings, as_json: bool) -> None:
                 agent.status,
                 str(agent.agent_pid or "-"),
                 _format_uptime(agent.uptime.total_seconds()),
-                "-" if agent.memory_mb is None else f"{agent.memory_mb:.1f}",
+                "-" if agent.pss_mb is None else f"{agent.pss_mb:.1f}",
                 "-" if agent.cpu_percent is None else f"{agent.cpu_percent:.1f}",
                 str(agent.llm_calls_count),
                 str(agent.locations_marked_count),

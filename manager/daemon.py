@@ -24,6 +24,7 @@ import signal
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from datetime import UTC, datetime
 
 import anyio
 import anyio.abc
@@ -123,6 +124,7 @@ class ManagerDaemon:
         self._wake = anyio.Event()
         self._all_stopped = anyio.Event()
         self._running = False
+        self.started_at = datetime.now(UTC)
         self._requests_in, self._requests = anyio.create_memory_object_stream[int](64)
 
     @property
@@ -341,8 +343,9 @@ class ManagerDaemon:
             await anyio.sleep(self.settings.stats_interval_s)
             await self.print_stats()
 
-    def manager_stats(self) -> ManagerStats:
+    async def manager_stats(self) -> ManagerStats:
         sup = self.supervisor
+        memory = await anyio.to_thread.run_sync(self.fleet.memory)
         return ManagerStats(
             manager_id=self.settings.manager_id,
             running=sup.running,
@@ -352,7 +355,9 @@ class ManagerDaemon:
             restarts=sup.restarts,
             events_applied=sup.events_applied,
             event_lag_s=None if self.listener is None else self.listener.lag_s,
-            worker_memory_mb=self.fleet.memory_mb(),
+            worker_memory_mb=memory.pss_mb,
+            worker_memory_rss_mb=memory.rss_mb,
+            started_at=self.started_at,
         )
 
     async def print_stats(self) -> None:
@@ -361,7 +366,7 @@ class ManagerDaemon:
         except StoreError as exc:
             log.warning("stats_unavailable", error=str(exc))
             return
-        print(render_stats_box(system, self.manager_stats()), flush=True)
+        print(render_stats_box(system, await self.manager_stats()), flush=True)
 
 
 @contextlib.contextmanager

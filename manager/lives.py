@@ -259,6 +259,8 @@ class LifeRunner:
             self.writer.add_metrics(
                 agent,
                 memory_mb=message.memory_mb,
+                pss_mb=message.pss_mb,
+                uss_mb=message.uss_mb,
                 cpu_percent=message.cpu_percent,
                 websocket_latency_ms=message.websocket_latency_ms,
                 llm_response_time_ms=message.llm_response_time_ms,

@@ -29,13 +29,16 @@ class LiveAgent:
     cpu_percent: float | None
     llm_calls_count: int
     locations_marked_count: int
+    pss_mb: float | None
+    uss_mb: float | None
 
 
 async def fetch_live_agents(conninfo: str) -> list[LiveAgent]:
     query = (
         "SELECT document_id, agent_id, status, agent_pid, manager_id, manager_host,"
         " connected_at, uptime, memory_mb, cpu_percent, llm_calls_count,"
-        " locations_marked_count FROM live_agents ORDER BY manager_id, connected_at"
+        " locations_marked_count, pss_mb, uss_mb"
+        " FROM live_agents ORDER BY manager_id, connected_at"
     )
     try:
         async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
@@ -48,7 +51,7 @@ async def fetch_live_agents(conninfo: str) -> list[LiveAgent]:
         raise StoreError(str(exc)) from exc
     agents = []
     for row in rows:
-        for key in ("memory_mb", "cpu_percent"):
+        for key in ("memory_mb", "cpu_percent", "pss_mb", "uss_mb"):
             if row[key] is not None:
                 row[key] = float(row[key])
         agents.append(LiveAgent(**row))

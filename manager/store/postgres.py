@@ -366,9 +366,7 @@ class PostgresStore:
 
     async def system_stats(self) -> SystemStats:
         rows = await self._fetchall(_SYSTEM_STATS)
-        row = rows[0]
-        avg = row.pop("avg_memory_mb")
-        return SystemStats(avg_memory_mb=None if avg is None else float(avg), **row)
+        return SystemStats.from_row(rows[0])
 
     async def prune_history(self, older_than: timedelta, batch: int) -> tuple[int, int]:
         rows = await self._fetchall(_PRUNE_HISTORY, (older_than, batch))
