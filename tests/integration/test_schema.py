@@ -194,12 +194,10 @@ def test_system_stats_average_pss_where_reported(db: psycopg.Connection) -> None
         """
     )
     db.execute(
-        "SELECT record_agent_metrics('[{\"agent_id\":\"a1\",\"memory_mb\":40,\"pss_mb\":10,"
-        "\"uss_mb\":8},{\"agent_id\":\"a2\",\"memory_mb\":40,\"pss_mb\":12}]'::jsonb)"
+        'SELECT record_agent_metrics(\'[{"agent_id":"a1","memory_mb":40,"pss_mb":10,'
+        '"uss_mb":8},{"agent_id":"a2","memory_mb":40,"pss_mb":12}]\'::jsonb)'
     )
-    stats = db.execute(
-        "SELECT avg_memory_mb, avg_rss_mb FROM get_agent_system_stats()"
-    ).fetchone()
+    stats = db.execute("SELECT avg_memory_mb, avg_rss_mb FROM get_agent_system_stats()").fetchone()
     assert stats is not None
     assert (float(stats[0]), float(stats[1])) == (14.0, 33.33)
     sample = db.execute(
