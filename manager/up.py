@@ -41,6 +41,7 @@ from manager.config import Settings
 from manager.daemon import run_manager
 from manager.database import database_conninfo
 from manager.processes import scrub_secret_environment
+from manager.proctitle import printable_id, set_title
 from manager.sdnotify import SystemdNotifier
 from manager.template import NOTIFY_ENV_VARS
 
@@ -69,6 +70,7 @@ def take_systemd_notifier() -> SystemdNotifier:
 def run_manager_foreground(settings: Settings) -> int:
     """``docagents manager``: the daemon alone, on the selected backend; the schema must exist."""
     select_backend(settings)  # a configuration error, before anything starts
+    set_title(f"docagents manager {printable_id(settings.manager_id)}")
     notifier = take_systemd_notifier()
     scrub_secret_environment()
     return anyio.run(functools.partial(run_manager, settings, notifier=notifier))
@@ -79,6 +81,7 @@ def run_up(settings: Settings) -> int:
     from manager.store.migrations import apply_migrations
 
     kind = select_backend(settings)
+    set_title(f"docagents manager {printable_id(settings.manager_id)}")
     notifier = take_systemd_notifier()
     scrub_secret_environment()
     token = settings.docserver_agent_token

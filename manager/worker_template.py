@@ -48,7 +48,8 @@ import structlog  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 import manager.processes  # noqa: E402  (the Process class is unpickled in the child)
-import manager.worker_entry  # noqa: E402, F401  (the Process target)
+import manager.proctitle  # noqa: E402
+import manager.worker_entry  # noqa: E402  (the Process target)
 import worker.extract  # noqa: E402
 import worker.extract.gazetteer  # noqa: E402
 import worker.extract.gazetteer_extractor  # noqa: E402
@@ -87,6 +88,7 @@ async def _warm_up() -> None:
             structlog.get_logger(__name__).warning("llm_warm_up_failed", error=repr(exc))
 
 
+manager.proctitle.set_title("docagents forkserver")
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 anyio.run(_warm_up, backend="asyncio")
 worker.extract.gazetteer.prepare_cache_in_child()
