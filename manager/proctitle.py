@@ -19,7 +19,7 @@ import unicodedata
 # of the environment (the place to check that a worker holds no credentials).
 os.environ.setdefault("SPT_NOENV", "1")
 
-import setproctitle  # noqa: E402
+import setproctitle
 
 __all__ = ["printable_id", "set_title", "worker_title"]
 
