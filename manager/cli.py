@@ -15,6 +15,7 @@ from manager.template import start_early
 start_early(sys.argv)
 
 import json  # noqa: E402
+import logging  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
@@ -46,12 +47,46 @@ def load_settings() -> Settings:
         raise failure from exc
 
 
+#: Commands that print data: their stdout is the data, and stderr stays empty
+#: unless something goes wrong or ``-v`` asks for the log (at ``LOG_LEVEL``).
+DATA_COMMANDS = frozenset({"stats", "agents", "psql", "migrate", "down", "managers", "token"})
+
+
+def _log_level(settings: Settings, command: str | None, verbose: bool) -> str:
+    if verbose or command not in DATA_COMMANDS:
+        return settings.log_level
+    configured = logging.getLevelName(settings.log_level.upper())
+    quiet = max(logging.WARNING, configured if isinstance(configured, int) else 0)
+    return logging.getLevelName(quiet)
+
+
+def _verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``-v`` after a data command: its log on stderr at ``LOG_LEVEL``."""
+    if value and isinstance(ctx.find_object(Settings), Settings):
+        settings = ctx.find_object(Settings)
+        assert settings is not None
+        configure_logging(settings.log_format, settings.log_level)
+
+
+verbose_option = click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    expose_value=False,
+    callback=_verbose,
+    help="Also log to stderr (at LOG_LEVEL).",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="docagents", prog_name="docagents")
+@click.option("-v", "--verbose", is_flag=True, help="Data commands also log to stderr.")
 @click.pass_context
-def main(ctx: click.Context) -> None:
+def main(ctx: click.Context, verbose: bool) -> None:
     """docagents: one AI agent per live collaborative document."""
     settings = load_settings()
-    configure_logging(settings.log_format, settings.log_level)
+    level = _log_level(settings, ctx.invoked_subcommand, verbose)
+    configure_logging(settings.log_format, level)
     ctx.obj = settings
 
 
@@ -60,6 +95,7 @@ def _fail(exc: DocagentsError) -> click.ClickException:
 
 
 @main.command()
+@verbose_option
 @click.pass_obj
 def migrate(settings: Settings) -> None:
     """Apply the SQL migrations that are missing (safe to run concurrently)."""
@@ -113,6 +149,7 @@ def _run_psql(executable: str, conninfo: str, args: tuple[str, ...]) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @click.option("--watch", is_flag=True, help="Refresh the box every --interval seconds.")
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
+@verbose_option
 @click.pass_obj
 def stats(settings: Settings, as_json: bool, watch: bool, interval: float) -> None:
     """Print the system-wide agent figures (get_agent_system_stats())."""
@@ -154,6 +191,7 @@ def _format_uptime(seconds: float) -> str:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the agents as JSON lines.")
+@verbose_option
 @click.pass_obj
 def agents(settings: Settings, as_json: bool) -> None:
     """List live agents: document, status, pid, uptime, memory, cpu, LLM calls, marks, manager."""
@@ -206,6 +244,7 @@ def worker(settings: Settings, document_id: str) -> None:
 
 
 @main.command()
+@verbose_option
 @click.pass_obj
 def down(settings: Settings) -> None:
     """Stop the embedded Postgres under DOCAGENTS_HOME, whoever holds it."""

@@ -114,6 +114,8 @@ def start_early(argv: Sequence[str]) -> None:
     """
     if len(argv) < 2 or argv[1] not in _MANAGER_COMMANDS:
         return
+    if any(arg in ("-h", "--help") for arg in argv[2:]):
+        return
     if PurePath(argv[0]).name not in ("docagents", "cli.py"):
         return
     with contextlib.suppress(OSError, ValueError), _set_aside_from_children():
