@@ -332,7 +332,7 @@ def _daemon_failure(exc: DocagentsError) -> click.ClickException:
         failure.exit_code = EX_UNAVAILABLE
     else:
         failure = _fail(exc)
-    log.error("manager_start_failed", error=str(exc), exit_code=failure.exit_code)
+    log.debug("manager_start_failed", error=str(exc), exit_code=failure.exit_code)
     return failure
 
 

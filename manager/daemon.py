@@ -35,7 +35,7 @@ from manager.config import Settings
 from manager.errors import ConfigurationError, DocagentsError, StoreError
 from manager.lives import AgentLife, LifeRunner, monotonic
 from manager.monitor import DaemonMonitor, OnConnected
-from manager.processes import Target, WorkerFleet
+from manager.processes import Target, WorkerFleet, scrub_secret_environment
 from manager.recovery import recover
 from manager.retention import run_retention
 from manager.sdnotify import SystemdNotifier
@@ -419,11 +419,15 @@ async def run_manager(
     """
     kind = select_backend(settings)
     fleet = WorkerFleet(target=worker_target, warm_pool=settings.warm_pool_size)
-    # The worker template imports in its own process while the backend opens
-    # and recovery runs (secrets are scrubbed from the environment first).
-    await anyio.to_thread.run_sync(fleet.warm_up)
+    # The secrets leave the environment before any child starts (the template,
+    # if `start_early` did not start it already, and the docserver of `up`).
+    scrub_secret_environment()
     try:
         async with open_backend(settings, conninfo=conninfo) as backend:
+            # The worker template imports in its own process (started early by the
+            # CLI) while the backend opened; recovery runs while the pool fills. A
+            # database that is not there fails the start before any of that.
+            await anyio.to_thread.run_sync(fleet.warm_up)
             log.info("manager_backend", kind=kind, database=backend.description)
             daemon = ManagerDaemon(
                 settings,
