@@ -39,7 +39,7 @@ from manager.processes import Target, WorkerFleet, scrub_secret_environment
 from manager.recovery import recover
 from manager.retention import run_retention
 from manager.sdnotify import SystemdNotifier
-from manager.stats import ManagerStats, render_stats_box
+from manager.stats import ManagerStats, WorkerMemory, render_stats_box
 from manager.store.base import ActivityEvent, AgentRow, Store
 from manager.supervisor import Action, EndLife, Kill, RestartPolicy, Start, Stop, Supervisor
 from manager.telemetry import ManagerMetrics, MetricsServer
@@ -99,6 +99,8 @@ class ManagerDaemon:
         self.writer = writer or StoreWriter(store, flush_interval_s=settings.flush_interval_s)
         if metrics is None and settings.metrics_port is not None:
             metrics = ManagerMetrics()
+        if metrics is not None:
+            metrics.info.labels(manager_id=settings.manager_id, version=_version()).set(1)
         self.metrics = metrics
         self.monitor = DaemonMonitor(
             self.supervisor,
@@ -180,6 +182,8 @@ class ManagerDaemon:
             await tg.start(self._follow_events, events_scope)
             tg.start_soon(self._ticker)
             tg.start_soon(self._stats_loop)
+            if self.metrics is not None:
+                tg.start_soon(self._memory_loop, self.metrics)
             if settings.retention_days is not None:
                 tg.start_soon(self._retention, settings.retention_days)
             log.info("manager_ready", manager_id=settings.manager_id, attached=len(self.lives))
@@ -343,9 +347,35 @@ class ManagerDaemon:
             await anyio.sleep(self.settings.stats_interval_s)
             await self.print_stats()
 
+    def worker_memory(self) -> WorkerMemory:
+        """Sums of the live workers' latest reports (each worker measures itself).
+
+        The manager does not read the workers' ``smaps_rollup`` itself: the kernel
+        holds a worker's memory-map lock while it walks the page tables, and a
+        reader descheduled on a busy host stalls that worker's allocations.
+        """
+        rss = pss = 0.0
+        workers = 0
+        for life in list(self.lives.values()):
+            report = life.last_metrics
+            if report is None:
+                continue
+            workers += 1
+            rss += report.memory_mb
+            pss += report.memory_mb if report.pss_mb is None else report.pss_mb
+        return WorkerMemory(workers=workers, rss_mb=rss, pss_mb=pss)
+
+    async def _memory_loop(self, metrics: ManagerMetrics) -> None:
+        """The workers' memory for ``/metrics``, as often as they report it."""
+        while True:
+            memory = self.worker_memory()
+            metrics.memory_pss.set(memory.pss_mb * 2**20)
+            metrics.memory_rss.set(memory.rss_mb * 2**20)
+            await anyio.sleep(self.settings.metrics_interval_s)
+
     async def manager_stats(self) -> ManagerStats:
         sup = self.supervisor
-        memory = await anyio.to_thread.run_sync(self.fleet.memory)
+        memory = self.worker_memory()
         return ManagerStats(
             manager_id=self.settings.manager_id,
             running=sup.running,
@@ -442,3 +472,12 @@ async def run_manager(
             return await daemon.run(ready=ready)
     finally:
         fleet.kill_all()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("docagents")
+    except PackageNotFoundError:
+        return "unknown"

@@ -55,6 +55,8 @@ class AgentLife:
     document_id: str
     agent_id: str
     worker: WorkerProcess | None = None
+    #: the worker's latest resource report
+    last_metrics: Metrics | None = None
     stop_reason: str | None = None
     kill: bool = False
     stop_requested: anyio.Event = field(default_factory=anyio.Event)
@@ -74,7 +76,7 @@ class LifeObserver(Protocol):
     def worker_started(self, life: AgentLife, restart: bool) -> None: ...
     def worker_connected(self, life: AgentLife) -> None: ...
     def worker_exited(self, life: AgentLife, asked: bool) -> None: ...
-    def llm_call(self, response_time_ms: float) -> None: ...
+    def llm_call(self, response_time_ms: float, ok: bool) -> None: ...
     def location_marked(self) -> None: ...
 
 
@@ -256,6 +258,7 @@ class LifeRunner:
     def _on_message(self, life: AgentLife, worker: WorkerProcess, message: WorkerMessage) -> None:
         agent = life.agent_id
         if isinstance(message, Metrics):
+            life.last_metrics = message
             self.writer.add_metrics(
                 agent,
                 memory_mb=message.memory_mb,
@@ -267,7 +270,7 @@ class LifeRunner:
             )
         elif isinstance(message, LlmCall):
             self.writer.count(agent, llm_calls=1)
-            self._observer.llm_call(message.response_time_ms)
+            self._observer.llm_call(message.response_time_ms, message.ok)
         elif isinstance(message, LocationMarked):
             self.writer.count(agent, locations_marked=1)
             self._observer.location_marked()

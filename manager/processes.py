@@ -69,7 +69,6 @@ from worker.protocol import (
 __all__ = [
     "DEFAULT_PRELOAD",
     "ExitInfo",
-    "FleetMemory",
     "WorkerFleet",
     "WorkerProcess",
     "describe_exit",
@@ -329,35 +328,9 @@ class WorkerFleet:
                 killed += 1
         return killed
 
-    def memory(self) -> FleetMemory:
-        """Total memory of the live workers (reads ``/proc``: call it off the event loop).
-
-        PSS divides the pages the workers share (the forkserver's, the mapped
-        gazetteer) among them, so the workers' PSS adds up to what they cost;
-        their RSS counts each shared page once per worker.
-        """
-        rss = pss = 0.0
-        workers = 0
-        for worker in list(self.workers):
-            sample = worker.memory()
-            if sample is not None:
-                rss += sample[0]
-                pss += sample[1]
-                workers += 1
-        return FleetMemory(workers=workers, rss_mb=rss, pss_mb=pss)
-
     @property
     def context(self) -> Any:
         return self._ctx
-
-
-@dataclass(frozen=True, slots=True)
-class FleetMemory:
-    """Sums over the live workers, in MiB (see :meth:`WorkerFleet.memory`)."""
-
-    workers: int
-    rss_mb: float
-    pss_mb: float
 
 
 class WorkerProcess:
@@ -515,16 +488,6 @@ class WorkerProcess:
             return psutil.Process(self.pid).memory_info().rss / 2**20
         except psutil.Error:
             return 0.0
-
-    def memory(self) -> tuple[float, float] | None:
-        """``(rss_mb, pss_mb)`` of the live process, or ``None`` (gone, or unreadable)."""
-        if self.pid is None or self.exited:
-            return None
-        try:
-            full = psutil.Process(self.pid).memory_full_info()
-        except (psutil.Error, NotImplementedError):
-            return None
-        return full.rss / 2**20, getattr(full, "pss", full.rss) / 2**20
 
     # --- internals -----------------------------------------------------------------
 

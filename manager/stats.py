@@ -17,7 +17,16 @@ from typing import Any
 
 from manager.store.base import SystemStats
 
-__all__ = ["ManagerStats", "render_stats_box", "stats_document"]
+__all__ = ["ManagerStats", "WorkerMemory", "render_stats_box", "stats_document"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerMemory:
+    """Sums over a manager's live workers, in MiB, from their latest reports."""
+
+    workers: int
+    rss_mb: float
+    pss_mb: float
 
 
 @dataclass(frozen=True, slots=True)
