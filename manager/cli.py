@@ -260,11 +260,11 @@ def down(settings: Settings) -> None:
 def docserver(settings: Settings) -> None:
     """Run the y-websocket document server that writes document_activity (foreground)."""
     from docserver.server import load_settings as load_docserver_settings
+    from docserver.server import serve as serve_docserver
+    from docserver.service import DocserverError
     from manager.proctitle import set_title
 
     set_title("docagents docserver")
-    from docserver.server import serve as serve_docserver
-    from docserver.service import DocserverError
 
     try:
         docserver_settings = load_docserver_settings()

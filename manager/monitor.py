@@ -219,8 +219,7 @@ class DaemonMonitor:
         now = time.monotonic()
         since_beat = now - self.last_beat
         loop_ok = since_beat <= max(3 * self.period_s, 2.0)
-        source_ok = self.source is not None and self.source.connected
-        database_ok = source_ok and self.writer.healthy
+        database_ok = self.database_reachable()
         buffering_ok = now - self._last_drop > _DROP_MEMORY_S
         sup = self.supervisor
         return Health(
