@@ -62,8 +62,8 @@ def _boot() -> None:
     """
     import anyio
 
-    from worker.logs import configure_logging
+    from worker.logs import configure_logging, log_format_from_environment
     from worker.main import warm_up
 
-    configure_logging("console", "WARNING")
+    configure_logging(log_format_from_environment(), "WARNING")
     anyio.run(warm_up, backend="asyncio")

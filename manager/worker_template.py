@@ -55,7 +55,7 @@ import worker.extract.gazetteer  # noqa: E402
 import worker.extract.gazetteer_extractor  # noqa: E402
 import worker.main  # noqa: E402
 from worker.config import WorkerSettings  # noqa: E402
-from worker.logs import configure_logging  # noqa: E402
+from worker.logs import configure_logging, log_format_from_environment  # noqa: E402
 
 
 def _workers_use_llm() -> bool:
@@ -93,9 +93,7 @@ manager.proctitle.set_title("docagents forkserver")
 # The template's own lines (building the gazetteer, a failed warm-up) in the
 # format of the manager's; it says nothing unless something is wrong, so a
 # command that stops at once (a configuration error) prints only its error.
-configure_logging(
-    "json" if os.environ.get("LOG_FORMAT", "").lower() == "json" else "console", "WARNING"
-)
+configure_logging(log_format_from_environment(), "WARNING")
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 anyio.run(_warm_up, backend="asyncio")
 worker.extract.gazetteer.prepare_cache_in_child()
