@@ -385,8 +385,8 @@ class ManagerDaemon:
             restarts=sup.restarts,
             events_applied=sup.events_applied,
             event_lag_s=None if self.listener is None else self.listener.lag_s,
-            worker_memory_mb=memory.pss_mb,
-            worker_memory_rss_mb=memory.rss_mb,
+            worker_memory_mb=memory.pss_mb if memory.workers else None,
+            worker_memory_rss_mb=memory.rss_mb if memory.workers else None,
             started_at=self.started_at,
         )
 

@@ -42,8 +42,8 @@ class ManagerStats:
     restarts: int
     events_applied: int
     event_lag_s: float | None
-    #: sum over this manager's live workers, PSS
-    worker_memory_mb: float
+    #: sum over this manager's live workers, PSS (None before any worker reported)
+    worker_memory_mb: float | None
     #: the same sum in RSS (shared pages counted once per worker)
     worker_memory_rss_mb: float | None = None
     started_at: datetime | None = None

@@ -144,7 +144,7 @@ async def test_agents_and_stats_box_show_pss_close_to_the_kernels(
     pids = [life.worker.pid for life in daemon.lives.values() if life.worker is not None]
     assert sorted(pids) == sorted(kernel)
     total = sum(kernel_pss_mb(pid) for pid in pids)
-    assert within(mine.worker_memory_mb, total)
+    assert mine.worker_memory_mb is not None and within(mine.worker_memory_mb, total)
     assert system.avg_memory_mb is not None
     assert within(system.avg_memory_mb, total / len(pids))
     box = render_stats_box(system, mine)
