@@ -25,7 +25,7 @@ import signal
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import anyio.abc
@@ -37,11 +37,11 @@ from manager.errors import ConfigurationError, DocagentsError, StoreError
 from manager.lives import AgentLife, LifeRunner, monotonic
 from manager.memory import MemoryKeeper
 from manager.monitor import DaemonMonitor, OnConnected
-from manager.processes import Target, WorkerFleet
+from manager.processes import Target, WorkerFleet, scrub_secret_environment
 from manager.recovery import recover
 from manager.retention import run_retention
 from manager.sdnotify import SystemdNotifier
-from manager.stats import ManagerStats, render_stats_box
+from manager.stats import ManagerStats, WorkerMemory, render_stats_box
 from manager.store.base import ActivityEvent, AgentRow, Store
 from manager.supervisor import (
     Action,
@@ -111,6 +111,8 @@ class ManagerDaemon:
         self.writer = writer or StoreWriter(store, flush_interval_s=settings.flush_interval_s)
         if metrics is None and settings.metrics_port is not None:
             metrics = ManagerMetrics()
+        if metrics is not None:
+            metrics.info.labels(manager_id=settings.manager_id, version=_version()).set(1)
         self.metrics = metrics
         self.monitor = DaemonMonitor(
             self.supervisor,
@@ -147,6 +149,7 @@ class ManagerDaemon:
         self._wake = anyio.Event()
         self._all_stopped = anyio.Event()
         self._running = False
+        self.started_at = datetime.now(UTC)
         self._requests_in, self._requests = anyio.create_memory_object_stream[int](64)
 
     @property
@@ -205,6 +208,8 @@ class ManagerDaemon:
             tg.start_soon(self._ticker)
             tg.start_soon(self._audit_loop)
             tg.start_soon(self._stats_loop)
+            if self.metrics is not None:
+                tg.start_soon(self._memory_loop, self.metrics)
             if settings.retention_days is not None:
                 tg.start_soon(self._retention, settings.retention_days)
             log.info("manager_ready", manager_id=settings.manager_id, attached=len(self.lives))
@@ -398,8 +403,35 @@ class ManagerDaemon:
             await anyio.sleep(self.settings.stats_interval_s)
             await self.print_stats()
 
-    def manager_stats(self) -> ManagerStats:
+    def worker_memory(self) -> WorkerMemory:
+        """Sums of the live workers' latest reports (each worker measures itself).
+
+        The manager does not read the workers' ``smaps_rollup`` itself: the kernel
+        holds a worker's memory-map lock while it walks the page tables, and a
+        reader descheduled on a busy host stalls that worker's allocations.
+        """
+        rss = pss = 0.0
+        workers = 0
+        for life in list(self.lives.values()):
+            report = life.last_metrics
+            if report is None:
+                continue
+            workers += 1
+            rss += report.memory_mb
+            pss += report.memory_mb if report.pss_mb is None else report.pss_mb
+        return WorkerMemory(workers=workers, rss_mb=rss, pss_mb=pss)
+
+    async def _memory_loop(self, metrics: ManagerMetrics) -> None:
+        """The workers' memory for ``/metrics``, as often as they report it."""
+        while True:
+            memory = self.worker_memory()
+            metrics.memory_pss.set(memory.pss_mb * 2**20)
+            metrics.memory_rss.set(memory.rss_mb * 2**20)
+            await anyio.sleep(self.settings.metrics_interval_s)
+
+    async def manager_stats(self) -> ManagerStats:
         sup = self.supervisor
+        memory = self.worker_memory()
         return ManagerStats(
             manager_id=self.settings.manager_id,
             running=sup.running,
@@ -409,7 +441,9 @@ class ManagerDaemon:
             restarts=sup.restarts,
             events_applied=sup.events_applied,
             event_lag_s=None if self.listener is None else self.listener.lag_s,
-            worker_memory_mb=self.fleet.memory_mb(),
+            worker_memory_mb=memory.pss_mb if memory.workers else None,
+            worker_memory_rss_mb=memory.rss_mb if memory.workers else None,
+            started_at=self.started_at,
         )
 
     async def print_stats(self) -> None:
@@ -421,7 +455,10 @@ class ManagerDaemon:
         except StoreError as exc:
             log.warning("stats_unavailable", error=str(exc))
             return
-        print(render_stats_box(system, self.manager_stats(), extraction=extraction), flush=True)
+        print(
+            render_stats_box(system, await self.manager_stats(), extraction=extraction),
+            flush=True,
+        )
 
 
 @contextlib.contextmanager
@@ -474,11 +511,15 @@ async def run_manager(
     """
     kind = select_backend(settings)
     fleet = WorkerFleet(target=worker_target, warm_pool=settings.warm_pool_size)
-    # The worker template imports in its own process while the backend opens
-    # and recovery runs (secrets are scrubbed from the environment first).
-    await anyio.to_thread.run_sync(fleet.warm_up)
+    # The secrets leave the environment before any child starts (the template,
+    # if `start_early` did not start it already, and the docserver of `up`).
+    scrub_secret_environment()
     try:
         async with open_backend(settings, conninfo=conninfo) as backend:
+            # The worker template imports in its own process (started early by the
+            # CLI) while the backend opened; recovery runs while the pool fills. A
+            # database that is not there fails the start before any of that.
+            await anyio.to_thread.run_sync(fleet.warm_up)
             log.info("manager_backend", kind=kind, database=backend.description)
             daemon = ManagerDaemon(
                 settings,
@@ -493,3 +534,12 @@ async def run_manager(
             return await daemon.run(ready=ready)
     finally:
         fleet.kill_all()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("docagents")
+    except PackageNotFoundError:
+        return "unknown"

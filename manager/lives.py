@@ -58,6 +58,8 @@ class AgentLife:
     agent_id: str
     worker: WorkerProcess | None = None
     claimed: bool = False
+    #: the worker's latest resource report
+    last_metrics: Metrics | None = None
     stop_reason: str | None = None
     kill: bool = False
     stop_requested: anyio.Event = field(default_factory=anyio.Event)
@@ -77,7 +79,7 @@ class LifeObserver(Protocol):
     def worker_started(self, life: AgentLife, restart: bool) -> None: ...
     def worker_connected(self, life: AgentLife) -> None: ...
     def worker_exited(self, life: AgentLife, asked: bool) -> None: ...
-    def llm_call(self, response_time_ms: float) -> None: ...
+    def llm_call(self, response_time_ms: float, ok: bool) -> None: ...
     def location_marked(self) -> None: ...
 
 
@@ -274,16 +276,19 @@ class LifeRunner:
     def _on_message(self, life: AgentLife, worker: WorkerProcess, message: WorkerMessage) -> None:
         agent = life.agent_id
         if isinstance(message, Metrics):
+            life.last_metrics = message
             self.writer.add_metrics(
                 agent,
                 memory_mb=message.memory_mb,
+                pss_mb=message.pss_mb,
+                uss_mb=message.uss_mb,
                 cpu_percent=message.cpu_percent,
                 websocket_latency_ms=message.websocket_latency_ms,
                 llm_response_time_ms=message.llm_response_time_ms,
             )
         elif isinstance(message, LlmCall):
             self.writer.count(agent, llm_calls=1)
-            self._observer.llm_call(message.response_time_ms)
+            self._observer.llm_call(message.response_time_ms, message.ok)
         elif isinstance(message, LocationMarked):
             self.writer.count(agent, locations_marked=1)
             self._observer.location_marked()

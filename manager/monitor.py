@@ -80,8 +80,10 @@ class DaemonMonitor:
         #: document_id -> timestamp of the event that made it wanted, until connected
         self._wanted_since: dict[str, datetime] = {}
         self._synced = (0, 0, 0)
+        self._dropped_synced = 0
         if metrics is not None:
             metrics.capacity.set(supervisor.capacity)
+            metrics.ready.set(0)
 
     # --- LifeObserver ----------------------------------------------------------------
 
@@ -101,10 +103,12 @@ class DaemonMonitor:
         if not asked and self.metrics is not None:
             self.metrics.crashes.inc()
 
-    def llm_call(self, response_time_ms: float) -> None:
+    def llm_call(self, response_time_ms: float, ok: bool = True) -> None:
         if self.metrics is not None:
             self.metrics.llm_calls.inc()
             self.metrics.llm_latency.observe(response_time_ms / 1000)
+            if not ok:
+                self.metrics.llm_failures.inc()
 
     def location_marked(self) -> None:
         if self.metrics is not None:
@@ -143,6 +147,19 @@ class DaemonMonitor:
         if sup.events_applied > applied:
             metrics.events_applied.inc(sup.events_applied - applied)
         self._synced = (sup.evictions, sup.restarts, sup.events_applied)
+        metrics.database_reachable.set(1 if self.database_reachable() else 0)
+        metrics.writer_pending.set(self.writer.pending)
+        dropped = self.writer.dropped
+        if dropped > self._dropped_synced:
+            metrics.writer_dropped.inc(dropped - self._dropped_synced)
+            self._dropped_synced = dropped
+        metrics.loop_lag.set(self.loop_lag_s)
+        lag = None if self.source is None else self.source.lag_s
+        if lag is not None:
+            metrics.event_lag.set(lag)
+
+    def database_reachable(self) -> bool:
+        return self.source is not None and self.source.connected and self.writer.healthy
 
     def status_text(self) -> str:
         sup = self.supervisor
@@ -154,12 +171,16 @@ class DaemonMonitor:
     # --- sd_notify -------------------------------------------------------------------
 
     def ready(self) -> None:
+        if self.metrics is not None:
+            self.metrics.ready.set(1)
         self._status_text = self.status_text()
         self._last_status = time.monotonic()
         if self.notifier.ready(self._status_text):
             log.info("sd_notify_ready", status=self._status_text)
 
     def stopping(self) -> None:
+        if self.metrics is not None:
+            self.metrics.ready.set(0)
         self.notifier.notify("STOPPING=1", "STATUS=stopping: detaching the workers")
 
     async def run_heartbeat(self) -> None:
@@ -198,8 +219,7 @@ class DaemonMonitor:
         now = time.monotonic()
         since_beat = now - self.last_beat
         loop_ok = since_beat <= max(3 * self.period_s, 2.0)
-        source_ok = self.source is not None and self.source.connected
-        database_ok = source_ok and self.writer.healthy
+        database_ok = self.database_reachable()
         buffering_ok = now - self._last_drop > _DROP_MEMORY_S
         sup = self.supervisor
         return Health(

@@ -339,10 +339,6 @@ class WorkerFleet:
                 killed += 1
         return killed
 
-    def memory_mb(self) -> float:
-        """Total RSS of the live workers, in MiB."""
-        return sum(w.rss_mb() for w in list(self.workers))
-
     @property
     def context(self) -> Any:
         return self._ctx

@@ -35,11 +35,64 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class ManagerMetrics:
-    """Every metric the manager exports, prefixed ``docagents_``."""
+    """Every metric the manager exports, prefixed ``docagents_``.
+
+    The names are a contract: ``ops/prometheus/rules.yml`` and
+    ``ops/grafana/docagents.json`` use them (a test reads them from a live
+    ``/metrics``). Only ``docagents_manager_info`` carries labels of its own
+    (``manager_id``, ``version``); Prometheus adds ``job`` and ``instance``.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self.info = Gauge(
+            "docagents_manager_info",
+            "Always 1; labels say which manager and which version",
+            ["manager_id", "version"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "docagents_manager_ready", "1 once recovered and following events", registry=r
+        )
+        self.database_reachable = Gauge(
+            "docagents_database_reachable",
+            "1 while the activity source is connected and the writer is healthy",
+            registry=r,
+        )
+        self.writer_pending = Gauge(
+            "docagents_writer_pending",
+            "Writes waiting for the database (buffered while it is unreachable)",
+            registry=r,
+        )
+        self.writer_dropped = Counter(
+            "docagents_writer_dropped_samples",
+            "Metrics samples dropped because the write buffer was full",
+            registry=r,
+        )
+        self.loop_lag = Gauge(
+            "docagents_event_loop_lag_seconds", "How late the manager's heartbeat woke", registry=r
+        )
+        self.event_lag = Gauge(
+            "docagents_activity_event_lag_seconds",
+            "Age of the last document_activity row applied, when it was applied",
+            registry=r,
+        )
+        self.llm_failures = Counter(
+            "docagents_llm_failures",
+            "LLM calls that failed (after the client's retries)",
+            registry=r,
+        )
+        self.memory_pss = Gauge(
+            "docagents_worker_memory_pss_bytes",
+            "Sum of the live workers' PSS (shared pages divided among their users)",
+            registry=r,
+        )
+        self.memory_rss = Gauge(
+            "docagents_worker_memory_rss_bytes",
+            "Sum of the live workers' RSS (shared pages counted once per worker)",
+            registry=r,
+        )
         self.running = Gauge("docagents_agents_running", "Workers running", registry=r)
         self.waiting = Gauge("docagents_agents_waiting", "Wanted documents waiting", registry=r)
         self.capacity = Gauge("docagents_agents_capacity", "MAX_CONCURRENT_AGENTS", registry=r)

@@ -114,7 +114,49 @@ def start_early(argv: Sequence[str]) -> None:
     """
     if len(argv) < 2 or argv[1] not in _MANAGER_COMMANDS:
         return
+    if any(arg in ("-h", "--help") for arg in argv[2:]):
+        return
     if PurePath(argv[0]).name not in ("docagents", "cli.py"):
         return
+    if _database_refuses(os.environ.get("DATABASE_URL", "")):
+        return  # the start fails at once; a template would only compete for the CPU
     with contextlib.suppress(OSError, ValueError), _set_aside_from_children():
         ensure_template()
+
+
+def _database_refuses(url: str) -> bool:
+    """Whether nothing listens at a ``postgresql://`` URL's address (an IP or localhost).
+
+    A cheap look (at most a fifth of a second, no name resolution) so that a
+    manager pointed at a database that is not there says so without first
+    starting its workers' template; anything unclear counts as "not refused".
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres") or "," in parts.netloc:
+            return False
+        host, port = parts.hostname, parts.port or 5432
+    except ValueError:
+        return False
+    if host not in ("localhost", "127.0.0.1", "::1") and not _is_ip(host):
+        return False
+    try:
+        with socket.create_connection((host or "localhost", port), timeout=0.2):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+def _is_ip(host: str | None) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    return True

@@ -28,8 +28,10 @@ import ctypes
 import functools
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 
 import anyio
 import structlog
@@ -39,7 +41,9 @@ from manager.backends import select_backend
 from manager.config import Settings
 from manager.daemon import run_manager
 from manager.database import database_conninfo
+from manager.errors import DocagentsError
 from manager.processes import scrub_secret_environment
+from manager.proctitle import printable_id, set_title
 from manager.sdnotify import SystemdNotifier
 from manager.template import NOTIFY_ENV_VARS
 
@@ -54,6 +58,8 @@ EX_UNAVAILABLE = 69
 
 #: How long the docserver gets to stop after SIGTERM before SIGKILL.
 _DOCSERVER_STOP_S = 5.0
+#: How long `up` waits for its docserver to listen before starting the manager anyway.
+_DOCSERVER_LISTEN_S = 30.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -68,6 +74,7 @@ def take_systemd_notifier() -> SystemdNotifier:
 def run_manager_foreground(settings: Settings) -> int:
     """``docagents manager``: the daemon alone, on the selected backend; the schema must exist."""
     select_backend(settings)  # a configuration error, before anything starts
+    set_title(f"docagents manager {printable_id(settings.manager_id)}")
     notifier = take_systemd_notifier()
     scrub_secret_environment()
     return anyio.run(functools.partial(run_manager, settings, notifier=notifier))
@@ -78,6 +85,7 @@ def run_up(settings: Settings) -> int:
     from manager.store.migrations import apply_migrations
 
     kind = select_backend(settings)
+    set_title(f"docagents manager {printable_id(settings.manager_id)}")
     notifier = take_systemd_notifier()
     scrub_secret_environment()
     token = settings.docserver_agent_token
@@ -92,6 +100,7 @@ def run_up(settings: Settings) -> int:
         credentials = {"SUPABASE_URL": url, "SUPABASE_SERVICE_KEY": key.get_secret_value()}
         docserver = _start_docserver(credentials, token.get_secret_value())
         try:
+            _wait_listening(docserver, settings)
             return anyio.run(manager)
         finally:
             _stop_docserver(docserver)
@@ -101,6 +110,7 @@ def run_up(settings: Settings) -> int:
             log.info("migrations_applied", versions=applied)
         docserver = _start_docserver({"DATABASE_URL": conninfo}, token.get_secret_value())
         try:
+            _wait_listening(docserver, settings)
             return anyio.run(functools.partial(manager, conninfo))
         finally:
             _stop_docserver(docserver)
@@ -118,6 +128,30 @@ def _start_docserver(credentials: dict[str, str], token: str) -> subprocess.Pope
     )
     log.info("docserver_started", pid=proc.pid)
     return proc
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], settings: Settings) -> None:
+    """Until the docserver accepts connections, so the first agents find it there.
+
+    Agents of documents still active in the database start as soon as the manager
+    has recovered; before the docserver listens they would only fail and retry.
+    Raises :class:`DocagentsError` if the docserver exits first; after
+    ``_DOCSERVER_LISTEN_S`` the manager starts anyway (its workers retry).
+    """
+    host = settings.docserver_host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 (a wildcard listens on loopback too)
+        host = "127.0.0.1"
+    deadline = time.monotonic() + _DOCSERVER_LISTEN_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DocagentsError(f"the docserver exited with code {proc.returncode}")
+        try:
+            with socket.create_connection((host, settings.ws_port), timeout=0.5):
+                log.info("up_docserver_ready", pid=proc.pid, port=settings.ws_port)
+                return
+        except OSError:
+            time.sleep(0.05)
+    log.warning("docserver_not_listening", pid=proc.pid, waited_s=_DOCSERVER_LISTEN_S)
 
 
 def _die_with_parent() -> None:

@@ -16,6 +16,7 @@ import pickle
 import sys
 from multiprocessing.connection import Connection
 
+from manager.proctitle import set_title, worker_title
 from worker.config import WorkerSettings
 
 __all__ = ["run_pooled", "run_worker"]
@@ -24,6 +25,7 @@ __all__ = ["run_pooled", "run_worker"]
 def run_worker(settings: WorkerSettings, document_id: str, agent_id: str, conn: Connection) -> None:
     """Re-enable the garbage collector (the template disabled it), then run the agent."""
     gc.enable()
+    set_title(worker_title(document_id, agent_id))
     from worker.main import process_main
 
     process_main(settings, document_id, agent_id, conn)
@@ -36,6 +38,8 @@ def run_pooled(conn: Connection, warm: bool = True) -> None:
     """
     # Boot ahead only in our template: in a forkserver started without it (by other
     # code in the same process) that would import the whole worker, for nothing.
+    if warm:
+        set_title("docagents warm")
     if warm and "manager.worker_template" in sys.modules and not conn.poll(0):
         _boot()
     try:
@@ -58,8 +62,8 @@ def _boot() -> None:
     """
     import anyio
 
-    from worker.logs import configure_logging
+    from worker.logs import configure_logging, log_format_from_environment
     from worker.main import warm_up
 
-    configure_logging("console", "WARNING")
+    configure_logging(log_format_from_environment(), "WARNING")
     anyio.run(warm_up, backend="asyncio")

@@ -48,12 +48,14 @@ import structlog  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 import manager.processes  # noqa: E402  (the Process class is unpickled in the child)
-import manager.worker_entry  # noqa: E402, F401  (the Process target)
+import manager.proctitle  # noqa: E402
+import manager.worker_entry  # noqa: E402  (the Process target)
 import worker.extract  # noqa: E402
 import worker.extract.gazetteer  # noqa: E402
 import worker.extract.gazetteer_extractor  # noqa: E402
 import worker.main  # noqa: E402
 from worker.config import WorkerSettings  # noqa: E402
+from worker.logs import configure_logging, log_format_from_environment  # noqa: E402
 
 
 def _workers_use_llm() -> bool:
@@ -87,6 +89,11 @@ async def _warm_up() -> None:
             structlog.get_logger(__name__).warning("llm_warm_up_failed", error=repr(exc))
 
 
+manager.proctitle.set_title("docagents forkserver")
+# The template's own lines (building the gazetteer, a failed warm-up) in the
+# format of the manager's; it says nothing unless something is wrong, so a
+# command that stops at once (a configuration error) prints only its error.
+configure_logging(log_format_from_environment(), "WARNING")
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 anyio.run(_warm_up, backend="asyncio")
 worker.extract.gazetteer.prepare_cache_in_child()

@@ -138,6 +138,8 @@ class StoreWriter:
         agent_id: str,
         *,
         memory_mb: float | None = None,
+        pss_mb: float | None = None,
+        uss_mb: float | None = None,
         cpu_percent: float | None = None,
         websocket_latency_ms: float | None = None,
         llm_response_time_ms: float | None = None,
@@ -146,6 +148,8 @@ class StoreWriter:
             MetricsRecord(
                 agent_id=agent_id,
                 memory_mb=memory_mb,
+                pss_mb=pss_mb,
+                uss_mb=uss_mb,
                 cpu_percent=cpu_percent,
                 websocket_latency_ms=websocket_latency_ms,
                 llm_response_time_ms=llm_response_time_ms,

@@ -258,11 +258,13 @@ class Agent:
         while True:
             await anyio.sleep(self._settings.metrics_interval_s)
             latency_ms = await self._connection.latency_ms()
-            memory_mb, cpu_percent = sampler.sample()
+            sample = sampler.sample()
             self._reporter.report(
                 Metrics(
-                    memory_mb=memory_mb,
-                    cpu_percent=cpu_percent,
+                    memory_mb=sample.rss_mb,
+                    pss_mb=sample.pss_mb,
+                    uss_mb=sample.uss_mb,
+                    cpu_percent=sample.cpu_percent,
                     websocket_latency_ms=latency_ms,
                     llm_response_time_ms=self._llm_timings.take_mean(),
                 )

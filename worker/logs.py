@@ -9,12 +9,18 @@ process, including in each forked worker.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Literal
 
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "log_format_from_environment"]
+
+
+def log_format_from_environment() -> Literal["console", "json"]:
+    """``LOG_FORMAT`` as the settings would read it, for processes without settings yet."""
+    return "json" if os.environ.get("LOG_FORMAT", "").strip().lower() == "json" else "console"
 
 
 def configure_logging(

@@ -74,6 +74,10 @@ class Metrics(_Message):
     type: Literal["metrics"] = "metrics"
     #: Resident set size of the worker process, in MiB.
     memory_mb: float = Field(ge=0)
+    #: Proportional set size (shared pages divided among their users), in MiB.
+    pss_mb: float | None = Field(default=None, ge=0)
+    #: Unique set size (pages only this process holds), in MiB.
+    uss_mb: float | None = Field(default=None, ge=0)
     #: Real CPU percent since the previous report (100 = one full core).
     cpu_percent: float = Field(ge=0)
     #: Last measured websocket round trip, if any.

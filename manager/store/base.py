@@ -32,7 +32,11 @@ FINAL_STATUSES = frozenset({"disconnected", "error"})
 
 @dataclass(frozen=True, slots=True)
 class SystemStats:
-    """One row of ``get_agent_system_stats()``."""
+    """One row of ``get_agent_system_stats()``.
+
+    ``avg_memory_mb`` is the live agents' average PSS (see migrations/0009);
+    ``total_*`` count every agent life ever recorded, ``live_*`` only the live ones.
+    """
 
     total_agents: int
     active_agents: int
@@ -41,6 +45,23 @@ class SystemStats:
     total_llm_calls: int
     total_locations_marked: int
     unique_documents: int
+    avg_rss_mb: float | None = None
+    live_llm_calls: int = 0
+    live_locations_marked: int = 0
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> SystemStats:
+        """From a row of the function's result (numbers as the driver or JSON gives them)."""
+        values: dict[str, Any] = {}
+        for name in cls.__dataclass_fields__:
+            if name not in row:
+                continue
+            value = row[name]
+            if name in ("avg_memory_mb", "avg_rss_mb"):
+                values[name] = None if value is None else float(value)
+            else:
+                values[name] = int(value)
+        return cls(**values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +172,8 @@ class MetricsRecord:
 
     agent_id: str
     memory_mb: float | None = None
+    pss_mb: float | None = None
+    uss_mb: float | None = None
     cpu_percent: float | None = None
     websocket_latency_ms: float | None = None
     llm_response_time_ms: float | None = None
@@ -162,7 +185,14 @@ class MetricsRecord:
     def as_json(self) -> dict[str, Any]:
         """The JSON object ``record_agent_metrics`` expects (unset fields left out)."""
         out: dict[str, Any] = {"agent_id": self.agent_id}
-        for name in ("memory_mb", "cpu_percent", "websocket_latency_ms", "llm_response_time_ms"):
+        for name in (
+            "memory_mb",
+            "pss_mb",
+            "uss_mb",
+            "cpu_percent",
+            "websocket_latency_ms",
+            "llm_response_time_ms",
+        ):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value

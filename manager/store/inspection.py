@@ -33,6 +33,8 @@ class LiveAgent:
     cpu_percent: float | None
     llm_calls_count: int
     locations_marked_count: int
+    pss_mb: float | None
+    uss_mb: float | None
     #: Sentences the agent still waits to extract (its last report).
     extraction_pending: int = 0
     #: Sentences of the document given up by the model (the gazetteer marks them).
@@ -43,7 +45,7 @@ async def fetch_live_agents(conninfo: str) -> list[LiveAgent]:
     query = (
         "SELECT a.document_id, a.agent_id, a.status, a.agent_pid, a.manager_id,"
         " a.manager_host, a.connected_at, a.uptime, a.memory_mb, a.cpu_percent,"
-        " a.llm_calls_count, a.locations_marked_count,"
+        " a.llm_calls_count, a.locations_marked_count, a.pss_mb, a.uss_mb,"
         " coalesce(e.pending, 0)::integer AS extraction_pending,"
         " coalesce(e.failed, 0)::integer AS extraction_failed"
         " FROM live_agents a"
@@ -61,7 +63,7 @@ async def fetch_live_agents(conninfo: str) -> list[LiveAgent]:
         raise StoreError(str(exc)) from exc
     agents = []
     for row in rows:
-        for key in ("memory_mb", "cpu_percent"):
+        for key in ("memory_mb", "cpu_percent", "pss_mb", "uss_mb"):
             if row[key] is not None:
                 row[key] = float(row[key])
         agents.append(LiveAgent(**row))

@@ -16,6 +16,7 @@ string (it may hold a password).
 from __future__ import annotations
 
 import contextlib
+import logging
 import select
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -190,6 +191,7 @@ class PostgresStore:
         database is down, so callers (the writer) fail fast and buffer.
         """
         await check_connectable(conninfo, timeout_s=open_timeout_s)
+        target = database_target(conninfo)
         pool = psycopg_pool.AsyncConnectionPool(
             conninfo,
             min_size=min_size,
@@ -201,11 +203,20 @@ class PostgresStore:
             name="docagents-store",
             open=False,
         )
+        # The pool logs every failed attempt (several lines each); while opening,
+        # the one summary below says it instead.
+        pool_log = logging.getLogger("psycopg.pool")
+        level = pool_log.level
+        pool_log.setLevel(logging.ERROR)
         try:
             await pool.open(wait=True, timeout=open_timeout_s)
         except psycopg_pool.PoolTimeout as exc:
             await pool.close()
-            raise StoreUnavailable("cannot connect to the database") from exc
+            raise StoreUnavailable(
+                f"cannot connect to the database {target} within {open_timeout_s:g} s"
+            ) from exc
+        finally:
+            pool_log.setLevel(level)
         return cls(pool)
 
     # ------------------------------------------------------------ plumbing
@@ -394,9 +405,7 @@ class PostgresStore:
 
     async def system_stats(self) -> SystemStats:
         rows = await self._fetchall(_SYSTEM_STATS)
-        row = rows[0]
-        avg = row.pop("avg_memory_mb")
-        return SystemStats(avg_memory_mb=None if avg is None else float(avg), **row)
+        return SystemStats.from_row(rows[0])
 
     async def prune_history(self, older_than: timedelta, batch: int) -> tuple[int, int]:
         rows = await self._fetchall(_PRUNE_HISTORY, (older_than, batch))
@@ -464,12 +473,54 @@ def refused_by_configuration(exc: psycopg.OperationalError) -> bool:
     return any(phrase in text for phrase in _REFUSED_PHRASES)
 
 
+#: libpq's words for a server that is not there at all: nothing listens on the port,
+#: no such host name, no such socket. Retrying within the start cannot help (under
+#: systemd, the unit's restart does the retrying).
+_UNREACHABLE_PHRASES = (
+    "connection refused",
+    "could not translate host name",
+    "name or service not known",
+    "nodename nor servname",
+    "temporary failure in name resolution",
+    "no such file or directory",
+    "no route to host",
+    "network is unreachable",
+)
+
+
+def unreachable(exc: psycopg.OperationalError) -> bool:
+    """Whether a failed attempt found no server at all (rather than a busy or starting one)."""
+    text = str(exc).lower()
+    return any(phrase in text for phrase in _UNREACHABLE_PHRASES)
+
+
+def database_target(conninfo: str) -> str:
+    """``host:port/dbname`` of a connection string (never its password or user)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "(unparsable DATABASE_URL)"
+    hosts = str(params.get("host") or params.get("hostaddr") or "localhost").split(",")
+    ports = str(params.get("port") or "5432").split(",")
+    if len(ports) == 1:
+        ports = ports * len(hosts)
+    where = ",".join(
+        f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in zip(hosts, ports, strict=False)
+    )
+    database = params.get("dbname") or params.get("user") or ""
+    return f"{where}/{database}" if database else where
+
+
 async def check_connectable(conninfo: str, *, timeout_s: float) -> None:
-    """One connection attempt, so a refusal by configuration is reported as one.
+    """One connection attempt, so a refusal or an absent server is reported at once.
 
     Raises :class:`ConfigurationError` when the server rejects the credentials or the
-    database name (systemd must not restart that in a loop); any other failure is left
-    to the caller's retries (the server may be starting).
+    database name (systemd must not restart that in a loop), and
+    :class:`StoreUnavailable` naming host, port and database when no server answers
+    there (refused, unknown host). Any other failure (a timeout, a server starting
+    up, too many connections) is left to the caller's retries.
     """
     try:
         conn = await psycopg.AsyncConnection.connect(
@@ -478,8 +529,18 @@ async def check_connectable(conninfo: str, *, timeout_s: float) -> None:
     except psycopg.OperationalError as exc:
         if refused_by_configuration(exc):
             raise ConfigurationError(f"the database refused the connection: {_brief(exc)}") from exc
+        if unreachable(exc):
+            raise StoreUnavailable(
+                f"cannot connect to the database {database_target(conninfo)}: {_reason(exc)}"
+            ) from exc
         return
     await conn.close()
+
+
+def _reason(exc: psycopg.Error) -> str:
+    """libpq's reason after its "connection to server ... failed:" prefix."""
+    text = _brief(exc)
+    return text.rsplit(" failed: ", 1)[-1].strip() or text
 
 
 def _brief(exc: psycopg.Error) -> str:

@@ -290,12 +290,7 @@ class SupabaseStore:
         data = await self._rpc("get_agent_system_stats", {})
         if not isinstance(data, list) or not data:
             raise StoreError("get_agent_system_stats returned no row")
-        row = dict(data[0])
-        avg = row.pop("avg_memory_mb")
-        return SystemStats(
-            avg_memory_mb=None if avg is None else float(avg),
-            **{name: int(value) for name, value in row.items()},
-        )
+        return SystemStats.from_row(data[0])
 
     async def prune_history(self, older_than: timedelta, batch: int) -> tuple[int, int]:
         params = {"p_older_than": f"{older_than.total_seconds()} seconds", "p_batch": batch}

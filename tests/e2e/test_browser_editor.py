@@ -139,7 +139,8 @@ async def test_editor_presence_typing_marks_and_leaving(
                 await page.wait_for_selector("span.geo-mark[data-place-name='Kraków']")
                 spans = await page.eval_on_selector_all(
                     "span.geo-mark",
-                    "els => els.map(e => [e.textContent, e.dataset.placeName, e.title])",
+                    "els => els.map(e => [e.textContent, e.dataset.placeName,"
+                    " e.getAttribute('aria-label')])",
                 )
                 assert spans == [
                     ["Paris", "Paris", "Paris (48.85341, 2.3488)"],

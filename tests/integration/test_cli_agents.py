@@ -14,7 +14,7 @@ def test_agents_lists_live_agents(database_url: str, db: psycopg.Connection) -> 
     db.execute("SELECT * FROM claim_document('doc-a', 'agent-a', 'host-1', 'h1')")
     db.execute("SELECT * FROM set_agent_status('agent-a', 'active', 1234)")
     db.execute(
-        'SELECT record_agent_metrics(\'[{"agent_id":"agent-a","memory_mb":31.5,'
+        'SELECT record_agent_metrics(\'[{"agent_id":"agent-a","memory_mb":31.5,"pss_mb":9.5,'
         '"cpu_percent":2.5,"llm_calls":3,"locations_marked":2}]\'::jsonb)'
     )
     db.execute("SELECT * FROM claim_document('doc-b', 'agent-b', 'host-2', 'h2')")
@@ -41,8 +41,8 @@ def test_agents_lists_live_agents(database_url: str, db: psycopg.Connection) -> 
         "STATUS",
         "PID",
         "UPTIME",
-        "MEM",
-        "MB",
+        "PSS",
+        "MiB",
         "CPU",
         "%",
         "LLM",
@@ -56,7 +56,7 @@ def test_agents_lists_live_agents(database_url: str, db: psycopg.Connection) -> 
         "active",
         "1234",
         lines[1].split()[3],
-        "31.5",
+        "9.5",
         "2.5",
         "3",
         "2",

@@ -63,7 +63,8 @@ def test_migrate_and_stats_on_embedded_default(home_env: dict[str, str], tmp_pat
     assert stats.returncode == 0, stats.stderr
     assert json.loads(stats.stdout)["system"]["total_agents"] == 0
     box = _cli("stats", env=home_env)
-    assert "Total agents:" in box.stdout
+    assert "Live now (connecting or active)" in box.stdout and "All-time totals" in box.stdout
+    assert "Agents:" in box.stdout and "Avg memory (PSS):" in box.stdout
     # The last holder let go: no postmaster is left running.
     assert _postmaster_pid(tmp_path / "home" / "pgdata") is None
 

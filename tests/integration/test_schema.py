@@ -172,12 +172,41 @@ def test_system_stats_on_seeded_table(db: psycopg.Connection) -> None:
     )
     row = db.execute("SELECT * FROM get_agent_system_stats()").fetchone()
     assert row is not None
-    total, active, connecting, avg_mem, llm, marked, docs = row
+    # The kept columns first, in their order; the columns of 0009 after them.
+    total, active, connecting, avg_mem, llm, marked, docs = row[:7]
     assert (total, active, connecting, docs) == (3, 2, 1, 3)
     assert float(avg_mem) == 30.0
     assert (llm, marked) == (18, 11)
+    avg_rss, live_llm, live_marked = row[7:]
+    assert float(avg_rss) == 30.0
+    assert (live_llm, live_marked) == (6, 4)
     mine = db.execute("SELECT agent_id FROM get_manager_active_agents('m1') ORDER BY 1").fetchall()
     assert mine == [("a1",), ("a2",)]
+
+
+def test_system_stats_average_pss_where_reported(db: psycopg.Connection) -> None:
+    """avg_memory_mb is the live agents' PSS (RSS only for a row that has no PSS)."""
+    db.execute(
+        """
+        INSERT INTO agent_connections (document_id, agent_id, manager_id, status, memory_mb)
+        VALUES ('d1', 'a1', 'm1', 'active', 40), ('d2', 'a2', 'm1', 'active', 40),
+               ('d3', 'a3', 'm1', 'active', 20)
+        """
+    )
+    db.execute(
+        'SELECT record_agent_metrics(\'[{"agent_id":"a1","memory_mb":40,"pss_mb":10,'
+        '"uss_mb":8},{"agent_id":"a2","memory_mb":40,"pss_mb":12}]\'::jsonb)'
+    )
+    stats = db.execute("SELECT avg_memory_mb, avg_rss_mb FROM get_agent_system_stats()").fetchone()
+    assert stats is not None
+    assert (float(stats[0]), float(stats[1])) == (14.0, 33.33)
+    sample = db.execute(
+        "SELECT m.memory_mb, m.pss_mb, m.uss_mb FROM agent_metrics m JOIN agent_connections c"
+        " ON c.id = m.agent_connection_id WHERE c.agent_id = 'a1'"
+    ).fetchone()
+    assert sample is not None and [float(v) for v in sample] == [40.0, 10.0, 8.0]
+    live = db.execute("SELECT pss_mb, uss_mb FROM live_agents WHERE agent_id = 'a1'").fetchone()
+    assert live is not None and [float(v) for v in live] == [10.0, 8.0]
 
 
 def test_cpu_percent_holds_real_values(db: psycopg.Connection) -> None:

@@ -207,7 +207,7 @@ async def check(out: Path) -> None:
             )
             spans = await page.eval_on_selector_all(
                 "span.geo-mark[data-geo-id][data-place-name]",
-                "els => els.map(e => [e.textContent, e.className, e.title,"
+                "els => els.map(e => [e.textContent, e.className, e.getAttribute('aria-label'),"
                 " getComputedStyle(e).backgroundColor])",
             )
             print("  marks:", spans)
@@ -215,7 +215,7 @@ async def check(out: Path) -> None:
             assert "geo-color-3" in spans[0][1] and "geo-color-4" in spans[1][1], spans
             assert spans[1][2] == "Zürich (47.36667, 8.55)", spans
             assert spans[0][3] != "rgba(0, 0, 0, 0)", spans
-            print("ok: marks rendered with colour classes and titles")
+            print("ok: marks rendered with colour classes and labels")
 
             places = await page.eval_on_selector_all(
                 "#places li[data-geo-id]", "els => els.map(e => [e.dataset.geoId, e.textContent])"

@@ -2,12 +2,15 @@
 import { Editor } from "@tiptap/core";
 import Collaboration from "@tiptap/extension-collaboration";
 import CollaborationCaret from "@tiptap/extension-collaboration-caret";
+import { Placeholder } from "@tiptap/extensions";
 import StarterKit from "@tiptap/starter-kit";
 import { WebsocketProvider } from "y-websocket";
 import * as Y from "yjs";
 
+import { agentLabelExtension } from "./agent-label.js";
 import { loadConfig } from "./config.js";
 import { GeoMark } from "./geo-mark.js";
+import { bindGeoTooltip } from "./geo-tooltip.js";
 import { localUser } from "./identity.js";
 import { bindPlacesPanel } from "./places.js";
 import { bindPresenceList } from "./presence.js";
@@ -52,10 +55,13 @@ export async function showDocument(documentId) {
       Collaboration.configure({ document: ydoc, field: config.fragment }),
       CollaborationCaret.configure({ provider, user }),
       GeoMark,
+      Placeholder.configure({ placeholder: PLACEHOLDER }),
+      agentLabelExtension(() => agentIdentity(provider.awareness)),
     ],
     editorProps: { attributes: { spellcheck: "false", "aria-label": `Document ${documentId}` } },
   });
 
+  bindGeoTooltip(/** @type {HTMLElement} */ (document.getElementById("editor")));
   bindPresenceList(provider.awareness, /** @type {HTMLUListElement} */ (document.getElementById("presence")));
   bindPlacesPanel(
     editor,
@@ -71,6 +77,27 @@ export async function showDocument(documentId) {
   });
   window.docagents = { editor, ydoc, provider, config, user, documentId };
   editor.commands.focus("end");
+}
+
+/** What an empty document says (TipTap's Placeholder shows it until the first character). */
+export const PLACEHOLDER =
+  "Type a sentence that names places, e.g. “We flew from Lisbon to Buenos Aires.” — " +
+  "the AI agent marks them when the sentence ends.";
+
+/**
+ * Name and colour of the agent in the document (its awareness state), for its label.
+ * @param {import("y-protocols/awareness").Awareness} awareness
+ */
+export function agentIdentity(awareness) {
+  for (const state of awareness.getStates().values()) {
+    if (state?.type === "agent" && typeof state.user?.name === "string") {
+      return {
+        name: state.user.name,
+        color: typeof state.user.color === "string" ? state.user.color : "#3056d3",
+      };
+    }
+  }
+  return { name: "AI Agent", color: "#3056d3" };
 }
 
 /**

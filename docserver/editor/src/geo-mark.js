@@ -69,6 +69,7 @@ export const GeoMark = Mark.create({
   },
 
   renderHTML({ mark, HTMLAttributes }) {
-    return ["span", mergeAttributes({ class: "geo-mark", title: geoLabel(mark.attrs) }, HTMLAttributes), 0];
+    // The label goes to assistive technology; the eye gets #geo-tooltip (geo-tooltip.js).
+    return ["span", mergeAttributes({ class: "geo-mark", "aria-label": geoLabel(mark.attrs) }, HTMLAttributes), 0];
   },
 });
