@@ -4,14 +4,20 @@ Websocket (any path): ``/parties/{PARTY_NAME}/{id}`` or ``/{id}`` (see
 :mod:`docserver.paths`). A connection presenting ``X-Docagents-Agent-Token`` with
 the right token is an agent and is never counted; a wrong token is refused (4401)
 rather than counted as a human, so a misconfigured agent cannot keep a document
-active forever. Refusals accept the socket and then close it with a code and a
-reason, which a browser can read (rejecting the handshake would only give it
-an HTTP error).
+active forever. Every other connection passes the :class:`Gatekeeper` (Origin,
+authentication, per-document access). Refusals accept the socket and then close
+it with a code and a reason, which a browser can read (rejecting the handshake
+would only give it an HTTP error). Close codes: 4400 bad document id, 4404
+unknown path, 4401 not authenticated, 4403 not allowed (document or Origin),
+4413 too large (awareness state, document at its cap), 1007 malformed message,
+1009 message over DOCSERVER_MAX_MESSAGE_BYTES (uvicorn).
 
 HTTP: ``/`` and ``/doc/{id}`` -> the editor's ``index.html``; ``/static/*`` -> the
-built bundle; ``GET /api/config`` -> ``{"partyName", "fragment"}``;
+built bundle; ``GET /api/config`` -> ``{"partyName", "fragment", "auth"}``;
 ``GET /api/documents`` -> ``{"documents": [{document_id, last_event, timestamp,
-user_count}]}``; ``GET /healthz``.
+user_count}]}``, only those the caller may open (401 without valid credentials
+when authentication is on); ``GET /healthz`` (503 while the document store
+cannot write).
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ import anyio
 import structlog
 
 from docserver.activity import ActivitySink, ActivityUnavailable
+from docserver.auth import request_from_scope
 from docserver.connection import Connection
+from docserver.gatekeeper import Admission, Gatekeeper
 from docserver.paths import Refusal, parse_document_path
 from docserver.ratelimit import TokenBucket
 from docserver.rooms import DocumentRooms
@@ -42,6 +50,7 @@ AGENT_TOKEN_HEADER = "X-Docagents-Agent-Token"  # noqa: S105 (a header name)
 _TOKEN_HEADER_KEY = AGENT_TOKEN_HEADER.lower().encode()
 BAD_CREDENTIAL_CLOSE_CODE = 4401
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+_SHOWN_DOCUMENTS = 50
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -53,6 +62,11 @@ class Presence(Protocol):
     def human_left(self, document_id: str) -> None: ...
 
 
+class StoreHealth(Protocol):
+    @property
+    def failure(self) -> str | None: ...
+
+
 class DocserverApp:
     def __init__(
         self,
@@ -61,12 +75,16 @@ class DocserverApp:
         activity: ActivitySink,
         rooms: DocumentRooms,
         presence: Presence,
+        gatekeeper: Gatekeeper,
+        store: StoreHealth | None = None,
         static_dir: Path = STATIC_DIR,
     ) -> None:
         self._settings = settings
         self._activity = activity
         self._rooms = rooms
         self._presence = presence
+        self._gatekeeper = gatekeeper
+        self._store = store
         self._static_dir = static_dir.resolve()
         token = settings.docserver_agent_token
         self._agent_token = token.get_secret_value().encode() if token else None
@@ -98,17 +116,37 @@ class DocserverApp:
                 send, Refusal(BAD_CREDENTIAL_CLOSE_CODE, "invalid agent credential")
             )
             return
-        await send({"type": "websocket.accept"})
+        admission: Admission | None = None
+        if role == "human":
+            decision = await self._gatekeeper.admit_websocket(scope, document_id)
+            if isinstance(decision, Refusal):
+                subprotocol = request_from_scope(scope).subprotocol
+                await _accept_and_close(send, decision, subprotocol=subprotocol)
+                return
+            admission = decision
+        accept: dict[str, Any] = {"type": "websocket.accept"}
+        if admission is not None and admission.subprotocol is not None:
+            accept["subprotocol"] = admission.subprotocol
+        await send(accept)
+        settings = self._settings
         connection = Connection(
             receive,
             send,
             document_id=document_id,
             role=role,
             bucket=TokenBucket(
-                rate=self._settings.docserver_max_messages_per_s,
-                burst=self._settings.docserver_message_burst,
+                rate=settings.docserver_max_messages_per_s,
+                burst=settings.docserver_message_burst,
                 now=anyio.current_time(),
             ),
+            byte_bucket=TokenBucket(
+                rate=settings.docserver_max_bytes_per_s,
+                burst=settings.docserver_byte_burst,
+                now=anyio.current_time(),
+            ),
+            read_only=admission is not None and admission.access == "read-only",
+            max_awareness_bytes=settings.docserver_max_awareness_bytes,
+            subject=admission.principal.subject if admission is not None else None,
         )
         await self._serve(connection)
 
@@ -119,7 +157,13 @@ class DocserverApp:
         self.connections += 1
         if human:
             self._presence.human_joined(document_id)
-        log.info("client_connected", document_id=document_id, role=connection.role)
+        log.info(
+            "client_connected",
+            document_id=document_id,
+            role=connection.role,
+            subject=connection.subject,
+            read_only=connection.read_only,
+        )
         try:
             presence = room.awareness_message()
             if presence is not None:
@@ -157,13 +201,26 @@ class DocserverApp:
             return
         if path == "/api/config":
             settings = self._settings
-            body = {"partyName": settings.party_name, "fragment": settings.ydoc_fragment}
+            body = {
+                "partyName": settings.party_name,
+                "fragment": settings.ydoc_fragment,
+                "auth": self._gatekeeper.mode,
+            }
             await _respond(send, 200, "application/json", json.dumps(body).encode(), method=method)
         elif path == "/api/documents":
-            await self._documents(send, method)
+            await self._documents(scope, send, method)
         elif path == "/healthz":
-            body = {"status": "ok", "rooms": len(self._rooms), "connections": self.connections}
-            await _respond(send, 200, "application/json", json.dumps(body).encode(), method=method)
+            failure = self._store.failure if self._store is not None else None
+            health: dict[str, Any] = {
+                "status": "ok" if failure is None else "failing",
+                "rooms": len(self._rooms),
+                "connections": self.connections,
+            }
+            if failure is not None:
+                health["reason"] = failure
+            body = json.dumps(health).encode()
+            status = 200 if failure is None else 503
+            await _respond(send, status, "application/json", body, method=method)
         elif path == "/" or (path.startswith("/doc/") and len(path) > len("/doc/")):
             await self._file(send, self._static_dir / "index.html", method, cache=False)
         elif path.startswith("/static/"):
@@ -175,14 +232,25 @@ class DocserverApp:
         else:
             await _respond(send, 404, "text/plain", b"not found", method=method)
 
-    async def _documents(self, send: Send, method: str) -> None:
+    async def _documents(self, scope: Scope, send: Send, method: str) -> None:
+        principal = await self._gatekeeper.authenticate(request_from_scope(scope))
+        if isinstance(principal, Refusal):
+            body = json.dumps({"error": principal.reason}).encode()
+            await _respond(send, 401, "application/json", body, method=method)
+            return
         try:
-            documents = await self._activity.recent_documents()
+            # filtering may hide many: read more than are shown
+            documents = await self._activity.recent_documents(
+                limit=_SHOWN_DOCUMENTS if self._gatekeeper.mode == "none" else 10 * _SHOWN_DOCUMENTS
+            )
         except ActivityUnavailable as exc:
             log.warning("documents_list_failed", error=str(exc) or type(exc).__name__)
             body = json.dumps({"error": "database unavailable"}).encode()
             await _respond(send, 503, "application/json", body, method=method)
             return
+        ids = [str(d["document_id"]) for d in documents]
+        visible = await self._gatekeeper.visible(principal, ids)
+        documents = [d for d in documents if d["document_id"] in visible][:_SHOWN_DOCUMENTS]
         body = json.dumps({"documents": documents}).encode()
         await _respond(send, 200, "application/json", body, method=method)
 
@@ -195,8 +263,13 @@ class DocserverApp:
         await _respond(send, 200, kind, body, method=method, cache_control=control)
 
 
-async def _accept_and_close(send: Send, refusal: Refusal) -> None:
-    await send({"type": "websocket.accept"})
+async def _accept_and_close(
+    send: Send, refusal: Refusal, *, subprotocol: str | None = None
+) -> None:
+    accept: dict[str, Any] = {"type": "websocket.accept"}
+    if subprotocol is not None:  # else a browser that offered one fails without the code
+        accept["subprotocol"] = subprotocol
+    await send(accept)
     await send({"type": "websocket.close", "code": refusal.code, "reason": refusal.reason})
 
 

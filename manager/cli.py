@@ -222,7 +222,7 @@ def docserver(settings: Settings) -> None:
     """Run the y-websocket document server that writes document_activity (foreground)."""
     from docserver.server import load_settings as load_docserver_settings
     from docserver.server import serve as serve_docserver
-    from docserver.service import DocserverError
+    from docserver.service import DocserverConfigError, DocserverError
 
     try:
         docserver_settings = load_docserver_settings()
@@ -242,6 +242,10 @@ def docserver(settings: Settings) -> None:
                 serve_docserver(docserver_settings, database_url=conninfo)
     except DocagentsError as exc:
         raise _fail(exc) from exc
+    except DocserverConfigError as exc:
+        failure = click.ClickException(f"configuration error: {exc}")
+        failure.exit_code = 78  # EX_CONFIG: systemd does not restart it
+        raise failure from exc
     except DocserverError as exc:
         raise click.ClickException(str(exc)) from exc
 
