@@ -140,8 +140,11 @@ async def test_documents_list_is_filtered_and_needs_a_token(
                 "VALUES (%s, 'active', 1)",
                 (document_id,),
             )
-    async with running_docserver(tmp_path, database_url, **JWT_ENV) as server:
-        async with httpx.AsyncClient(base_url=server.http) as client:
+    async with (
+        running_docserver(tmp_path, database_url, **JWT_ENV) as server,
+        httpx.AsyncClient(base_url=server.http) as client,
+    ):
+        if True:
             anonymous = await client.get("/api/documents")
             assert anonymous.status_code == 401
             listed = await client.get(
