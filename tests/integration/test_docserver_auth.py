@@ -144,17 +144,16 @@ async def test_documents_list_is_filtered_and_needs_a_token(
         running_docserver(tmp_path, database_url, **JWT_ENV) as server,
         httpx.AsyncClient(base_url=server.http) as client,
     ):
-        if True:
-            anonymous = await client.get("/api/documents")
-            assert anonymous.status_code == 401
-            listed = await client.get(
-                "/api/documents", headers={"Authorization": f"Bearer {token(['demo-*'])}"}
-            )
-            assert listed.status_code == 200
-            ids = {d["document_id"] for d in listed.json()["documents"]}
-            assert ids == {"demo-listed"}
-            config = (await client.get("/api/config")).json()
-            assert config["auth"] == "token"
+        anonymous = await client.get("/api/documents")
+        assert anonymous.status_code == 401
+        listed = await client.get(
+            "/api/documents", headers={"Authorization": f"Bearer {token(['demo-*'])}"}
+        )
+        assert listed.status_code == 200
+        ids = {d["document_id"] for d in listed.json()["documents"]}
+        assert ids == {"demo-listed"}
+        config = (await client.get("/api/config")).json()
+        assert config["auth"] == "token"
 
 
 async def test_sql_function_decides_and_can_be_replaced(tmp_path: Path, database_url: str) -> None:
