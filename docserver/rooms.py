@@ -46,7 +46,6 @@ def _log_room_exception(exception: Exception, logger: Logger) -> bool:
     return True
 
 
-
 class DocumentRoom(YRoom):
     def __init__(
         self,
