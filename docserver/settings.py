@@ -71,7 +71,7 @@ class DocserverSettings(BaseSettings):
     docserver_max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     docserver_max_bytes_per_s: float = Field(default=1024 * 1024, gt=0)
     docserver_byte_burst: int = Field(default=16 * 1024 * 1024, ge=1024)
-    docserver_max_document_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    docserver_max_document_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     docserver_max_awareness_bytes: int = Field(default=16 * 1024, ge=256)
     docserver_max_request_line_bytes: int = Field(default=8000, ge=256, le=8000)
     docserver_handshake_timeout_s: float = Field(default=10.0, gt=0)

@@ -287,3 +287,37 @@ async def test_es256_tokens_from_a_jwks_url() -> None:
                 request_from_scope({"query_string": f"token={forged}".encode(), "headers": []})
             )
     assert REPO.exists()
+
+
+async def test_docagents_token_mints_what_the_docserver_accepts(
+    tmp_path: Path, database_url: str
+) -> None:
+    minted = (
+        subprocess.run(
+            [sys.executable, "-m", "manager.cli", "token", "--sub", "alice", "--doc", "demo-*"]
+            + ["--ttl", "1h"],
+            cwd=tmp_path,
+            env={**os.environ, **JWT_ENV, "DOCAGENTS_HOME": str(tmp_path)},
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .strip()
+    )
+    async with running_docserver(tmp_path, database_url, **JWT_ENV) as server:
+        async with YClient(with_token(server.ws_url("demo-7"), minted)).connected():
+            pass
+        assert (await refusal(with_token(server.ws_url("elsewhere"), minted)))[0] == 4403
+    missing = subprocess.run(
+        [sys.executable, "-m", "manager.cli", "token", "--sub", "a", "--doc", "x"],
+        cwd=tmp_path,
+        env={
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("DOCSERVER_JWT_SECRET", "SUPABASE_JWT_SECRET")
+        }
+        | {"DOCAGENTS_HOME": str(tmp_path)},
+        capture_output=True,
+        check=False,
+    )
+    assert missing.returncode == 78
