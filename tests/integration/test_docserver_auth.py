@@ -308,8 +308,8 @@ async def test_docagents_token_mints_what_the_docserver_accepts(
         async with YClient(with_token(server.ws_url("demo-7"), minted)).connected():
             pass
         assert (await refusal(with_token(server.ws_url("elsewhere"), minted)))[0] == 4403
-    missing = subprocess.run(
-        [sys.executable, "-m", "manager.cli", "token", "--sub", "a", "--doc", "x"],
+    missing = await anyio.run_process(
+        command,
         cwd=tmp_path,
         env={
             k: v
@@ -317,7 +317,6 @@ async def test_docagents_token_mints_what_the_docserver_accepts(
             if k not in ("DOCSERVER_JWT_SECRET", "SUPABASE_JWT_SECRET")
         }
         | {"DOCAGENTS_HOME": str(tmp_path)},
-        capture_output=True,
         check=False,
     )
     assert missing.returncode == 78
