@@ -292,31 +292,23 @@ async def test_es256_tokens_from_a_jwks_url() -> None:
 async def test_docagents_token_mints_what_the_docserver_accepts(
     tmp_path: Path, database_url: str
 ) -> None:
-    minted = (
-        subprocess.run(
-            [sys.executable, "-m", "manager.cli", "token", "--sub", "alice", "--doc", "demo-*"]
-            + ["--ttl", "1h"],
-            cwd=tmp_path,
-            env={**os.environ, **JWT_ENV, "DOCAGENTS_HOME": str(tmp_path)},
-            capture_output=True,
-            check=True,
-        )
-        .stdout.decode()
-        .strip()
+    command = [sys.executable, "-m", "manager.cli", "token", "--sub", "alice", "--doc", "demo-*"]
+    minted_run = await anyio.run_process(
+        [*command, "--ttl", "1h"],
+        cwd=tmp_path,
+        env={**os.environ, **JWT_ENV, "DOCAGENTS_HOME": str(tmp_path)},
     )
+    minted = minted_run.stdout.decode().strip()
     async with running_docserver(tmp_path, database_url, **JWT_ENV) as server:
         async with YClient(with_token(server.ws_url("demo-7"), minted)).connected():
             pass
         assert (await refusal(with_token(server.ws_url("elsewhere"), minted)))[0] == 4403
+    secretless = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DOCSERVER_JWT_SECRET", "SUPABASE_JWT_SECRET")
+    }
     missing = await anyio.run_process(
-        command,
-        cwd=tmp_path,
-        env={
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("DOCSERVER_JWT_SECRET", "SUPABASE_JWT_SECRET")
-        }
-        | {"DOCAGENTS_HOME": str(tmp_path)},
-        check=False,
+        command, cwd=tmp_path, env={**secretless, "DOCAGENTS_HOME": str(tmp_path)}, check=False
     )
     assert missing.returncode == 78
