@@ -9,8 +9,9 @@ authentication, per-document access). Refusals accept the socket and then close
 it with a code and a reason, which a browser can read (rejecting the handshake
 would only give it an HTTP error). Close codes: 4400 bad document id, 4404
 unknown path, 4401 not authenticated, 4403 not allowed (document or Origin),
-4413 too large (awareness state, document at its cap), 1007 malformed message,
-1009 message over DOCSERVER_MAX_MESSAGE_BYTES (uvicorn).
+4409 an agent-life credential already connected, 4413 too large (awareness
+state, document at its cap), 1007 malformed message, 1009 message over
+DOCSERVER_MAX_MESSAGE_BYTES (uvicorn).
 
 HTTP: ``/`` and ``/doc/{id}`` -> the editor's ``index.html``; ``/static/*`` -> the
 built bundle; ``GET /api/config`` -> ``{"partyName", "fragment", "auth"}``;
@@ -33,6 +34,11 @@ import anyio
 import structlog
 
 from docserver.activity import ActivitySink, ActivityUnavailable
+from docserver.agent_credentials import (
+    CredentialRefused,
+    looks_like_credential,
+    verify_agent_credential,
+)
 from docserver.auth import request_from_scope
 from docserver.connection import Connection
 from docserver.gatekeeper import Admission, Gatekeeper
@@ -49,6 +55,7 @@ log = structlog.get_logger(__name__)
 AGENT_TOKEN_HEADER = "X-Docagents-Agent-Token"  # noqa: S105 (a header name)
 _TOKEN_HEADER_KEY = AGENT_TOKEN_HEADER.lower().encode()
 BAD_CREDENTIAL_CLOSE_CODE = 4401
+CREDENTIAL_IN_USE_CLOSE_CODE = 4409
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _SHOWN_DOCUMENTS = 50
 
@@ -88,6 +95,9 @@ class DocserverApp:
         self._static_dir = static_dir.resolve()
         token = settings.docserver_agent_token
         self._agent_token = token.get_secret_value().encode() if token else None
+        #: credential ids of agent lives connected now (each serves one connection)
+        self._lives_connected: set[str] = set()
+        self._credential_ids: dict[int, str] = {}
         self.connections = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -109,13 +119,21 @@ class DocserverApp:
             await _accept_and_close(send, target)
             return
         document_id = target
-        role = self._role(scope)
-        if role is None:
-            log.warning("connection_refused", document_id=document_id, reason="bad agent token")
-            await _accept_and_close(
-                send, Refusal(BAD_CREDENTIAL_CLOSE_CODE, "invalid agent credential")
-            )
+        role = self._role(scope, document_id)
+        if isinstance(role, Refusal):
+            log.warning("connection_refused", document_id=document_id, reason=role.reason)
+            await _accept_and_close(send, role)
             return
+        credential_id = self._credential_ids.pop(id(scope), None)
+        try:
+            await self._open(scope, receive, send, document_id, role)
+        finally:
+            if credential_id is not None:
+                self._lives_connected.discard(credential_id)
+
+    async def _open(
+        self, scope: Scope, receive: Receive, send: Send, document_id: str, role: str
+    ) -> None:
         admission: Admission | None = None
         if role == "human":
             decision = await self._gatekeeper.admit_websocket(scope, document_id)
@@ -182,14 +200,34 @@ class DocserverApp:
                 close_code=connection.close_code,
             )
 
-    def _role(self, scope: Scope) -> str | None:
-        """'agent', 'human', or None for a wrong or unexpected agent token."""
+    def _role(self, scope: Scope, document_id: str) -> str | Refusal:
+        """'agent' or 'human', or a Refusal for a wrong, misused or unexpected agent token.
+
+        An agent presents the master token, or a credential of one agent life for this
+        document (:mod:`docserver.agent_credentials`), which serves one connection at a time.
+        """
         presented = [value for key, value in scope.get("headers", []) if key == _TOKEN_HEADER_KEY]
         if not presented:
             return "human"
+        refused = Refusal(BAD_CREDENTIAL_CLOSE_CODE, "invalid agent credential")
         if self._agent_token is None or len(presented) != 1:
-            return None
-        return "agent" if hmac.compare_digest(presented[0], self._agent_token) else None
+            return refused
+        if hmac.compare_digest(presented[0], self._agent_token):
+            return "agent"
+        value = presented[0].decode("latin-1")
+        if not looks_like_credential(value):
+            return refused
+        try:
+            credential = verify_agent_credential(
+                self._agent_token.decode(), value, document_id=document_id
+            )
+        except CredentialRefused as exc:
+            return Refusal(BAD_CREDENTIAL_CLOSE_CODE, str(exc))
+        if credential.credential_id in self._lives_connected:
+            return Refusal(CREDENTIAL_IN_USE_CLOSE_CODE, "agent credential already in use")
+        self._lives_connected.add(credential.credential_id)
+        self._credential_ids[id(scope)] = credential.credential_id
+        return "agent"
 
     # ------------------------------------------------------------------ http
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import signal
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import structlog
@@ -157,6 +159,7 @@ async def run(
         )
     except GatekeeperConfigError as exc:
         raise DocserverConfigError(str(exc)) from exc
+    _check_writable(settings.store_path.parent)
     if writer is None:
         if not database_url:
             raise DocserverError("the docserver needs a database_url or an activity writer")
@@ -216,6 +219,19 @@ async def run(
                 await gatekeeper.close()
             tg.cancel_scope.cancel()
     log.info("docserver_stopped")
+
+
+def _check_writable(directory: Path) -> None:
+    """A read-only or foreign DOCAGENTS_HOME is a configuration error (exit 78), not a crash."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise DocserverConfigError(
+            f"the document store directory {directory} is not writable "
+            f"({exc.strerror or exc}); check DOCAGENTS_HOME"
+        ) from exc
 
 
 async def _stop_on_signal(server: uvicorn.Server) -> None:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import sys
 
+from manager.secret_env import hide_secrets
 from manager.template import start_early
 
+# Secrets leave this process's initial environment (/proc/<pid>/environ): may re-exec.
+hide_secrets(sys.argv)
 # `manager` and `up`: the worker template imports beside the imports below.
 start_early(sys.argv)
 

@@ -79,6 +79,8 @@ class Settings(WorkerSettings):
 
     # --- docserver ----------------------------------------------------------------
     docserver_host: str = "127.0.0.1"
+    #: Lifetime of the credential each agent life gets instead of DOCSERVER_AGENT_TOKEN.
+    agent_credential_ttl_s: float = Field(default=86_400.0, gt=0)
 
     @field_validator(
         "database_url", "supabase_service_key", "metrics_port", "retention_days", mode="before"
@@ -88,8 +90,10 @@ class Settings(WorkerSettings):
         return None if value == "" else value
 
     def worker_settings(self) -> WorkerSettings:
-        """The subset a worker may see: no database or Supabase credentials."""
+        """The subset a worker may see: no database or Supabase credentials, and not the
+        master agent token (each life gets its own credential, see ``manager.lives``)."""
         fields = {name: getattr(self, name) for name in WorkerSettings.model_fields}
+        fields["docserver_agent_token"] = None
         return WorkerSettings.model_construct(**fields)
 
     def fingerprint(self) -> str:
