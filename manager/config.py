@@ -90,10 +90,9 @@ class Settings(WorkerSettings):
         return None if value == "" else value
 
     def worker_settings(self) -> WorkerSettings:
-        """The subset a worker may see: no database or Supabase credentials, and not the
-        master agent token (each life gets its own credential, see ``manager.lives``)."""
+        """The subset a worker may see: no database or Supabase credentials (a managed
+        worker gets a credential for its life instead of the agent token: ``manager.lives``)."""
         fields = {name: getattr(self, name) for name in WorkerSettings.model_fields}
-        fields["docserver_agent_token"] = None
         return WorkerSettings.model_construct(**fields)
 
     def fingerprint(self) -> str:

@@ -117,7 +117,7 @@ class LifeRunner:
         """The worker's settings with a credential for this life only (never the master)."""
         master = self.settings.docserver_agent_token
         if master is None:
-            return self.worker_settings
+            return self.worker_settings.model_copy(update={"docserver_agent_token": None})
         credential = mint_agent_credential(
             master.get_secret_value(),
             document_id=document_id,
