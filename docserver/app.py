@@ -227,6 +227,7 @@ class DocserverApp:
             return Refusal(CREDENTIAL_IN_USE_CLOSE_CODE, "agent credential already in use")
         self._lives_connected.add(credential.credential_id)
         self._credential_ids[id(scope)] = credential.credential_id
+        log.info("agent_life_connected", document_id=document_id, agent_id=credential.agent_id)
         return "agent"
 
     # ------------------------------------------------------------------ http

@@ -124,7 +124,9 @@ async def test_no_process_of_docagents_up_shows_a_secret(tmp_path: Path, databas
                 for name, value in secrets.items():
                     assert value.encode() not in environ, (name, process.cmdline())
             assert any("docserver" in line for line in seen), seen
-        assert '"role": "agent"' in log_path.read_text()
+        output = log_path.read_text()
+        # the worker came with a credential for its life (it never had the master token)
+        assert '"event": "agent_life_connected"' in output
     finally:
         up.send_signal(2)
         try:
