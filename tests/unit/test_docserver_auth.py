@@ -178,3 +178,39 @@ def test_hooks_are_loaded_from_module_function() -> None:
     assert principal.subject == "hooked"
     with pytest.raises(AuthFailed):
         anyio.run(HookAuthenticator(lambda r: None).authenticate, request_from_scope(scope()))  # type: ignore[arg-type,return-value]
+
+
+def allow_team_docs(principal: Principal, document_id: str) -> str:
+    """An authorization hook used below (``tests.unit...`` is importable by its module name)."""
+    return "read-only" if document_id.startswith("team-") else "denied"
+
+
+def test_gatekeeper_from_settings_hooks_and_refusals(monkeypatch: pytest.MonkeyPatch) -> None:
+    from docserver.gatekeeper import GatekeeperConfigError, build_gatekeeper
+    from docserver.settings import DocserverSettings
+
+    def settings(**values: object) -> DocserverSettings:
+        return DocserverSettings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    with pytest.raises(GatekeeperConfigError, match="DOCSERVER_JWT_SECRET"):
+        build_gatekeeper(settings(docserver_auth="jwt"))
+    with pytest.raises(GatekeeperConfigError, match="DOCSERVER_AUTH"):
+        build_gatekeeper(settings(docserver_auth="no.such.module:hook"))
+    with pytest.raises(GatekeeperConfigError, match="needs a database"):
+        build_gatekeeper(
+            settings(docserver_auth="jwt", docserver_jwt_secret=SECRET, docserver_authz="sql")
+        )
+    supabase = build_gatekeeper(settings(docserver_auth="jwt", supabase_jwt_secret=SECRET))
+    assert supabase.mode == "token"
+
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
+    keeper = build_gatekeeper(
+        settings(
+            docserver_authz="test_docserver_auth:allow_team_docs", docserver_allowed_origins="*"
+        )
+    )
+    scope_ = {**scope(headers={"Origin": "http://anywhere.example"}), "path": "/"}
+    admitted = anyio.run(keeper.admit_websocket, scope_, "team-1")
+    assert getattr(admitted, "access", None) == "read-only"
+    refused = anyio.run(keeper.admit_websocket, scope_, "solo")
+    assert getattr(refused, "code", None) == 4403
