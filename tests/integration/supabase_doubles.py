@@ -46,6 +46,7 @@ _RPC_FUNCTIONS = {
     "get_agent_system_stats",
     "get_manager_active_agents",
     "prune_history",
+    "can_open_document",
 }
 _SELECT_PARAMS = {"select", "id", "event_type", "order", "limit"}
 _INSERT_COLUMNS = {"document_id", "event_type", "user_count", "timestamp", "metadata"}
