@@ -204,7 +204,10 @@ class DocumentStore:
         if len(updates) > self._squash_above:
             doc = Doc()
             for update in updates:
-                doc.apply_update(update)
+                try:
+                    doc.apply_update(update)
+                except ValueError:  # unreadable: the room logs and skips it too
+                    continue
             squashed = doc.get_update()
             try:
                 with self._transaction():
