@@ -39,6 +39,7 @@ MALFORMED_CLOSE_CODE = 1007
 UNSUPPORTED_CLOSE_CODE = 1003
 #: An awareness state over its cap, or an update to a document at its size cap.
 TOO_LARGE_CLOSE_CODE = 4413
+_EMPTY_UPDATE = b"\x00\x00"
 
 
 class UpdateGate(Protocol):
@@ -145,9 +146,12 @@ class Connection:
 
     async def _admit(self, update: bytes) -> bool:
         if self.read_only:
-            if self.dropped_updates == 0:
-                log.info("read_only_update_dropped", document_id=self.document_id, size=len(update))
-            self.dropped_updates += 1
+            if update != _EMPTY_UPDATE:  # what a client with nothing new replies
+                if self.dropped_updates == 0:
+                    log.info(
+                        "read_only_update_dropped", document_id=self.document_id, size=len(update)
+                    )
+                self.dropped_updates += 1
             return False
         if self.gate is None:
             return True
