@@ -151,3 +151,23 @@ def _agent_active(database_url: str) -> bool:
             "AND status = 'active'"
         ).fetchone()
     return bool(row and row[0])
+
+
+async def test_a_refused_credential_ends_the_connection_instead_of_retrying(
+    tmp_path: Path, database_url: str
+) -> None:
+    from pycrdt import Doc
+
+    from worker.connection import AccessRefused, DocumentConnection
+    from worker.presence import Presence
+
+    async with docserver(tmp_path, database_url) as server:
+        doc = Doc()
+        connection = DocumentConnection(
+            doc,
+            Presence(doc),
+            server.ws_url("doc-x"),
+            headers={AGENT_HEADER: credential("doc-x", ttl_s=-120)},
+        )
+        with anyio.fail_after(20), pytest.raises(AccessRefused, match="expired"):
+            await connection.run()

@@ -206,7 +206,8 @@ def test_gatekeeper_from_settings_hooks_and_refusals(monkeypatch: pytest.MonkeyP
     monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
     keeper = build_gatekeeper(
         settings(
-            docserver_authz="test_docserver_access_rules:allow_team_docs", docserver_allowed_origins="*"
+            docserver_authz="test_docserver_access_rules:allow_team_docs",
+            docserver_allowed_origins="*",
         )
     )
     scope_ = {**scope(headers={"Origin": "http://anywhere.example"}), "path": "/"}
