@@ -312,3 +312,16 @@ async def test_docagents_token_mints_what_the_docserver_accepts(
         command, cwd=tmp_path, env={**secretless, "DOCAGENTS_HOME": str(tmp_path)}, check=False
     )
     assert missing.returncode == 78
+
+
+async def test_an_authentication_hook_decides(tmp_path: Path, database_url: str) -> None:
+    env = {
+        "DOCSERVER_AUTH": "auth_hook_example:authenticate",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(REPO)]),
+    }
+    async with running_docserver(tmp_path, database_url, **env) as server:
+        assert await refusal(with_token(server.ws_url("hook-1"), "nope")) == (4401, "hook says no")
+        assert (await refusal(with_token(server.ws_url("other"), "let-me-in")))[0] == 4403
+        async with YClient(with_token(server.ws_url("hook-1"), "let-me-in")).connected():
+            pass
+        assert '"subject": "hooked"' in server.log()
