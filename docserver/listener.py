@@ -12,13 +12,17 @@ by :func:`guarded_protocols` put two small pure checks in front:
 - a timer closes a connection whose head is not complete within
   ``handshake_timeout_s``;
 - :class:`AddressCounter` refuses (``429``) a connection beyond
-  ``max_per_address`` open ones from the same client address (0: no limit; a
-  reverse proxy in front makes every client one address).
+  ``max_per_address`` open ones from the same client address (0: no limit).
+  Addresses in ``exempt`` networks are not counted: by default loopback, where
+  the manager's agents (one socket per live document) and a local reverse proxy
+  (every client one address) come from.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +30,13 @@ import structlog
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-__all__ = ["AddressCounter", "HeadRefusal", "RequestHeadGuard", "guarded_protocols"]
+__all__ = [
+    "AddressCounter",
+    "HeadRefusal",
+    "RequestHeadGuard",
+    "guarded_protocols",
+    "parse_networks",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -72,17 +82,35 @@ class RequestHeadGuard:
         return None
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(spec: str) -> tuple[Network, ...]:
+    """``"127.0.0.0/8, ::1"`` -> networks; ValueError names a bad entry."""
+    return tuple(
+        ipaddress.ip_network(part.strip(), strict=False) for part in spec.split(",") if part.strip()
+    )
+
+
 class AddressCounter:
     """Open connections per client address (pure)."""
 
-    def __init__(self, max_per_address: int) -> None:
+    def __init__(self, max_per_address: int, *, exempt: Iterable[Network] = ()) -> None:
         self._max = max_per_address
+        self._exempt = tuple(exempt)
         self._open: dict[str, int] = {}
         self._holders: dict[int, str] = {}
 
+    def _is_exempt(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._exempt)
+
     def opened(self, key: int, address: str | None) -> bool:
         """Count connection ``key`` from ``address``; False if it is one too many."""
-        if address is None or self._max <= 0:
+        if address is None or self._max <= 0 or self._is_exempt(address):
             return True
         if self._open.get(address, 0) >= self._max:
             return False
@@ -118,9 +146,10 @@ def guarded_protocols(
     max_head: int,
     handshake_timeout_s: float,
     max_per_address: int,
+    exempt: Iterable[Network] = (),
 ) -> tuple[type[H11Protocol], type[WebSocketsSansIOProtocol]]:
     """uvicorn ``http`` and ``ws`` protocol classes with the checks above."""
-    counter = AddressCounter(max_per_address)
+    counter = AddressCounter(max_per_address, exempt=exempt)
 
     class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         def connection_lost(self, exc: Exception | None) -> None:

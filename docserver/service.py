@@ -28,7 +28,7 @@ from docserver.activity import ActivitySink, ActivityWriter
 from docserver.app import DocserverApp
 from docserver.auth import unauthenticated_bind_problem
 from docserver.gatekeeper import GatekeeperConfigError, build_gatekeeper
-from docserver.listener import guarded_protocols
+from docserver.listener import guarded_protocols, parse_networks
 from docserver.presence import Action, PresenceTracker, Record, StartGrace
 from docserver.rooms import DocumentRooms
 from docserver.settings import DocserverSettings
@@ -109,6 +109,7 @@ def _uvicorn_config(app: DocserverApp, settings: DocserverSettings) -> uvicorn.C
         max_head=_MAX_REQUEST_HEAD_BYTES,
         handshake_timeout_s=settings.docserver_handshake_timeout_s,
         max_per_address=settings.docserver_max_connections_per_address,
+        exempt=parse_networks(settings.docserver_connection_limit_exempt),
     )
     return uvicorn.Config(
         app,

@@ -76,6 +76,16 @@ class DocserverSettings(BaseSettings):
     docserver_max_request_line_bytes: int = Field(default=8000, ge=256, le=8000)
     docserver_handshake_timeout_s: float = Field(default=10.0, gt=0)
     docserver_max_connections_per_address: int = Field(default=64, ge=0)
+    #: Networks not counted by the limit above (the manager's agents, a local proxy).
+    docserver_connection_limit_exempt: str = "127.0.0.0/8,::1"
+
+    @field_validator("docserver_connection_limit_exempt")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from docserver.listener import parse_networks
+
+        parse_networks(value)  # ValueError: a clear configuration error
+        return value
 
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"

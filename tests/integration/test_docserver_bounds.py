@@ -139,7 +139,12 @@ async def test_a_slow_handshake_is_cut_off(tmp_path: Path, database_url: str) ->
 
 
 async def test_connections_per_address_are_limited(tmp_path: Path, database_url: str) -> None:
-    env = {**SMALL, "DOCSERVER_MAX_CONNECTIONS_PER_ADDRESS": "3"}
+    # loopback is exempt by default (agents, a local proxy): count it here
+    env = {
+        **SMALL,
+        "DOCSERVER_MAX_CONNECTIONS_PER_ADDRESS": "3",
+        "DOCSERVER_CONNECTION_LIMIT_EXEMPT": "",
+    }
     async with running_docserver(tmp_path, database_url, **env) as server:
         held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
         try:

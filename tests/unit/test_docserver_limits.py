@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pycrdt import Doc, Text
 
-from docserver.listener import AddressCounter, HeadRefusal, RequestHeadGuard
+from docserver.listener import AddressCounter, HeadRefusal, RequestHeadGuard, parse_networks
 from docserver.ratelimit import TokenBucket
 from docserver.updates import Novelty, novelty
 
@@ -46,6 +46,10 @@ def test_connections_per_address() -> None:
     assert counter.count("10.0.0.1") == 1
     assert counter.opened(5, "10.0.0.1")
     assert AddressCounter(0).opened(1, "10.0.0.1")  # 0: no limit
+    local = AddressCounter(1, exempt=parse_networks("127.0.0.0/8, ::1"))
+    assert all(local.opened(key, "127.0.0.1") for key in range(5))
+    assert all(local.opened(key, "::1") for key in range(5, 10))
+    assert local.opened(10, "10.0.0.1") and not local.opened(11, "10.0.0.1")
 
 
 def test_byte_bucket_slows_large_messages_down() -> None:
