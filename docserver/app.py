@@ -4,14 +4,21 @@ Websocket (any path): ``/parties/{PARTY_NAME}/{id}`` or ``/{id}`` (see
 :mod:`docserver.paths`). A connection presenting ``X-Docagents-Agent-Token`` with
 the right token is an agent and is never counted; a wrong token is refused (4401)
 rather than counted as a human, so a misconfigured agent cannot keep a document
-active forever. Refusals accept the socket and then close it with a code and a
-reason, which a browser can read (rejecting the handshake would only give it
-an HTTP error).
+active forever. Every other connection passes the :class:`Gatekeeper` (Origin,
+authentication, per-document access). Refusals accept the socket and then close
+it with a code and a reason, which a browser can read (rejecting the handshake
+would only give it an HTTP error). Close codes: 4400 bad document id, 4404
+unknown path, 4401 not authenticated, 4403 not allowed (document or Origin),
+4409 an agent-life credential already connected, 4413 too large (awareness
+state, document at its cap), 1007 malformed message, 1009 message over
+DOCSERVER_MAX_MESSAGE_BYTES (uvicorn).
 
 HTTP: ``/`` and ``/doc/{id}`` -> the editor's ``index.html``; ``/static/*`` -> the
-built bundle; ``GET /api/config`` -> ``{"partyName", "fragment"}``;
+built bundle; ``GET /api/config`` -> ``{"partyName", "fragment", "auth"}``;
 ``GET /api/documents`` -> ``{"documents": [{document_id, last_event, timestamp,
-user_count}]}``; ``GET /healthz``.
+user_count}]}``, only those the caller may open (401 without valid credentials
+when authentication is on); ``GET /healthz`` (503 while the document store
+cannot write).
 """
 
 from __future__ import annotations
@@ -27,7 +34,14 @@ import anyio
 import structlog
 
 from docserver.activity import ActivitySink, ActivityUnavailable
+from docserver.agent_credentials import (
+    CredentialRefused,
+    looks_like_credential,
+    verify_agent_credential,
+)
+from docserver.auth import request_from_scope
 from docserver.connection import Connection
+from docserver.gatekeeper import Admission, Gatekeeper
 from docserver.paths import Refusal, parse_document_path
 from docserver.ratelimit import TokenBucket
 from docserver.rooms import DocumentRooms
@@ -41,7 +55,9 @@ log = structlog.get_logger(__name__)
 AGENT_TOKEN_HEADER = "X-Docagents-Agent-Token"  # noqa: S105 (a header name)
 _TOKEN_HEADER_KEY = AGENT_TOKEN_HEADER.lower().encode()
 BAD_CREDENTIAL_CLOSE_CODE = 4401
+CREDENTIAL_IN_USE_CLOSE_CODE = 4409
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+_SHOWN_DOCUMENTS = 50
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -56,6 +72,11 @@ class Presence(Protocol):
     def agent_left(self, document_id: str) -> None: ...
 
 
+class StoreHealth(Protocol):
+    @property
+    def failure(self) -> str | None: ...
+
+
 class DocserverApp:
     def __init__(
         self,
@@ -64,15 +85,22 @@ class DocserverApp:
         activity: ActivitySink,
         rooms: DocumentRooms,
         presence: Presence,
+        gatekeeper: Gatekeeper,
+        store: StoreHealth | None = None,
         static_dir: Path = STATIC_DIR,
     ) -> None:
         self._settings = settings
         self._activity = activity
         self._rooms = rooms
         self._presence = presence
+        self._gatekeeper = gatekeeper
+        self._store = store
         self._static_dir = static_dir.resolve()
         token = settings.docserver_agent_token
         self._agent_token = token.get_secret_value().encode() if token else None
+        #: credential ids of agent lives connected now (each serves one connection)
+        self._lives_connected: set[str] = set()
+        self._credential_ids: dict[int, str] = {}
         self.connections = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -94,24 +122,52 @@ class DocserverApp:
             await _accept_and_close(send, target)
             return
         document_id = target
-        role = self._role(scope)
-        if role is None:
-            log.warning("connection_refused", document_id=document_id, reason="bad agent token")
-            await _accept_and_close(
-                send, Refusal(BAD_CREDENTIAL_CLOSE_CODE, "invalid agent credential")
-            )
+        role = self._role(scope, document_id)
+        if isinstance(role, Refusal):
+            log.warning("connection_refused", document_id=document_id, reason=role.reason)
+            await _accept_and_close(send, role)
             return
-        await send({"type": "websocket.accept"})
+        credential_id = self._credential_ids.pop(id(scope), None)
+        try:
+            await self._open(scope, receive, send, document_id, role)
+        finally:
+            if credential_id is not None:
+                self._lives_connected.discard(credential_id)
+
+    async def _open(
+        self, scope: Scope, receive: Receive, send: Send, document_id: str, role: str
+    ) -> None:
+        admission: Admission | None = None
+        if role == "human":
+            decision = await self._gatekeeper.admit_websocket(scope, document_id)
+            if isinstance(decision, Refusal):
+                subprotocol = request_from_scope(scope).subprotocol
+                await _accept_and_close(send, decision, subprotocol=subprotocol)
+                return
+            admission = decision
+        accept: dict[str, Any] = {"type": "websocket.accept"}
+        if admission is not None and admission.subprotocol is not None:
+            accept["subprotocol"] = admission.subprotocol
+        await send(accept)
+        settings = self._settings
         connection = Connection(
             receive,
             send,
             document_id=document_id,
             role=role,
             bucket=TokenBucket(
-                rate=self._settings.docserver_max_messages_per_s,
-                burst=self._settings.docserver_message_burst,
+                rate=settings.docserver_max_messages_per_s,
+                burst=settings.docserver_message_burst,
                 now=anyio.current_time(),
             ),
+            byte_bucket=TokenBucket(
+                rate=settings.docserver_max_bytes_per_s,
+                burst=settings.docserver_byte_burst,
+                now=anyio.current_time(),
+            ),
+            read_only=admission is not None and admission.access == "read-only",
+            max_awareness_bytes=settings.docserver_max_awareness_bytes,
+            subject=admission.principal.subject if admission is not None else None,
         )
         await self._serve(connection)
 
@@ -125,7 +181,13 @@ class DocserverApp:
             connection.on_update = lambda: self._presence.human_edited(document_id)
         else:
             self._presence.agent_joined(document_id)
-        log.info("client_connected", document_id=document_id, role=connection.role)
+        log.info(
+            "client_connected",
+            document_id=document_id,
+            role=connection.role,
+            subject=connection.subject,
+            read_only=connection.read_only,
+        )
         room.join(connection)
         try:
             presence = room.awareness_message()
@@ -147,14 +209,35 @@ class DocserverApp:
                 close_code=connection.close_code,
             )
 
-    def _role(self, scope: Scope) -> str | None:
-        """'agent', 'human', or None for a wrong or unexpected agent token."""
+    def _role(self, scope: Scope, document_id: str) -> str | Refusal:
+        """'agent' or 'human', or a Refusal for a wrong, misused or unexpected agent token.
+
+        An agent presents the master token, or a credential of one agent life for this
+        document (:mod:`docserver.agent_credentials`), which serves one connection at a time.
+        """
         presented = [value for key, value in scope.get("headers", []) if key == _TOKEN_HEADER_KEY]
         if not presented:
             return "human"
+        refused = Refusal(BAD_CREDENTIAL_CLOSE_CODE, "invalid agent credential")
         if self._agent_token is None or len(presented) != 1:
-            return None
-        return "agent" if hmac.compare_digest(presented[0], self._agent_token) else None
+            return refused
+        if hmac.compare_digest(presented[0], self._agent_token):
+            return "agent"
+        value = presented[0].decode("latin-1")
+        if not looks_like_credential(value):
+            return refused
+        try:
+            credential = verify_agent_credential(
+                self._agent_token.decode(), value, document_id=document_id
+            )
+        except CredentialRefused as exc:
+            return Refusal(BAD_CREDENTIAL_CLOSE_CODE, str(exc))
+        if credential.credential_id in self._lives_connected:
+            return Refusal(CREDENTIAL_IN_USE_CLOSE_CODE, "agent credential already in use")
+        self._lives_connected.add(credential.credential_id)
+        self._credential_ids[id(scope)] = credential.credential_id
+        log.info("agent_life_connected", document_id=document_id, agent_id=credential.agent_id)
+        return "agent"
 
     # ------------------------------------------------------------------ http
 
@@ -166,13 +249,26 @@ class DocserverApp:
             return
         if path == "/api/config":
             settings = self._settings
-            body = {"partyName": settings.party_name, "fragment": settings.ydoc_fragment}
+            body = {
+                "partyName": settings.party_name,
+                "fragment": settings.ydoc_fragment,
+                "auth": self._gatekeeper.mode,
+            }
             await _respond(send, 200, "application/json", json.dumps(body).encode(), method=method)
         elif path == "/api/documents":
-            await self._documents(send, method)
+            await self._documents(scope, send, method)
         elif path == "/healthz":
-            body = {"status": "ok", "rooms": len(self._rooms), "connections": self.connections}
-            await _respond(send, 200, "application/json", json.dumps(body).encode(), method=method)
+            failure = self._store.failure if self._store is not None else None
+            health: dict[str, Any] = {
+                "status": "ok" if failure is None else "failing",
+                "rooms": len(self._rooms),
+                "connections": self.connections,
+            }
+            if failure is not None:
+                health["reason"] = failure
+            body = json.dumps(health).encode()
+            status = 200 if failure is None else 503
+            await _respond(send, status, "application/json", body, method=method)
         elif path == "/" or (path.startswith("/doc/") and len(path) > len("/doc/")):
             await self._file(send, self._static_dir / "index.html", method, cache=False)
         elif path.startswith("/static/"):
@@ -184,14 +280,25 @@ class DocserverApp:
         else:
             await _respond(send, 404, "text/plain", b"not found", method=method)
 
-    async def _documents(self, send: Send, method: str) -> None:
+    async def _documents(self, scope: Scope, send: Send, method: str) -> None:
+        principal = await self._gatekeeper.authenticate(request_from_scope(scope))
+        if isinstance(principal, Refusal):
+            body = json.dumps({"error": principal.reason}).encode()
+            await _respond(send, 401, "application/json", body, method=method)
+            return
         try:
-            documents = await self._activity.recent_documents()
+            # filtering may hide many: read more than are shown
+            documents = await self._activity.recent_documents(
+                limit=_SHOWN_DOCUMENTS if self._gatekeeper.mode == "none" else 10 * _SHOWN_DOCUMENTS
+            )
         except ActivityUnavailable as exc:
             log.warning("documents_list_failed", error=str(exc) or type(exc).__name__)
             body = json.dumps({"error": "database unavailable"}).encode()
             await _respond(send, 503, "application/json", body, method=method)
             return
+        ids = [str(d["document_id"]) for d in documents]
+        visible = await self._gatekeeper.visible(principal, ids)
+        documents = [d for d in documents if d["document_id"] in visible][:_SHOWN_DOCUMENTS]
         body = json.dumps({"documents": documents}).encode()
         await _respond(send, 200, "application/json", body, method=method)
 
@@ -204,8 +311,13 @@ class DocserverApp:
         await _respond(send, 200, kind, body, method=method, cache_control=control)
 
 
-async def _accept_and_close(send: Send, refusal: Refusal) -> None:
-    await send({"type": "websocket.accept"})
+async def _accept_and_close(
+    send: Send, refusal: Refusal, *, subprotocol: str | None = None
+) -> None:
+    accept: dict[str, Any] = {"type": "websocket.accept"}
+    if subprotocol is not None:  # else a browser that offered one fails without the code
+        accept["subprotocol"] = subprotocol
+    await send(accept)
     await send({"type": "websocket.close", "code": refusal.code, "reason": refusal.reason})
 
 

@@ -14,15 +14,24 @@ import json
 from dataclasses import dataclass, field
 
 __all__ = [
+    "AWARENESS",
+    "SYNC",
+    "SYNC_STEP2",
+    "SYNC_UPDATE",
     "AwarenessEntry",
     "Inspection",
     "MalformedMessage",
+    "Reader",
     "encode_awareness_message",
     "inspect_message",
 ]
 
 SYNC = 0
 AWARENESS = 1
+#: Sync steps: 0 asks with a state vector; 1 (reply) and 2 (update) carry a document update.
+SYNC_STEP1 = 0
+SYNC_STEP2 = 1
+SYNC_UPDATE = 2
 
 
 class MalformedMessage(ValueError):
@@ -34,14 +43,12 @@ class AwarenessEntry:
     client_id: int
     clock: int
     present: bool  # False: the client removed its state
+    #: size of the encoded JSON state
+    state_bytes: int = 0
     #: the state as sent (JSON text, or ``null``), for re-encoding a filtered message
     raw_state: bytes = b"null"
     #: the state says it is an agent's (``"type": "agent"``)
     claims_agent: bool = False
-
-
-#: y-protocols sync steps: step 1 (state vector), step 2 (the answer), update (an edit).
-SYNC_UPDATE = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +56,12 @@ class Inspection:
     message_type: int
     awareness: list[AwarenessEntry] = field(default_factory=list)
     sync_step: int | None = None
+    #: the document update carried by sync step 1 (reply) or 2 (update), else None
+    update: bytes | None = None
+
+    @property
+    def carries_update(self) -> bool:
+        return self.update is not None
 
     @property
     def is_update(self) -> bool:
@@ -56,7 +69,9 @@ class Inspection:
         return self.message_type == SYNC and self.sync_step == SYNC_UPDATE
 
 
-class _Reader:
+class Reader:
+    """Y.js lib0 decoding: variable-length unsigned integers and byte arrays."""
+
     def __init__(self, data: bytes) -> None:
         self._data = data
         self._pos = 0
@@ -94,16 +109,18 @@ def inspect_message(message: bytes) -> Inspection:
     """Check the framing of one message; raise :class:`MalformedMessage` if broken."""
     if not message:
         raise MalformedMessage("empty message")
-    reader = _Reader(message)
+    reader = Reader(message)
     message_type = reader.var_uint()
     if message_type == SYNC:
         step = reader.var_uint()
         if step not in (0, 1, 2):
             raise MalformedMessage(f"unknown sync step {step}")
-        reader.var_bytes()
+        payload = reader.var_bytes()
         if not reader.done:
             raise MalformedMessage("trailing bytes after sync message")
-        return Inspection(SYNC, sync_step=step)
+        return Inspection(
+            SYNC, sync_step=step, update=payload if step in (SYNC_STEP2, SYNC_UPDATE) else None
+        )
     if message_type == AWARENESS:
         update = reader.var_bytes()
         if not reader.done:
@@ -113,7 +130,7 @@ def inspect_message(message: bytes) -> Inspection:
 
 
 def _awareness_entries(update: bytes) -> list[AwarenessEntry]:
-    reader = _Reader(update)
+    reader = Reader(update)
     entries = []
     for _ in range(reader.var_uint()):
         client_id = reader.var_uint()
@@ -121,7 +138,7 @@ def _awareness_entries(update: bytes) -> list[AwarenessEntry]:
         raw = reader.var_bytes()
         try:
             state = json.loads(raw.decode("utf-8")) if raw else None
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise MalformedMessage("awareness state is not JSON") from exc
         if state is not None and not isinstance(state, dict):
             raise MalformedMessage("awareness state is not an object")
@@ -130,6 +147,7 @@ def _awareness_entries(update: bytes) -> list[AwarenessEntry]:
                 client_id,
                 clock,
                 state is not None,
+                len(raw),
                 raw or b"null",
                 claims_agent=state is not None and state.get("type") == "agent",
             )

@@ -1,4 +1,7 @@
-"""A token bucket for incoming messages of one connection (pure; the caller owns the clock)."""
+"""A token bucket for what one connection sends (pure; the caller owns the clock).
+
+One bucket counts messages (one token each), another counts bytes (one token per byte).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ __all__ = ["TokenBucket"]
 
 
 class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` saved up; one token per message."""
+    """``rate`` tokens per second, at most ``burst`` saved up."""
 
     def __init__(self, *, rate: float, burst: int, now: float) -> None:
         if rate <= 0 or burst < 1:
@@ -16,11 +19,15 @@ class TokenBucket:
         self._tokens = float(burst)
         self._updated = now
 
-    def take(self, now: float) -> float:
-        """Spend one token; return how long to wait before handling the message (0 if none)."""
+    def take(self, now: float, cost: float = 1) -> float:
+        """Spend ``cost`` tokens; return how long to wait before handling the message (0 if none).
+
+        A cost above the burst is allowed (the debt is paid by waiting), so a single
+        large message is slowed down, never refused here.
+        """
         self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
         self._updated = now
-        self._tokens -= 1
+        self._tokens -= cost
         if self._tokens >= 0:
             return 0.0
         return -self._tokens / self._rate

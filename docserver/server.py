@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import anyio
@@ -10,7 +11,7 @@ import structlog
 from pydantic import SecretStr
 
 from docserver.activity import ActivitySink
-from docserver.service import DocserverError, run
+from docserver.service import DocserverConfigError, DocserverError, run
 from docserver.settings import DocserverSettings
 from docserver.store import DocumentStoreError
 
@@ -45,7 +46,16 @@ def serve(
             supabase_url, supabase_key, max_buffer=settings.docserver_activity_buffer
         )
     try:
-        anyio.run(_run, settings, database_url, writer)
+        anyio.run(
+            functools.partial(
+                run,
+                settings,
+                database_url=database_url,
+                writer=writer,
+                supabase_url=supabase_url,
+                supabase_key=supabase_key,
+            )
+        )
     except DocumentStoreError as exc:
         raise DocserverError(str(exc)) from exc
     except RuntimeError as exc:
@@ -54,12 +64,6 @@ def serve(
         if isinstance(exc, SupabaseKeyRefused):
             raise DocserverError(str(exc)) from exc
         raise
-
-
-async def _run(
-    settings: DocserverSettings, database_url: str | None, writer: ActivitySink | None
-) -> None:
-    await run(settings, database_url=database_url, writer=writer)
 
 
 def main(*, database_url: str) -> int:
@@ -76,6 +80,9 @@ def main(*, database_url: str) -> int:
         return 2
     try:
         serve(settings, database_url=database_url)
+    except DocserverConfigError as exc:
+        log.error("docserver_misconfigured", error=str(exc))  # noqa: TRY400
+        return 78
     except DocserverError as exc:
         log.error("docserver_failed", error=str(exc))  # noqa: TRY400 (no traceback wanted)
         return 1

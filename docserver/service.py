@@ -14,21 +14,27 @@ from __future__ import annotations
 import contextlib
 import functools
 import signal
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import structlog
 import uvicorn
 from anyio.abc import TaskGroup, TaskStatus
+from pydantic import SecretStr
 
 from docserver.activity import ActivitySink, ActivityWriter
 from docserver.app import DocserverApp
+from docserver.auth import unauthenticated_bind_problem
+from docserver.gatekeeper import GatekeeperConfigError, build_gatekeeper
+from docserver.listener import guarded_protocols, parse_networks
 from docserver.presence import Action, PresenceTracker, Record, StartGrace
 from docserver.rooms import DocumentRooms
 from docserver.settings import DocserverSettings
 from docserver.store import DocumentStore
 
-__all__ = ["DocserverError", "PresenceService", "run"]
+__all__ = ["DocserverConfigError", "DocserverError", "PresenceService", "run"]
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +44,10 @@ _UVICORN_STOP_S = 10.0
 
 class DocserverError(Exception):
     """The docserver cannot start (port in use, store unreadable)."""
+
+
+class DocserverConfigError(DocserverError):
+    """The configuration cannot work (exit 78: systemd does not restart it in a loop)."""
 
 
 class PresenceService:
@@ -102,12 +112,25 @@ class _Server(uvicorn.Server):
         yield
 
 
+#: Whole request head (request line + headers); each line is bounded separately.
+_MAX_REQUEST_HEAD_BYTES = 64 * 1024
+
+
 def _uvicorn_config(app: DocserverApp, settings: DocserverSettings) -> uvicorn.Config:
+    http, ws = guarded_protocols(
+        max_line=settings.docserver_max_request_line_bytes,
+        max_head=_MAX_REQUEST_HEAD_BYTES,
+        handshake_timeout_s=settings.docserver_handshake_timeout_s,
+        max_per_address=settings.docserver_max_connections_per_address,
+        exempt=parse_networks(settings.docserver_connection_limit_exempt),
+    )
     return uvicorn.Config(
         app,
         host=settings.docserver_host,
         port=settings.ws_port,
-        ws="websockets-sansio",
+        http=http,
+        ws=ws,
+        ws_max_size=settings.docserver_max_message_bytes,
         lifespan="off",
         log_config=None,
         access_log=False,
@@ -123,13 +146,34 @@ async def run(
     *,
     database_url: str | None = None,
     writer: ActivitySink | None = None,
+    supabase_url: str | None = None,
+    supabase_key: SecretStr | None = None,
     handle_signals: bool = True,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until a signal (or cancellation); ``task_status.started(port)`` once listening.
 
     Activity rows go to ``writer`` (default: :class:`ActivityWriter` on ``database_url``).
+    Raises :class:`DocserverConfigError` before anything starts when the configuration
+    cannot work (no authentication on a public address, a missing JWT secret).
     """
+    problem = unauthenticated_bind_problem(
+        settings.docserver_host,
+        settings.docserver_auth,
+        allow_remote=settings.docserver_allow_unauthenticated,
+    )
+    if problem is not None:
+        raise DocserverConfigError(problem)
+    try:
+        gatekeeper = build_gatekeeper(
+            settings,
+            database_url=database_url,
+            supabase_url=supabase_url,
+            supabase_key=supabase_key,
+        )
+    except GatekeeperConfigError as exc:
+        raise DocserverConfigError(str(exc)) from exc
+    _check_writable(settings.store_path.parent)
     if writer is None:
         if not database_url:
             raise DocserverError("the docserver needs a database_url or an activity writer")
@@ -138,8 +182,14 @@ async def run(
         DocumentStore.open(settings.store_path) as store,
         anyio.create_task_group() as tg,
     ):
-        rooms = DocumentRooms(store, unload_after_s=settings.docserver_room_unload_after_s)
+        rooms = DocumentRooms(
+            store,
+            unload_after_s=settings.docserver_room_unload_after_s,
+            max_document_bytes=settings.docserver_max_document_bytes,
+        )
+        store.on_recovered = rooms.store_recovered
         await tg.start(rooms.run)
+        await gatekeeper.open()
         presence = PresenceService(
             PresenceTracker(
                 grace_s=settings.grace_s,
@@ -150,7 +200,14 @@ async def run(
             tg,
         )
         await tg.start(functools.partial(writer.run, on_active_documents=presence.active_at_start))
-        app = DocserverApp(settings, activity=writer, rooms=rooms, presence=presence)
+        app = DocserverApp(
+            settings,
+            activity=writer,
+            rooms=rooms,
+            presence=presence,
+            gatekeeper=gatekeeper,
+            store=store,
+        )
         server = _Server(_uvicorn_config(app, settings))
         if handle_signals:
             tg.start_soon(_stop_on_signal, server)
@@ -176,8 +233,23 @@ async def run(
                 await writer.wait_drained()
             if flush.cancelled_caught:
                 log.error("activity_rows_lost_at_exit", pending=writer.pending)
+            with anyio.CancelScope(shield=True):
+                await gatekeeper.close()
             tg.cancel_scope.cancel()
     log.info("docserver_stopped")
+
+
+def _check_writable(directory: Path) -> None:
+    """A read-only or foreign DOCAGENTS_HOME is a configuration error (exit 78), not a crash."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise DocserverConfigError(
+            f"the document store directory {directory} is not writable "
+            f"({exc.strerror or exc}); check DOCAGENTS_HOME"
+        ) from exc
 
 
 async def _stop_on_signal(server: uvicorn.Server) -> None:

@@ -2,7 +2,8 @@
 
 Names shared with the rest of docagents (DESIGN.md, "Configuration"): ``WS_PORT``,
 ``PARTY_NAME``, ``IDLE_TIMEOUT_MS``, ``YDOC_FRAGMENT``, ``DOCSERVER_AGENT_TOKEN``,
-``DOCAGENTS_HOME``, ``LOG_FORMAT``, ``LOG_LEVEL``. The database is not a setting
+``DOCAGENTS_HOME``, ``LOG_FORMAT``, ``LOG_LEVEL``; ``SUPABASE_JWT_SECRET`` is read
+for ``DOCSERVER_AUTH=jwt``. The database is not a setting
 here: the caller (``docagents docserver``) resolves it and passes it explicitly.
 """
 
@@ -50,10 +51,58 @@ class DocserverSettings(BaseSettings):
     docserver_ping_timeout_s: float = Field(default=20.0, gt=0)
     docagents_home: Path = Field(default_factory=_default_home)
 
+    # --- who may open what (docserver/auth.py) ---
+    #: ``none`` (loopback only), ``jwt``, or a ``module:function`` hook.
+    docserver_auth: str = Field(default="none", min_length=1)
+    #: ``claims``, ``sql`` (``can_open_document``), or a ``module:function`` hook.
+    docserver_authz: str = Field(default="claims", min_length=1)
+    docserver_jwt_secret: SecretStr | None = None
+    #: Supabase Auth's HS256 secret; used when DOCSERVER_JWT_SECRET is unset.
+    supabase_jwt_secret: SecretStr | None = None
+    docserver_jwks_url: str | None = None
+    #: Comma-separated; default HS256 with a secret, RS256,ES256 with a JWKS URL.
+    docserver_jwt_algorithms: str | None = None
+    docserver_jwt_audience: str | None = None
+    docserver_jwt_issuer: str | None = None
+    #: Comma-separated Origins allowed to open websockets; empty: same origin (and
+    #: clients sending no Origin, i.e. not browsers); ``*``: any.
+    docserver_allowed_origins: str = ""
+    #: Start with DOCSERVER_AUTH=none on a non-loopback address anyway.
+    docserver_allow_unauthenticated: bool = False
+
+    # --- what one client may cost (README: "Bounds") ---
+    docserver_max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    docserver_max_bytes_per_s: float = Field(default=1024 * 1024, gt=0)
+    docserver_byte_burst: int = Field(default=16 * 1024 * 1024, ge=1024)
+    docserver_max_document_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    docserver_max_awareness_bytes: int = Field(default=16 * 1024, ge=256)
+    docserver_max_request_line_bytes: int = Field(default=8000, ge=256, le=8000)
+    docserver_handshake_timeout_s: float = Field(default=10.0, gt=0)
+    docserver_max_connections_per_address: int = Field(default=64, ge=0)
+    #: Networks not counted by the limit above (the manager's agents, a local proxy).
+    docserver_connection_limit_exempt: str = "127.0.0.0/8,::1"
+
+    @field_validator("docserver_connection_limit_exempt")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from docserver.listener import parse_networks
+
+        parse_networks(value)  # ValueError: a clear configuration error
+        return value
+
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
 
-    @field_validator("docserver_agent_token", mode="before")
+    @field_validator(
+        "docserver_agent_token",
+        "docserver_jwt_secret",
+        "supabase_jwt_secret",
+        "docserver_jwks_url",
+        "docserver_jwt_algorithms",
+        "docserver_jwt_audience",
+        "docserver_jwt_issuer",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -66,3 +115,13 @@ class DocserverSettings(BaseSettings):
     def store_path(self) -> Path:
         """The SQLite file holding every document's Y.js updates."""
         return self.docagents_home / "docserver" / "documents.sqlite3"
+
+    @property
+    def jwt_secret(self) -> SecretStr | None:
+        return self.docserver_jwt_secret or self.supabase_jwt_secret
+
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        return frozenset(
+            o.strip().rstrip("/") for o in self.docserver_allowed_origins.split(",") if o.strip()
+        )

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import sys
 
+from manager.secret_env import hide_secrets
 from manager.template import start_early
 
+# Secrets leave this process's initial environment (/proc/<pid>/environ): may re-exec.
+hide_secrets(sys.argv)
 # `manager` and `up`: the worker template imports beside the imports below.
 start_early(sys.argv)
 
@@ -301,7 +304,7 @@ def docserver(settings: Settings) -> None:
     """Run the y-websocket document server that writes document_activity (foreground)."""
     from docserver.server import load_settings as load_docserver_settings
     from docserver.server import serve as serve_docserver
-    from docserver.service import DocserverError
+    from docserver.service import DocserverConfigError, DocserverError
     from manager.proctitle import set_title
 
     set_title("docagents docserver")
@@ -324,8 +327,55 @@ def docserver(settings: Settings) -> None:
                 serve_docserver(docserver_settings, database_url=conninfo)
     except DocagentsError as exc:
         raise _fail(exc) from exc
+    except DocserverConfigError as exc:
+        failure = click.ClickException(f"configuration error: {exc}")
+        failure.exit_code = 78  # EX_CONFIG: systemd does not restart it
+        raise failure from exc
     except DocserverError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+_TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _parse_ttl(value: str) -> float:
+    unit = value[-1:].lower()
+    try:
+        return float(value[:-1]) * _TTL_UNITS[unit] if unit in _TTL_UNITS else float(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: use seconds or 30m, 1h, 2d") from exc
+
+
+@main.command()
+@click.option("--sub", "subject", required=True, help="The token's subject (a user id).")
+@click.option(
+    "--doc", "documents", multiple=True, required=True, help="Document id or pattern (demo-*)."
+)
+@click.option("--ttl", default="1h", show_default=True, help="Lifetime: seconds, or 30m, 1h, 2d.")
+@click.option("--read-only", is_flag=True, help="Grant read-only access (docs_ro claim).")
+def token(subject: str, documents: tuple[str, ...], ttl: str, read_only: bool) -> None:
+    """Mint a docserver JWT (HS256, DOCSERVER_JWT_SECRET or SUPABASE_JWT_SECRET)."""
+    from docserver.auth import mint_token
+    from docserver.server import load_settings as load_docserver_settings
+
+    docserver_settings = load_docserver_settings()
+    secret = docserver_settings.jwt_secret
+    if secret is None:
+        failure = click.ClickException("set DOCSERVER_JWT_SECRET (or SUPABASE_JWT_SECRET)")
+        failure.exit_code = 78
+        raise failure
+    click.echo(
+        mint_token(
+            secret=secret.get_secret_value(),
+            subject=subject,
+            documents=list(documents),
+            read_only=read_only,
+            ttl_s=_parse_ttl(ttl),
+            audience=docserver_settings.docserver_jwt_audience,
+            issuer=docserver_settings.docserver_jwt_issuer,
+            now=time.time(),
+        )
+    )
 
 
 @main.command(name="manager")

@@ -86,6 +86,8 @@ class Settings(WorkerSettings):
 
     # --- docserver ----------------------------------------------------------------
     docserver_host: str = "127.0.0.1"
+    #: Lifetime of the credential each agent life gets instead of DOCSERVER_AGENT_TOKEN.
+    agent_credential_ttl_s: float = Field(default=86_400.0, gt=0)
 
     @field_validator(
         "database_url", "supabase_service_key", "metrics_port", "retention_days", mode="before"
@@ -95,7 +97,8 @@ class Settings(WorkerSettings):
         return None if value == "" else value
 
     def worker_settings(self) -> WorkerSettings:
-        """The subset a worker may see: no database or Supabase credentials."""
+        """The subset a worker may see: no database or Supabase credentials (a managed
+        worker gets a credential for its life instead of the agent token: ``manager.lives``)."""
         fields = {name: getattr(self, name) for name in WorkerSettings.model_fields}
         if self.remembers_extractions() and not fields["memory_wait_s"]:
             fields["memory_wait_s"] = 10.0  # the manager hands the memory over

@@ -22,7 +22,9 @@ from typing import Protocol
 import anyio
 import anyio.abc
 import structlog
+from pydantic import SecretStr
 
+from docserver.agent_credentials import mint_agent_credential
 from manager.claims import ClaimBatcher
 from manager.config import Settings
 from manager.errors import StoreError
@@ -30,6 +32,7 @@ from manager.processes import WorkerFleet, WorkerProcess
 from manager.store.base import Store, Supersede
 from manager.supervisor import Action, Claim, Spawn, Supervisor
 from manager.writer import StoreWriter
+from worker.config import WorkerSettings
 from worker.protocol import (
     Activity,
     Connected,
@@ -115,6 +118,22 @@ class LifeRunner:
         #: Called after every life ended (the daemon checks for "all stopped").
         self.on_life_ended: Callable[[], None] = lambda: None
 
+    def _life_settings(self, document_id: str, agent_id: str) -> WorkerSettings:
+        """The worker's settings with a credential for this life only (never the master)."""
+        master = self.settings.docserver_agent_token
+        if master is None:
+            return self.worker_settings.model_copy(update={"docserver_agent_token": None})
+        credential = mint_agent_credential(
+            master.get_secret_value(),
+            document_id=document_id,
+            agent_id=agent_id,
+            ttl_s=self.settings.agent_credential_ttl_s,
+            now=time.time(),
+        )
+        return self.worker_settings.model_copy(
+            update={"docserver_agent_token": SecretStr(credential)}
+        )
+
     def _ensure_claims(self, tg: anyio.abc.TaskGroup) -> None:
         if not self._claims_started:
             self._claims_started = True
@@ -188,7 +207,7 @@ class LifeRunner:
             if life.stop_reason is not None:  # the Stop came before the process
                 self._dispatch(sup.worker_exited(doc, agent, "never started", monotonic()))
                 return
-            worker = self.fleet.process(self.worker_settings, doc, agent)
+            worker = self.fleet.process(self._life_settings(doc, agent), doc, agent)
             try:
                 await worker.start()
             except (OSError, ValueError, RuntimeError, EOFError) as exc:

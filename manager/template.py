@@ -37,7 +37,8 @@ __all__ = [
     "start_early",
 ]
 
-#: Environment variables a child process must never inherit (invariant 6).
+#: Environment variables a child process must never inherit (invariant 6; the
+#: master agent token and JWT secrets too: a worker gets a credential for its life).
 SECRET_ENV_VARS = (
     "DATABASE_URL",
     "SUPABASE_URL",
@@ -45,6 +46,9 @@ SECRET_ENV_VARS = (
     "PGPASSWORD",
     "PGSERVICEFILE",
     "PGPASSFILE",
+    "DOCSERVER_AGENT_TOKEN",
+    "DOCSERVER_JWT_SECRET",
+    "SUPABASE_JWT_SECRET",
 )
 #: systemd's notification variables: the manager's alone (no worker may notify).
 NOTIFY_ENV_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
@@ -65,7 +69,7 @@ _started: tuple[int | None, Template] | None = None
 
 
 def scrub_secret_environment() -> list[str]:
-    """Remove database credentials from ``os.environ`` (invariant 6); returns the names."""
+    """Remove secrets from ``os.environ`` (invariant 6); returns the names."""
     removed = [name for name in SECRET_ENV_VARS if name in os.environ]
     for name in removed:
         del os.environ[name]

@@ -31,7 +31,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import anyio
 import structlog
@@ -41,10 +43,11 @@ from manager.backends import select_backend
 from manager.config import Settings
 from manager.daemon import run_manager
 from manager.database import database_conninfo
-from manager.errors import DocagentsError
+from manager.errors import ConfigurationError, DocagentsError
 from manager.processes import scrub_secret_environment
 from manager.proctitle import printable_id, set_title
 from manager.sdnotify import SystemdNotifier
+from manager.secret_env import spawn_env
 from manager.template import NOTIFY_ENV_VARS
 
 __all__ = ["EX_CONFIG", "EX_UNAVAILABLE", "run_manager_foreground", "run_up"]
@@ -71,9 +74,36 @@ def take_systemd_notifier() -> SystemdNotifier:
     return notifier
 
 
+def check_start(settings: Settings, *, needs_home: bool) -> None:
+    """Refuse (ConfigurationError, exit 78) what cannot work, before anything starts.
+
+    Without an agent token the workers would join their documents as people (and keep
+    them 'active' forever); an unwritable home fails later, in a restart loop.
+    """
+    if settings.docserver_agent_token is None:
+        raise ConfigurationError(
+            "DOCSERVER_AGENT_TOKEN is not set: the manager signs each agent's credential "
+            "with it, and the docserver must have the same value"
+        )
+    if needs_home:
+        check_home_writable(settings.docagents_home)
+
+
+def check_home_writable(home: Path) -> None:
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=home):
+            pass
+    except OSError as exc:
+        raise ConfigurationError(
+            f"DOCAGENTS_HOME {home} is not writable ({exc.strerror or exc})"
+        ) from exc
+
+
 def run_manager_foreground(settings: Settings) -> int:
     """``docagents manager``: the daemon alone, on the selected backend; the schema must exist."""
-    select_backend(settings)  # a configuration error, before anything starts
+    kind = select_backend(settings)  # a configuration error, before anything starts
+    check_start(settings, needs_home=kind == "embedded")
     set_title(f"docagents manager {printable_id(settings.manager_id)}")
     notifier = take_systemd_notifier()
     scrub_secret_environment()
@@ -85,8 +115,11 @@ def run_up(settings: Settings) -> int:
     from manager.store.migrations import apply_migrations
 
     kind = select_backend(settings)
+    check_home_writable(settings.docagents_home)
     set_title(f"docagents manager {printable_id(settings.manager_id)}")
     notifier = take_systemd_notifier()
+    for name in ("DOCSERVER_JWT_SECRET", "SUPABASE_JWT_SECRET"):
+        _KEPT_FOR_DOCSERVER[name] = os.environ.get(name, "")
     scrub_secret_environment()
     token = settings.docserver_agent_token
     if token is None:
@@ -117,15 +150,21 @@ def run_up(settings: Settings) -> int:
 
 
 def _start_docserver(credentials: dict[str, str], token: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **credentials, "DOCSERVER_AGENT_TOKEN": token}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "manager.cli", "docserver"],
-        env=env,
-        # Its own process group: Ctrl+C reaches us, and we stop it after the
-        # manager (workers leave their documents first).
-        start_new_session=True,
-        preexec_fn=_die_with_parent,
-    )
+    # the secrets go through a pipe, never through its environment (manager.secret_env)
+    handed = {**_jwt_secrets(), **credentials, "DOCSERVER_AGENT_TOKEN": token}
+    env, secrets_fd = spawn_env(os.environ, handed)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "manager.cli", "docserver"],
+            env=env,
+            pass_fds=(secrets_fd,),
+            # Its own process group: Ctrl+C reaches us, and we stop it after the
+            # manager (workers leave their documents first).
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    finally:
+        os.close(secrets_fd)
     log.info("docserver_started", pid=proc.pid)
     return proc
 
@@ -152,6 +191,15 @@ def _wait_listening(proc: subprocess.Popen[bytes], settings: Settings) -> None:
         except OSError:
             time.sleep(0.05)
     log.warning("docserver_not_listening", pid=proc.pid, waited_s=_DOCSERVER_LISTEN_S)
+
+
+def _jwt_secrets() -> dict[str, str]:
+    """The docserver's JWT secrets, kept aside by the manager's own scrub."""
+    return {name: value for name, value in _KEPT_FOR_DOCSERVER.items() if value}
+
+
+#: Filled by :func:`run_up` before the environment is scrubbed.
+_KEPT_FOR_DOCSERVER: dict[str, str] = {}
 
 
 def _die_with_parent() -> None:

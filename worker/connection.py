@@ -7,10 +7,16 @@ handshake of the new connection pushes whatever was written offline, in both
 directions. A broken Y.js message from the server is logged, the socket closed and
 the connection re-established, so the worker survives it.
 
+A server that refuses the agent's credential (close codes 4401, 4403, 4409: an
+expired or foreign credential for one agent life, a copy of it in use) is not
+retried: :class:`AccessRefused` ends :meth:`DocumentConnection.run`, the worker
+exits, and its manager starts a new life with a new credential.
+
 Exceptions::
 
     ConnectionLost        the socket could not be opened or a session failed
     └── SyncRejected      the server sent a message the Y.js decoder refused
+    AccessRefused         the server refused this agent's credential (not retried)
 """
 
 from __future__ import annotations
@@ -29,12 +35,18 @@ from worker.backoff import Backoff
 from worker.channel import WebsocketChannel
 from worker.presence import Presence
 
-__all__ = ["ConnectionLost", "DocumentConnection", "SyncRejected"]
+__all__ = ["AccessRefused", "ConnectionLost", "DocumentConnection", "SyncRejected"]
 
 log = structlog.get_logger(__name__)
 
 #: Largest websocket message accepted (a first sync carries the whole document).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Close codes of a refused credential (docserver: not authenticated, not allowed, in use).
+REFUSED_CLOSE_CODES = frozenset({4401, 4403, 4409})
+
+
+class AccessRefused(Exception):
+    """The server refused this agent's credential; reconnecting with it cannot help."""
 
 
 class ConnectionLost(Exception):
@@ -147,6 +159,10 @@ class DocumentConnection:
             self._presence.forget_remote()
             with anyio.CancelScope(shield=True):
                 await websocket.close()
+            if websocket.close_code in REFUSED_CLOSE_CODES:  # whatever ended the session
+                reason = websocket.close_reason or f"close code {websocket.close_code}"
+                log.error("agent_access_refused", url=self._url, reason=reason)
+                raise AccessRefused(reason)
 
     async def _sync(self, websocket: ClientConnection, channel: WebsocketChannel) -> None:
         provider = Provider(self._doc, channel, log=logging.getLogger("pycrdt.provider"))

@@ -154,10 +154,20 @@ class _Channel:
 class YClient:
     """A pycrdt client in one document; ``agent=True`` presents the agent token."""
 
-    def __init__(self, url: str, *, agent: bool = False, name: str = "Ann") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        agent: bool = False,
+        name: str = "Ann",
+        headers: dict[str, str] | None = None,
+        subprotocols: list[str] | None = None,
+    ) -> None:
         self.url = url
         self.agent = agent
         self.name = name
+        self.headers = headers or {}
+        self.subprotocols = subprotocols
         self.doc: Doc = Doc()
         self.awareness = Awareness(self.doc)
         self.websocket: ClientConnection | None = None
@@ -165,7 +175,12 @@ class YClient:
     @asynccontextmanager
     async def connected(self) -> AsyncIterator[YClient]:
         headers = {AGENT_HEADER: AGENT_TOKEN} if self.agent else {}
-        async with connect(self.url, additional_headers=headers, max_size=None) as websocket:
+        async with connect(
+            self.url,
+            additional_headers={**headers, **self.headers},
+            subprotocols=self.subprotocols,  # type: ignore[arg-type]
+            max_size=None,
+        ) as websocket:
             self.websocket = websocket
             channel = _Channel(websocket, self.url)
             async with Provider(self.doc, channel):
@@ -184,6 +199,19 @@ class YClient:
         with anyio.fail_after(within):
             while not predicate():  # noqa: ASYNC110
                 await anyio.sleep(0.02)
+
+
+async def refusal(url: str, within: float = 10, **kwargs: Any) -> tuple[int, str]:
+    """Connect, and return the (code, reason) the server closes with (fails if it does not)."""
+    with anyio.fail_after(within):
+        async with connect(url, max_size=None, **kwargs) as websocket:
+            try:
+                while True:
+                    await websocket.recv()
+            except ConnectionClosed as closed:
+                assert closed.rcvd is not None, "closed without a close frame"
+                return closed.rcvd.code, closed.rcvd.reason
+    raise AssertionError("unreachable")
 
 
 def activity_rows(database_url: str, document_id: str | None = None) -> list[tuple[str, str, int]]:

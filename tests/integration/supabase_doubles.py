@@ -50,6 +50,7 @@ _RPC_FUNCTIONS = {
     "record_extractions",
     "prune_extraction_memory",
     "get_extraction_stats",
+    "can_open_document",
 }
 _SELECT_PARAMS = {"select", "id", "event_type", "order", "limit"}
 _INSERT_COLUMNS = {"document_id", "event_type", "user_count", "timestamp", "metadata"}

@@ -48,7 +48,7 @@ async def test_pages_static_files_and_config(base_url: str) -> None:
         assert "javascript" in asset.headers["content-type"]
         assert "immutable" in asset.headers["cache-control"]
         config = await client.get("/api/config")
-        assert config.json() == {"partyName": "pages", "fragment": "body"}
+        assert config.json() == {"partyName": "pages", "fragment": "body", "auth": "none"}
         for path in ("/static/%2e%2e/app.py", "/static/../settings.py", "/nope", "/doc/"):
             assert (await client.get(path)).status_code == 404, path
         assert (await client.post("/api/config")).status_code == 405

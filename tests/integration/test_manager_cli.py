@@ -41,6 +41,7 @@ def manager_env(database_url: str, port: int, tmp_path: Path, **extra: str) -> d
         "MIN_RESIDENCY_S": "0",
         "LOG_FORMAT": "json",
         "EXTRACTOR": "gazetteer",
+        "DOCSERVER_AGENT_TOKEN": "test-agent-token",
     }
     env.pop("OPENAI_API_KEY", None)
     env.update(extra)

@@ -228,6 +228,7 @@ def manager_env(database_url: str, port: int, tmp_path: Path, **extra: str) -> d
         "MIN_RESIDENCY_S": "0",
         "LOG_FORMAT": "json",
         "EXTRACTOR": "gazetteer",
+        "DOCSERVER_AGENT_TOKEN": "test-agent-token",
     }
     for name in ("OPENAI_API_KEY", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
         env.pop(name, None)

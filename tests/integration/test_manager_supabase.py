@@ -58,6 +58,7 @@ def supabase_env(url: str, key: str, tmp_path: Path, ws_port: int = 1) -> dict[s
         "FLUSH_INTERVAL_S": "0.2",
         "POLL_INTERVAL_S": "1",
         "MIN_RESIDENCY_S": "0",
+        "DOCSERVER_AGENT_TOKEN": "test-agent-token",
         "LOG_FORMAT": "json",
         "EXTRACTOR": "gazetteer",
     }

@@ -119,3 +119,55 @@ async def test_docserver_with_a_wrong_key_says_so(supabase: SupabaseDouble, tmp_
     assert server.process is not None and server.process.returncode not in (0, None)
     assert "service_role key" in server.log()
     assert "wrong-key" not in server.log()
+
+
+async def test_supabase_tokens_and_can_open_document_through_rest(
+    supabase: SupabaseDouble, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    """Supabase Auth tokens as they are (aud 'authenticated', SUPABASE_JWT_SECRET), and
+    the operator's can_open_document() called through PostgREST's rpc."""
+    import time
+
+    import jwt
+    from docserver_support import refusal
+
+    db.execute(
+        """
+        CREATE OR REPLACE FUNCTION can_open_document(subject text, document_id text)
+        RETURNS text LANGUAGE sql STABLE AS $$
+            SELECT CASE WHEN document_id = 'secret' THEN 'denied' ELSE 'read-write' END
+        $$
+        """
+    )
+    jwt_secret = "supabase-jwt-secret-supabase-jwt-secret"
+    server = DocserverProcess(
+        tmp_path / "docserver",
+        "",
+        SUPABASE_URL=supabase.url,
+        SUPABASE_SERVICE_KEY=supabase.key,
+        SUPABASE_JWT_SECRET=jwt_secret,
+        DOCSERVER_AUTH="jwt",
+        DOCSERVER_AUTHZ="sql",
+        DOCSERVER_JWT_AUDIENCE="authenticated",
+    )
+    server.env.pop("DATABASE_URL")
+    claims = {
+        "sub": "0b6f4e43-8d7b-4a4e-9a53-3f3d0d0f6f0a",
+        "aud": "authenticated",
+        "role": "authenticated",
+        "exp": int(time.time()) + 600,
+    }
+    token = jwt.encode(claims, jwt_secret, algorithm="HS256")
+    await server.start()
+    try:
+        assert (await refusal(server.ws_url("secret") + f"?token={token}"))[0] == 4403
+        ann = HumanClient(server.ws_url("open") + f"?token={token}")
+        async with ann.connected():
+            pass
+        assert supabase.rpc_calls("can_open_document") >= 2
+    finally:
+        await server.stop()
+    connected = [
+        line for line in server.log().splitlines() if '"event": "client_connected"' in line
+    ]
+    assert len(connected) == 1 and claims["sub"] in connected[0] and '"open"' in connected[0]

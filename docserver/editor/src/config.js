@@ -1,9 +1,13 @@
 // Runtime configuration served by the docserver at GET /api/config.
 
-/** @typedef {{ partyName: string, fragment: string }} EditorConfig */
+/** @typedef {{ partyName: string, fragment: string, auth: string }} EditorConfig */
 
 /** @type {EditorConfig} */
-export const DEFAULT_CONFIG = Object.freeze({ partyName: "document", fragment: "prosemirror" });
+export const DEFAULT_CONFIG = Object.freeze({
+  partyName: "document",
+  fragment: "prosemirror",
+  auth: "none",
+});
 
 /**
  * Fetch the runtime config; any failure falls back to the defaults so that the
@@ -18,6 +22,7 @@ export async function loadConfig() {
     return {
       partyName: nonEmptyString(body?.partyName) ?? DEFAULT_CONFIG.partyName,
       fragment: nonEmptyString(body?.fragment) ?? DEFAULT_CONFIG.fragment,
+      auth: nonEmptyString(body?.auth) ?? DEFAULT_CONFIG.auth,
     };
   } catch (error) {
     console.warn("docagents: /api/config unavailable, using defaults", error);

@@ -14,6 +14,7 @@ import { bindGeoTooltip } from "./geo-tooltip.js";
 import { localUser } from "./identity.js";
 import { bindPlacesPanel } from "./places.js";
 import { bindPresenceList } from "./presence.js";
+import { currentToken } from "./token.js";
 
 /** @param {string} documentId */
 export async function showDocument(documentId) {
@@ -25,6 +26,12 @@ export async function showDocument(documentId) {
   setStatus(status, "connecting");
 
   const config = await loadConfig();
+  const token = currentToken();
+  if (config.auth === "token" && !token) {
+    showNotice("This docserver needs an access token: open the link with ?token=... or paste one on the home page.");
+    setStatus(status, "disconnected");
+    return;
+  }
   const user = localUser();
   const ydoc = new Y.Doc();
   const scheme = window.location.protocol === "https:" ? "wss" : "ws";
@@ -33,7 +40,7 @@ export async function showDocument(documentId) {
     `${scheme}://${window.location.host}/parties/${encodeURIComponent(config.partyName)}`,
     encodeURIComponent(documentId),
     ydoc,
-    { shouldReconnect: isRetryableClose },
+    { shouldReconnect: isRetryableClose, params: token ? { token } : {} },
   );
   provider.on("status", ({ status: value }) => setStatus(status, value));
   provider.on("closed", ({ code, reason }) => {
@@ -41,9 +48,7 @@ export async function showDocument(documentId) {
     setStatus(status, "disconnected");
     const message = `The server closed this document: ${reason || `close code ${code}`}`;
     status.title = message;
-    const notice = /** @type {HTMLElement} */ (document.getElementById("notice"));
-    notice.textContent = message;
-    notice.hidden = false;
+    showNotice(message);
   });
   if (provider.wsconnected) setStatus(status, "connected");
 
@@ -107,6 +112,13 @@ export function agentIdentity(awareness) {
  */
 export function isRetryableClose(event) {
   return !(event.code === 1008 || (event.code >= 4400 && event.code < 4500));
+}
+
+/** @param {string} message */
+function showNotice(message) {
+  const notice = /** @type {HTMLElement} */ (document.getElementById("notice"));
+  notice.textContent = message;
+  notice.hidden = false;
 }
 
 /**

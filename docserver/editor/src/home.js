@@ -1,5 +1,6 @@
 // "/": recent documents and a box to open one.
 import { documentPath } from "./routes.js";
+import { authHeaders, currentToken, rememberToken } from "./token.js";
 
 export async function showHome() {
   document.title = "docagents";
@@ -16,9 +17,18 @@ export async function showHome() {
     if (id) window.location.assign(documentPath(id));
   });
   input.focus();
+  bindTokenForm();
 
   try {
-    const response = await fetch("/api/documents", { headers: { Accept: "application/json" } });
+    const response = await fetch("/api/documents", {
+      headers: { Accept: "application/json", ...authHeaders() },
+    });
+    if (response.status === 401) {
+      /** @type {HTMLElement} */ (document.getElementById("token-card")).hidden = false;
+      empty.textContent = "This docserver needs an access token (paste one above).";
+      empty.hidden = false;
+      return;
+    }
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const body = await response.json();
     const documents = Array.isArray(body?.documents) ? body.documents : [];
@@ -57,4 +67,17 @@ function documentItem(doc) {
   }
   li.append(meta);
   return li;
+}
+
+function bindTokenForm() {
+  const card = /** @type {HTMLElement} */ (document.getElementById("token-card"));
+  const form = /** @type {HTMLFormElement} */ (document.getElementById("token-form"));
+  const field = /** @type {HTMLInputElement} */ (document.getElementById("token"));
+  field.value = currentToken() ?? "";
+  card.hidden = !field.value;
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    rememberToken(field.value.trim());
+    window.location.reload();
+  });
 }

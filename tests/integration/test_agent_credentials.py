@@ -1,0 +1,173 @@
+"""Agent credentials scoped to one life, and secrets kept out of every process's environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import psutil
+import psycopg
+import pytest
+from docserver_support import AGENT_HEADER, AGENT_TOKEN, YClient, free_port, refusal
+from docserver_support import running_docserver as docserver
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pycrdt import Text
+
+from docserver.agent_credentials import mint_agent_credential
+
+pytestmark = pytest.mark.anyio
+
+
+def credential(document_id: str, *, ttl_s: float = 600, master: str = AGENT_TOKEN) -> str:
+    return mint_agent_credential(
+        master, document_id=document_id, agent_id="agent-1", ttl_s=ttl_s, now=time.time()
+    )
+
+
+async def test_a_life_credential_opens_its_document_once(tmp_path: Path, database_url: str) -> None:
+    async with docserver(tmp_path, database_url) as server:
+        mine = credential("doc-a")
+        headers = {AGENT_HEADER: mine}
+        async with YClient(server.ws_url("doc-a"), headers=headers, name="Agent").connected():
+            # the same credential again, while its life is connected
+            assert await refusal(server.ws_url("doc-a"), additional_headers=headers) == (
+                4409,
+                "agent credential already in use",
+            )
+        # another document, an expired one, one signed with another secret
+        assert await refusal(server.ws_url("doc-b"), additional_headers=headers) == (
+            4401,
+            "agent credential is for another document",
+        )
+        expired = {AGENT_HEADER: credential("doc-a", ttl_s=-120)}
+        assert (await refusal(server.ws_url("doc-a"), additional_headers=expired))[1] == (
+            "agent credential expired"
+        )
+        forged = {AGENT_HEADER: credential("doc-a", master="not-the-master")}
+        assert (await refusal(server.ws_url("doc-a"), additional_headers=forged))[0] == 4401
+        # the life reconnects after a drop, and is still an agent, not a person
+        async with (
+            YClient(server.ws_url("doc-a"), headers=headers, name="Agent").connected() as agent,
+            YClient(server.ws_url("doc-a"), name="Ann").connected() as ann,
+        ):
+            agent.doc["t"] = text = Text()
+            text += "agent edit"
+            await ann.wait_for(lambda: str(ann.doc.get("t", type=Text)) == "agent edit")
+        log = server.log()
+        assert '"role": "agent"' in log
+
+
+def _with_password(url: str, password: str) -> str:
+    params = conninfo_to_dict(url)
+    params["password"] = password
+    return make_conninfo(**params)
+
+
+async def test_no_process_of_docagents_up_shows_a_secret(tmp_path: Path, database_url: str) -> None:
+    secrets = {
+        "password": "db-password-6c1f0e",
+        "pgpassword": "pgpassword-92ab77",
+        "service_key": "service-key-4d2e90",
+        "master": "master-agent-secret-0aa4c3",
+    }
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(
+        DATABASE_URL=_with_password(database_url, secrets["password"]),
+        PGPASSWORD=secrets["pgpassword"],
+        SUPABASE_URL="https://project.supabase.co",
+        SUPABASE_SERVICE_KEY=secrets["service_key"],
+        DOCSERVER_AGENT_TOKEN=secrets["master"],
+        DOCAGENTS_HOME=str(tmp_path / "home"),
+        WS_PORT=str(port),
+        EXTRACTOR="gazetteer",
+        MANAGER_ID="environ-test",
+        WARM_POOL_SIZE="1",
+        LOG_FORMAT="json",
+    )
+    log_path = tmp_path / "up.log"
+    with log_path.open("wb") as log:
+        up = subprocess.Popen(  # noqa: ASYNC220
+            [sys.executable, "-m", "manager.cli", "up"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = f"ws://127.0.0.1:{port}/parties/document/environ"
+        with anyio.fail_after(60):
+            while True:
+                assert up.poll() is None, log_path.read_text()
+                try:
+                    async with YClient(url).connected():
+                        break
+                except OSError:
+                    await anyio.sleep(0.1)
+        async with YClient(url, name="Ann").connected():
+            with anyio.fail_after(60):  # the agent joined with its life's credential
+                while not _agent_active(database_url):  # noqa: ASYNC110 (a database row)
+                    await anyio.sleep(0.1)
+            processes = [psutil.Process(up.pid), *psutil.Process(up.pid).children(recursive=True)]
+            assert len(processes) >= 3  # up (manager), docserver, template, workers
+            seen = []
+            for process in processes:
+                environ = _environ(process.pid)
+                if environ is None:
+                    continue
+                seen.append(" ".join(process.cmdline())[:80])
+                for name, value in secrets.items():
+                    assert value.encode() not in environ, (name, process.cmdline())
+            assert any("docserver" in line for line in seen), seen
+        output = log_path.read_text()
+        # the worker came with a credential for its life (it never had the master token)
+        assert '"event": "agent_life_connected"' in output
+    finally:
+        up.send_signal(2)
+        try:
+            up.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            up.wait()
+
+
+def _environ(pid: int) -> bytes | None:
+    """The initial environment of a process, as the kernel shows it to others."""
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def _agent_active(database_url: str) -> bool:
+    with psycopg.connect(database_url, autocommit=True) as db:
+        row = db.execute(
+            "SELECT count(*) FROM agent_connections WHERE document_id = 'environ' "
+            "AND status = 'active'"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+async def test_a_refused_credential_ends_the_connection_instead_of_retrying(
+    tmp_path: Path, database_url: str
+) -> None:
+    from pycrdt import Doc
+
+    from worker.connection import AccessRefused, DocumentConnection
+    from worker.presence import Presence
+
+    async with docserver(tmp_path, database_url) as server:
+        doc = Doc()
+        connection = DocumentConnection(
+            doc,
+            Presence(doc),
+            server.ws_url("doc-x"),
+            headers={AGENT_HEADER: credential("doc-x", ttl_s=-120)},
+        )
+        with anyio.fail_after(20), pytest.raises(AccessRefused, match="expired"):
+            await connection.run()
