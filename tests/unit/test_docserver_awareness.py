@@ -82,7 +82,7 @@ def test_removed_ids_are_remembered_within_a_bound() -> None:
 def test_a_filtered_message_is_re_encoded_exactly() -> None:
     entries = [
         AwarenessEntry(7, 4, True, 16, b'{"type":"agent"}', claims_agent=True),
-        AwarenessEntry(300, 2, False, 0, b"null"),
+        AwarenessEntry(300, 2, False, 4, b"null"),
     ]
     message = encode_awareness_message(entries)
     assert inspect_message(message).awareness == entries
