@@ -324,18 +324,17 @@ def _judge(
         return best, candidates, ""
     # Everyday words.
     cue = prev.casefold() in PLACE_CUES or _listed(before, i, tokens, sentence)
-    if (
-        single
-        and text in STOP_WORD_NAMES
-        and (not cue or text in TIME_WORDS or best.population < _COMMON_WORD_MIN_POPULATION)
-        and not (town and prev in STRONG_PLACE_CUES and text not in TIME_WORDS)
-    ):
-        return None
-    if single and text in COMMON_WORD_NAMES and initial and not cue:
-        return None
     if text in TIME_WORDS:
         return None
     if not town:
+        if (
+            single
+            and text in STOP_WORD_NAMES
+            and (not cue or best.population < _COMMON_WORD_MIN_POPULATION)
+        ):
+            return None
+        if single and text in COMMON_WORD_NAMES and initial and not cue:
+            return None
         return best, candidates, ""
     # Towns: part of a longer proper noun?
     if _in_longer_name(sentence, tokens, i, end, gaz):
@@ -344,13 +343,15 @@ def _judge(
         gaz.word_zipf(text) < AMBIGUOUS_ZIPF
         and text not in PERSON_NAMES
         and text not in COMMON_WORD_NAMES
+        and text not in STOP_WORD_NAMES
     ):
         return best, candidates, ""
     # A town whose name is also a word or a first name: place context, or nothing.
     low = prev.casefold()
-    if low in STRONG_PLACE_CUES or listed:
-        return best, candidates, ""
-    if low == "of" and i >= 2 and tokens[i - 2].text.casefold() in PLACE_NOUNS:
+    strong = low in STRONG_PLACE_CUES or (
+        low == "of" and i >= 2 and tokens[i - 2].text.casefold() in PLACE_NOUNS
+    )
+    if strong or listed:
         return best, candidates, ""
     if low in ("to", "from", "at"):
         back = {t.text.casefold() for t in tokens[max(0, i - 1 - _MOTION_LOOKBACK) : i - 1]}
