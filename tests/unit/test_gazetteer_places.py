@@ -143,6 +143,9 @@ def test_word_frequency_and_lookup_order() -> None:
     assert gaz.word_zipf("Hope") >= 5
     assert gaz.word_zipf("Zermatt") == 0
     assert gaz.lookup("Paris")[0].display == "Paris, France"
+    # A town is a proper noun: "banana" (a town in Congo) is no place in lower case.
+    assert gaz.lookup("Banana") and gaz.lookup("banana") == []
+    assert gaz.lookup("paris")[0].display == "Paris, France"
     assert [e.display for e in gaz.lookup("Bruges")][:2] == ["Bruges, France", "Brugge, Belgium"]
 
 

@@ -69,6 +69,8 @@ Kind = Literal["city", "country", "us_state", "continent", "region"]
 #: file stays a few tens of MiB that all workers share.
 CITIES_FILE = "cities500"
 _WORDS_FILE = Path(__file__).with_name("english_words.txt")
+#: Text in lower case finds cities of at least this many people only (see lookup).
+LOWER_CASE_MIN_POPULATION = 15_000
 
 #: Alternate names (other spellings, local names) are indexed for cities this big.
 _ALTERNATE_NAME_MIN_POPULATION = 100_000
@@ -465,7 +467,10 @@ class Gazetteer:
         names before alternate names, each the most populous first.
 
         Names and alternate names both count: "Bruges" is a French village's name and
-        Brugge's English one.
+        Brugge's English one. Text in lower case ("banana", "hope") finds no town
+        under :data:`LOWER_CASE_MIN_POPULATION`: a town's name is written as a proper
+        noun, and a common word must not become one (the LLM extractor trusts what
+        resolves here).
         """
         alias = self._aliases.get(" ".join(text.split()))
         if alias is not None:
@@ -477,7 +482,12 @@ class Gazetteer:
             if not hits and len(key) >= _FOLDED_MIN_LENGTH:
                 hits = index.get(fold(key))
             found.extend(n for n in hits if n not in found)
-        return [self._entry(number) for number in found]
+        entries = [self._entry(number) for number in found]
+        if entries and not any(c.isupper() for c in text):
+            entries = [
+                e for e in entries if e.kind != "city" or e.population >= LOWER_CASE_MIN_POPULATION
+            ]
+        return entries
 
     def alias(self, text: str) -> Entry | None:
         """The entry of a case-sensitive short form ("UK", "NYC"), if ``text`` is one."""
