@@ -82,6 +82,7 @@ async def test_small_places_regions_and_long_names(
         "We watched Paradise Lost on the flight.",
         "Independence Day fireworks lit up the sky.",
         "Grace and Faith met us at the airport.",
+        "If the socket is quiet, POLL the cursor again.",
     ],
 )
 async def test_common_words_and_first_names_need_place_context(sentence: str) -> None:

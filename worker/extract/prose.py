@@ -136,6 +136,8 @@ def find_places(gaz: Gazetteer, sentence: str, *, near: Sequence[Entry] = ()) ->
         region, after = _region_after(gaz, sentence, tokens, end)
         listed = bool(ends) and _LIST_GAP.fullmatch(sentence[ends[-1] : tokens[i].start])
         verdict = _judge(gaz, sentence, tokens, i, end, text, entries, region, listed=bool(listed))
+        if verdict is not None and text.isupper() and not shouting and _is_town(verdict[0]):
+            verdict = None  # "POLL", "NOTE": an acronym or a shout, not a town
         if verdict is None:
             i += 1
             continue
@@ -150,6 +152,10 @@ def find_places(gaz: Gazetteer, sentence: str, *, near: Sequence[Entry] = ()) ->
     if pending:
         found = _settle(sentence, found, pending)
     return choose(found, near)
+
+
+def _is_town(entry: Entry) -> bool:
+    return entry.kind == "city" and entry.population < _TOWN_POPULATION
 
 
 def choose(found: Sequence[Found], near: Sequence[Entry]) -> list[Found]:
@@ -330,7 +336,7 @@ def _judge(
     gap_after = sentence[tokens[end - 1].end : tokens[end].start] if end < len(tokens) else ""
     single = end == i + 1
     initial = i == 0 or (prev in CAPITALISED_LEADERS and i == 1)
-    town = best.kind == "city" and best.population < _TOWN_POPULATION
+    town = _is_town(best)
 
     # Person cues.
     if prev.rstrip(".").casefold() in PERSON_TITLES and prev[:1].isupper():
