@@ -123,6 +123,10 @@ async def test_namesakes_near_the_other_places_win() -> None:
     assert "New York" in alone.name  # the most populous, without context
     (_, springdale) = await _places("Zion was hot, so we slept in Springdale.")
     assert "Utah" in springdale.name
+    # Namesakes do not vouch for each other: both are the town of Cognac.
+    assert {p.name for p in await _places("Cognac tasting in Cognac was fun.")} == {
+        "Cognac, France"
+    }
 
 
 async def test_the_document_s_earlier_places_are_remembered() -> None:

@@ -169,7 +169,10 @@ def choose(found: Sequence[Found], near: Sequence[Entry]) -> list[Found]:
         if len(f.candidates) <= 1:
             out.append(f)
             continue
-        context = _Context([*near, *(g.entry for m, g in enumerate(found) if m != n)])
+        # Namesakes do not vouch for each other ("Cognac tasting in Cognac").
+        namesakes = set(f.candidates)
+        others = [*near, *(g.entry for m, g in enumerate(found) if m != n)]
+        context = _Context([e for e in others if e not in namesakes])
         rank = max(_KIND_RANK[e.kind] for e in f.candidates)
         same_rank = [e for e in f.candidates if _KIND_RANK[e.kind] == rank]
         top = max(_log_population(e) for e in same_rank)
