@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from importlib.metadata import version
 from pathlib import Path
 
 import wordfreq
@@ -31,8 +32,7 @@ def main() -> None:
         if _WORD.fullmatch(word) and math.log10(freq * 1e9) >= MIN_ZIPF
     )
     header = (
-        "# English words with their Zipf frequency x10, from wordfreq "
-        f"{wordfreq.__version__ if hasattr(wordfreq, '__version__') else ''} "
+        f"# English words with their Zipf frequency x10, from wordfreq {version('wordfreq')} "
         "(data CC BY-SA 4.0, Robyn Speer and contributors).\n"
         "# Regenerate with scripts/data/make_english_words.py.\n"
     )
