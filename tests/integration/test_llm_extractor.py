@@ -53,16 +53,16 @@ async def _run(script: list[Reply], sentences: list[str], **overrides: object):
 
 
 async def test_normal_answer_geocodes_through_gazetteer_and_llm_fallback() -> None:
-    sentence = "We drove from Paris to Reims and then to Hallstatt, and back to Paris."
+    sentence = "We drove from Paris to Reims and then to Gimmelwald, and back to Paris."
     reply = places(
         {"sentence_index": 0, "text": "Paris", "name": "Paris, France", "lat": 48.8, "lng": 2.3},
         {"sentence_index": 0, "text": "Reims", "name": "Reims, France", "lat": None, "lng": None},
         {
             "sentence_index": 0,
-            "text": "Hallstatt",
-            "name": "Hallstatt, Austria",
-            "lat": 47.56,
-            "lng": 13.65,
+            "text": "Gimmelwald",
+            "name": "Gimmelwald, Switzerland",
+            "lat": 46.55,
+            "lng": 7.89,
         },
     )
     extraction, double, calls = await _run([reply], [sentence])
@@ -73,11 +73,11 @@ async def test_normal_answer_geocodes_through_gazetteer_and_llm_fallback() -> No
     assert got == [
         ("Paris", 14, "gazetteer"),
         ("Reims", 23, "gazetteer"),
-        ("Hallstatt", 41, "llm"),
-        ("Paris", 64, "gazetteer"),
+        ("Gimmelwald", 41, "llm"),
+        ("Paris", 65, "gazetteer"),
     ]
     assert result[0].name == "Paris, France" and result[0].geonames_id is not None
-    assert (result[2].lat, result[2].lng) == (47.56, 13.65)
+    assert (result[2].lat, result[2].lng) == (46.55, 7.89)
     assert len(calls.calls) == 1 and calls.calls[0][1] is True
     (request,) = double.requests
     assert set(request) == {"model", "messages", "response_format", "temperature"}

