@@ -8,9 +8,12 @@ the stats loop, retention, the metrics server, and the signal loop. Decisions
 are the supervisor's; this module only executes them and reports back what
 happened.
 
-Start-up: recover the lives a previous run of this manager left behind, read the
-latest event of every document, attach the wanted ones (most recent first, up to
-the cap), follow the event cursor, then tell systemd ``READY=1``.
+Start-up: take this ``MANAGER_ID``'s lease (refusing to start beside a live
+process holding it), recover the lives a previous, dead run of this manager left
+behind, end the lives of every expired lease, read the latest event of every
+document, attach the wanted ones (most recent first, up to the cap), follow the
+event cursor, then tell systemd ``READY=1``. The lease is renewed by
+:class:`manager.fleet.LeaseKeeper` until shutdown, then released.
 
 Shutdown (SIGTERM/SIGINT): ``STOPPING=1``, stop reading events, detach every
 worker concurrently within ``shutdown_timeout_s`` (SIGKILL what is left), end
@@ -33,6 +36,7 @@ import structlog
 from manager.backends import ActivitySource, ActivitySourceFactory, open_backend, select_backend
 from manager.config import Settings
 from manager.errors import ConfigurationError, DocagentsError, StoreError
+from manager.fleet import LeaseKeeper
 from manager.lives import AgentLife, LifeRunner, monotonic
 from manager.monitor import DaemonMonitor, OnConnected
 from manager.processes import Target, WorkerFleet
@@ -105,11 +109,22 @@ class ManagerDaemon:
             ),
             new_agent_id=lambda: "agent-" + uuid.uuid4().hex,
             manager_id=settings.manager_id,
+            holds_lease=False,  # until the lease is taken at start
         )
         self.writer = writer or StoreWriter(store, flush_interval_s=settings.flush_interval_s)
         if metrics is None and settings.metrics_port is not None:
             metrics = ManagerMetrics()
         self.metrics = metrics
+        self.leases = LeaseKeeper(
+            settings,
+            store,
+            self.supervisor,
+            host=self.host,
+            dispatch=self._dispatch,
+            on_failover=self._count_failovers,
+            on_renew_failure=self._count_renew_failure,
+            on_displaced=self.request_shutdown,
+        )
         self.monitor = DaemonMonitor(
             self.supervisor,
             self.writer,
@@ -126,6 +141,7 @@ class ManagerDaemon:
             dispatch=self._dispatch,
             observer=self.monitor,
             host=self.host,
+            instance_id=str(self.leases.instance_id),
         )
         self.runner.on_life_ended = self._check_all_stopped
         self.listener: ActivitySource | None = None
@@ -189,6 +205,8 @@ class ManagerDaemon:
             await tg.start(self._follow_events, events_scope)
             tg.start_soon(self._ticker)
             tg.start_soon(self._audit_loop)
+            lease_scope = anyio.CancelScope()
+            tg.start_soon(self._keep_lease, lease_scope)
             tg.start_soon(self._stats_loop)
             if settings.retention_days is not None:
                 tg.start_soon(self._retention, settings.retention_days)
@@ -205,6 +223,8 @@ class ManagerDaemon:
             self.monitor.stopping()
             events_scope.cancel()
             code = await self._shutdown()
+            lease_scope.cancel()
+            await self.leases.release()
             tg.cancel_scope.cancel()  # the writer's final flush runs on cancel
         return code
 
@@ -237,9 +257,26 @@ class ManagerDaemon:
             ) from exc
         self.metrics_server = server
 
+    async def _keep_lease(self, scope: anyio.CancelScope) -> None:
+        with scope:
+            await self.leases.run()
+
+    def _count_failovers(self, n: int) -> None:
+        if self.metrics is not None:
+            self.metrics.failovers.inc(n)
+
+    def _count_renew_failure(self) -> None:
+        if self.metrics is not None:
+            self.metrics.lease_renew_failures.inc()
+
     async def _read_start_state(self) -> tuple[list[AgentRow], list[ActivityEvent], int]:
         try:
+            # Raises ManagerAlreadyRunning (exit 78) beside a live holder: recovery
+            # only ever runs against a dead one.
+            await self.leases.acquire()
             ended = await recover(self.store, self.settings.manager_id)
+            await self.leases.sweep()
+            self.supervisor.lease_regained(monotonic())  # nothing is tracked yet
             latest, cursor = await self.store.latest_events()
         except StoreError as exc:
             if "does not exist" in str(exc):

@@ -41,6 +41,13 @@ Rules:
   also ends (``supersedes``) this manager's previous row of the document, whose
   end may still sit in the writer's buffer. A stop that arrives while the claim
   is in flight ends the life as soon as the claim answers, before any process.
+- Only a manager holding its lease claims (invariant 9): after
+  :meth:`Supervisor.lease_lost` no ``Claim`` is issued (not even a retry of a
+  lost answer) until :meth:`Supervisor.lease_regained`; running workers keep
+  running (invariant 10). Documents owned elsewhere are probed every lease
+  renewal (:meth:`Supervisor.owned_elsewhere_documents`,
+  :meth:`Supervisor.documents_claimable`), so a dead manager's documents are
+  claimed as soon as its lease expires, not after ``claim_retry_s``.
 - ``idle`` -> detach. A worker reporting ``abandoned`` (a third-party server's
   fallback, off with our docserver) -> detach, and no new worker until the next
   ``active`` event.
@@ -52,7 +59,8 @@ Rules:
 
 Every life ends with one reason code (:class:`EndReason`), optionally followed
 by ``": "`` and details: ``idle``, ``evicted``, ``crashed``, ``crash_loop``,
-``manager_shutdown``, ``manager_restarted``, ``owned_elsewhere``, ``abandoned``.
+``manager_shutdown``, ``manager_restarted``, ``owned_elsewhere``, ``abandoned``
+(and ``manager_lease_expired``, written by the database for a dead manager's rows).
 """
 
 from __future__ import annotations
@@ -103,6 +111,8 @@ class EndReason(enum.StrEnum):
     MANAGER_RESTARTED = "manager_restarted"  # its manager died; ended by the next one's recovery
     OWNED_ELSEWHERE = "owned_elsewhere"  # its row was ended by someone else; the worker stopped
     ABANDONED = "abandoned"  # a third-party server's fallback: nobody seen for a long time
+    #: written by the database (claim_document, sweep_expired_leases), never by a supervisor
+    MANAGER_LEASE_EXPIRED = "manager_lease_expired"
 
 
 # --- actions ---------------------------------------------------------------------
@@ -271,6 +281,7 @@ class Supervisor:
         policy: RestartPolicy | None = None,
         new_agent_id: Callable[[], str],
         manager_id: str = "",
+        holds_lease: bool = True,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
@@ -285,6 +296,7 @@ class Supervisor:
         self._recent_ends: OrderedDict[str, EndLife] = OrderedDict()
         self._recency = itertools.count(1)
         self._shutting_down = False
+        self._holds_lease = holds_lease
         self.evictions = 0
         self.restarts = 0
         self.events_applied = 0
@@ -313,6 +325,19 @@ class Supervisor:
     @property
     def shutting_down(self) -> bool:
         return self._shutting_down
+
+    @property
+    def holds_lease(self) -> bool:
+        """Whether this manager may claim (its lease is valid as far as it knows)."""
+        return self._holds_lease
+
+    def owned_elsewhere_documents(self) -> list[str]:
+        """Wanted documents another manager holds (to probe whether they became free)."""
+        return [
+            d.document_id
+            for d in self._docs.values()
+            if d.phase is Phase.OWNED_ELSEWHERE and d.effectively_wanted
+        ]
 
     @property
     def idle(self) -> bool:
@@ -405,6 +430,33 @@ class Supervisor:
             elif kind == "user_joined":
                 doc.wanted = True
         return self._reconcile(now)
+
+    # --- inputs: the lease ---------------------------------------------------------
+
+    def lease_lost(self, now: float) -> list[Action]:
+        """The lease could not be renewed before it expired: no claims from now on.
+
+        Workers keep running (a lost lease is not a reason to stop agents); a row
+        another manager takes over is found by the audit (:meth:`rows_audited`).
+        """
+        self._holds_lease = False
+        return []
+
+    def lease_regained(self, now: float) -> list[Action]:
+        """The lease is held again: waiting documents are claimed."""
+        self._holds_lease = True
+        return self._reconcile(now)
+
+    def documents_claimable(self, document_ids: Iterable[str], now: float) -> list[Action]:
+        """These documents have no live owner any more (the probe said so): documents
+        seen as owned elsewhere are tried again now instead of after ``claim_retry_s``."""
+        changed = False
+        for document_id in document_ids:
+            doc = self._docs.get(document_id)
+            if doc is not None and doc.phase is Phase.OWNED_ELSEWHERE and doc.not_before > now:
+                doc.not_before = now
+                changed = True
+        return self._reconcile(now) if changed else []
 
     # --- inputs: claims ------------------------------------------------------------
 
@@ -751,7 +803,7 @@ class Supervisor:
             elif doc.unanswered_claim is not None:
                 # Its row may exist: the life keeps its slot and is claimed again.
                 used += 1
-                if doc.not_before <= now:
+                if doc.not_before <= now and self._holds_lease:
                     actions.append(self._claim(doc, now))
             elif doc.not_before <= now:
                 candidates.append(doc)
@@ -762,7 +814,7 @@ class Supervisor:
                 break
             actions.append(self._spawn(doc))
             processes += 1
-        if not candidates:
+        if not candidates or not self._holds_lease:
             return actions
         free = self.capacity - used
         candidates.sort(key=lambda d: d.recency, reverse=True)

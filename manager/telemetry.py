@@ -54,6 +54,12 @@ class ManagerMetrics:
         self.locations_marked = Counter(
             "docagents_locations_marked", "geoMark marks applied", registry=r
         )
+        self.lease_renew_failures = Counter(
+            "docagents_lease_renew_failures", "Lease renewals not answered in time", registry=r
+        )
+        self.failovers = Counter(
+            "docagents_failovers", "Agent lives of dead managers ended by this one", registry=r
+        )
         self.attach_latency = Histogram(
             "docagents_attach_latency_seconds",
             "From the activity event to the worker's connected message",

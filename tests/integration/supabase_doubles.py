@@ -46,6 +46,12 @@ _RPC_FUNCTIONS = {
     "get_agent_system_stats",
     "get_manager_active_agents",
     "prune_history",
+    "acquire_manager_lease",
+    "release_manager_lease",
+    "list_manager_leases",
+    "sweep_expired_leases",
+    "claimable_documents",
+    "end_agent_life_at",
 }
 _SELECT_PARAMS = {"select", "id", "event_type", "order", "limit"}
 _INSERT_COLUMNS = {"document_id", "event_type", "user_count", "timestamp", "metadata"}

@@ -8,6 +8,16 @@ import subprocess
 import sys
 
 import psycopg
+import pytest
+
+from tests.integration.lease_support import hold_lease
+
+
+@pytest.fixture(autouse=True)
+def _leases(database_url: str) -> None:
+    """claim_document needs a valid lease."""
+    hold_lease(database_url, "host-1")
+    hold_lease(database_url, "host-2")
 
 
 def test_agents_lists_live_agents(database_url: str, db: psycopg.Connection) -> None:
