@@ -14,6 +14,11 @@ process of the same ``MANAGER_ID``), then every ``LEASE_RENEW_S``:
 3. asks which of the documents the supervisor sees as owned elsewhere have no
    live owner any more (``claimable_documents``), so they are claimed now.
 
+After an outage long enough to expire this manager's lease, every other lease
+probably expired with it: a manager that regains its lease neither sweeps nor
+probes for one ``LEASE_TTL_S``, so the others renew theirs first and a database
+outage takes no agent away (invariant 10).
+
 Decisions (holds the lease? is the other holder dead?) are
 :mod:`manager.leases`'; this module only does the I/O.
 """
@@ -79,7 +84,11 @@ class LeaseKeeper:
         self.clock = LeaseClock(ttl_s=settings.lease_ttl_s, renew_s=settings.lease_renew_s)
         self.draining = False
         self.renew_failures = 0
+        #: when the latest renewal was answered (monotonic), None before the first
+        self.renewed_at: float | None = None
         self.failovers = 0
+        #: no sweep and no probe before this (monotonic), after regaining the lease
+        self._quiet_until = 0.0
         self._dispatch = dispatch
         self._on_failover = on_failover
         self._on_renew_failure = on_renew_failure
@@ -169,7 +178,7 @@ class LeaseKeeper:
 
     async def tick(self) -> None:
         await self.renew()
-        if self.supervisor.holds_lease:
+        if self.supervisor.holds_lease and monotonic() >= self._quiet_until:
             await self.sweep()
             await self.probe()
 
@@ -190,8 +199,10 @@ class LeaseKeeper:
         now = monotonic()
         if answer is not None and answer.acquired:
             self.clock.renewed(sent)
+            self.renewed_at = now
             if not self.supervisor.holds_lease and self.clock.holds(now):
                 log.info("manager_lease_regained", manager_id=self.settings.manager_id)
+                self._quiet_until = now + self.settings.lease_ttl_s
                 self._dispatch(self.supervisor.lease_regained(now))
         elif answer is not None:
             self.clock.lost()

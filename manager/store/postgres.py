@@ -223,7 +223,10 @@ class PostgresStore:
             kwargs={"autocommit": True},
             check=_check_connection,
             timeout=timeout_s,
-            reconnect_timeout=60.0,
+            # Short reconnect chains: a chain's delays double, so a long one would
+            # keep the pool away long after the database is back (the next call
+            # starts a new chain at once).
+            reconnect_timeout=1.0,
             name="docagents-store",
             open=False,
         )

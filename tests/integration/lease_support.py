@@ -18,7 +18,10 @@ def hold_lease(
 ) -> uuid.UUID:
     """Give ``manager_id`` a lease (by a new instance id) valid ``ttl_s``; its instance id."""
     instance = uuid.uuid4()
-    statement = "SELECT acquired AS held FROM acquire_manager_lease(%s, %s, %s, %s, %s, 0, 0, 'leading', NULL)"
+    statement = (
+        "SELECT acquired AS held"
+        " FROM acquire_manager_lease(%s, %s, %s, %s, %s, 0, 0, 'leading', NULL)"
+    )
     params = (manager_id, instance, host, pid, ttl_s)
     if isinstance(target, str):
         with psycopg.connect(target, autocommit=True) as conn:
