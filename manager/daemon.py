@@ -124,6 +124,7 @@ class ManagerDaemon:
             on_failover=self._count_failovers,
             on_renew_failure=self._count_renew_failure,
             on_displaced=self.request_shutdown,
+            on_regained=self._audit_soon,
         )
         self.monitor = DaemonMonitor(
             self.supervisor,
@@ -148,6 +149,7 @@ class ManagerDaemon:
         self.metrics_server: MetricsServer | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._wake = anyio.Event()
+        self._audit_now = anyio.Event()
         self._all_stopped = anyio.Event()
         self._running = False
         self._requests_in, self._requests = anyio.create_memory_object_stream[int](64)
@@ -388,14 +390,20 @@ class ManagerDaemon:
             if actions:
                 self._dispatch(actions)
 
+    def _audit_soon(self) -> None:
+        self._audit_now.set()
+
     async def _audit_loop(self) -> None:
-        """Every ``poll_interval_s``: are this manager's working lives still its own?
+        """Every ``poll_interval_s`` (and at once after regaining the lease): are this
+        manager's working lives still its own?
 
         A row ended by someone else (an operator, another manager taking the
         document over) means this worker must go; the supervisor decides.
         """
         while True:
-            await anyio.sleep(self.settings.poll_interval_s)
+            with anyio.move_on_after(self.settings.poll_interval_s):
+                await self._audit_now.wait()
+            self._audit_now = anyio.Event()
             checked = self.supervisor.working_lives()
             if not checked:
                 continue

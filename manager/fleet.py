@@ -75,6 +75,7 @@ class LeaseKeeper:
         on_failover: Callable[[int], None] = lambda n: None,
         on_renew_failure: Callable[[], None] = lambda: None,
         on_displaced: Callable[[], None] = lambda: None,
+        on_regained: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -93,6 +94,7 @@ class LeaseKeeper:
         self._on_failover = on_failover
         self._on_renew_failure = on_renew_failure
         self._on_displaced = on_displaced
+        self._on_regained = on_regained
 
     # --- start --------------------------------------------------------------------
 
@@ -203,6 +205,7 @@ class LeaseKeeper:
             if not self.supervisor.holds_lease and self.clock.holds(now):
                 log.info("manager_lease_regained", manager_id=self.settings.manager_id)
                 self._quiet_until = now + self.settings.lease_ttl_s
+                self._on_regained()  # the daemon audits its rows at once
                 self._dispatch(self.supervisor.lease_regained(now))
         elif answer is not None:
             self.clock.lost()

@@ -219,3 +219,52 @@ async def test_a_manager_that_cannot_renew_steps_down_and_keeps_its_workers(
             assert "docagents_failovers_total" in text
     finally:
         fleet.kill_all()
+
+
+async def test_a_paused_manager_loses_its_documents_then_stops_its_old_workers_and_rejoins(
+    database_url: str, db: psycopg.Connection[dict[str, Any]], tmp_path: Path
+) -> None:
+    async with YServer().running() as server:
+        first = start_manager(
+            fleet_env(database_url, server.port, tmp_path, "paused"), tmp_path, "paused"
+        )
+        second: subprocess.Popen[bytes] | None = None
+        try:
+            docs = ["p1", "p2", "p3"]
+            for doc in docs:
+                event(db, doc)
+            before = await until(lambda: len(active(db)) == 3 and active(db), within=30)
+            second = start_manager(
+                fleet_env(database_url, server.port, tmp_path, "standby"), tmp_path, "standby"
+            )
+            await until(lambda: "standby" in leases(db), within=30)
+            first.send_signal(signal.SIGSTOP)
+            # Its lease expires; the other manager takes every document over.
+            await until(
+                lambda: (
+                    {r["document_id"] for r in active(db) if r["manager_id"] == "standby"}
+                    == set(docs)
+                ),
+                within=30,
+            )
+            ended = db.execute(
+                "SELECT end_reason FROM agent_lifetimes WHERE agent_id = ANY(%s)",
+                ([r["agent_id"] for r in before],),
+            ).fetchall()
+            assert {r["end_reason"] for r in ended} == {"manager_lease_expired"}
+            await anyio.sleep(LEASE_TTL_S)  # paused for well over its TTL in all
+            first.send_signal(signal.SIGCONT)
+            # Resumed: it renews its lease, finds its rows ended and stops its old workers.
+            await until(lambda: not any(alive(r["agent_pid"]) for r in before), within=30)
+            await until(lambda: leases(db)["paused"]["state"] == "leading", within=10)
+            assert {r["manager_id"] for r in active(db)} == {"standby"}
+            assert first.poll() is None
+            for proc in (first, second):
+                proc.send_signal(signal.SIGTERM)
+            for proc in (first, second):
+                assert await exited(proc) == 0
+        finally:
+            first.send_signal(signal.SIGCONT)
+            stop(first)
+            if second is not None:
+                stop(second)
