@@ -22,7 +22,7 @@ import anyio
 import psutil
 
 from manager.processes import scrub_secret_environment
-from scripts.bench import attach, events, floors, marks, recovery, report
+from scripts.bench import attach, events, fleet, floors, marks, recovery, report
 from scripts.bench.stack import REPO, Stack, raise_fd_limit
 from worker.logs import configure_logging
 
@@ -31,6 +31,7 @@ SCENARIOS = {
     "events": events.run,
     "marks": marks.run,
     "recovery": recovery.run,
+    "fleet": fleet.run,
 }
 
 FULL: dict[str, Any] = {
@@ -49,6 +50,10 @@ FULL: dict[str, Any] = {
     "recovery_agents": 100,
     "recovery_trials": 3,
     "cpu_window_s": 20.0,
+    "fleet_documents": 150,
+    "fleet_trials": 3,
+    "fleet_lease_ttl_s": 10.0,
+    "fleet_lease_renew_s": 2.0,
 }
 QUICK: dict[str, Any] = {
     **FULL,
@@ -66,6 +71,8 @@ QUICK: dict[str, Any] = {
     "recovery_agents": 20,
     "recovery_trials": 1,
     "cpu_window_s": 6.0,
+    "fleet_documents": 30,
+    "fleet_trials": 1,
 }
 
 
