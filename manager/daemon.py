@@ -110,6 +110,7 @@ class ManagerDaemon:
             new_agent_id=lambda: "agent-" + uuid.uuid4().hex,
             manager_id=settings.manager_id,
             holds_lease=False,  # until the lease is taken at start
+            placement_delay_s=min(1.0, settings.lease_renew_s),
         )
         self.writer = writer or StoreWriter(store, flush_interval_s=settings.flush_interval_s)
         if metrics is None and settings.metrics_port is not None:

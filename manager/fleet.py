@@ -12,7 +12,9 @@ process of the same ``MANAGER_ID``), then every ``LEASE_RENEW_S``:
 2. ends the live rows of every expired lease (``sweep_expired_leases``, counted
    in ``docagents_failovers_total``);
 3. asks which of the documents the supervisor sees as owned elsewhere have no
-   live owner any more (``claimable_documents``), so they are claimed now.
+   live owner any more (``claimable_documents``), so they are claimed now;
+4. reads the other live managers' free slots (``list_manager_leases``) for the
+   supervisor's placement (:meth:`~manager.supervisor.Supervisor.fleet_changed`).
 
 After an outage long enough to expire this manager's lease, every other lease
 probably expired with it: a manager that regains its lease neither sweeps nor
@@ -37,7 +39,7 @@ from manager.config import Settings
 from manager.errors import StoreError
 from manager.leases import HolderVerdict, LeaseClock, ManagerAlreadyRunning, judge_holder
 from manager.lives import monotonic
-from manager.store.base import LeaseAnswer, Store
+from manager.store.base import LeaseAnswer, ManagerLease, Store
 from manager.supervisor import Action, Supervisor
 
 __all__ = ["LeaseKeeper", "is_live_manager"]
@@ -59,6 +61,10 @@ def is_live_manager(pid: int) -> bool:
     except psutil.Error:
         return False
     return any(marker in cmdline for marker in MANAGER_CMDLINE_MARKERS)
+
+
+def _agents(lease: ManagerLease) -> int:
+    return lease.live_agents if lease.live_agents is not None else lease.agents
 
 
 class LeaseKeeper:
@@ -183,6 +189,22 @@ class LeaseKeeper:
         if self.supervisor.holds_lease and monotonic() >= self._quiet_until:
             await self.sweep()
             await self.probe()
+        await self.read_fleet()
+
+    async def read_fleet(self) -> None:
+        """The other live managers' free slots, for placement."""
+        try:
+            leases = await self.store.list_leases()
+        except StoreError as exc:
+            log.debug("fleet_read_failed", error=str(exc))
+            return
+        self.supervisor.fleet_changed(
+            {
+                lease.manager_id: max(lease.capacity - _agents(lease), 0)
+                for lease in leases
+                if lease.state == "leading"
+            }
+        )
 
     async def renew(self) -> None:
         sent = monotonic()

@@ -48,6 +48,12 @@ Rules:
   renewal (:meth:`Supervisor.owned_elsewhere_documents`,
   :meth:`Supervisor.documents_claimable`), so a dead manager's documents are
   claimed as soon as its lease expires, not after ``claim_retry_s``.
+- Placement: with other live managers known (:meth:`Supervisor.fleet_changed`,
+  their free slots from their leases), a newly wanted document is claimed at
+  once only by the manager that rendezvous hashing weighted by free slots picks
+  for it; the others wait ``placement_delay_s`` first, so the pick gets it and
+  the load spreads, yet a document never waits longer than that for a manager
+  that is full or gone.
 - ``idle`` -> detach. A worker reporting ``abandoned`` (a third-party server's
   fallback, off with our docserver) -> detach, and no new worker until the next
   ``active`` event.
@@ -66,9 +72,11 @@ by ``": "`` and details: ``idle``, ``evicted``, ``crashed``, ``crash_loop``,
 from __future__ import annotations
 
 import enum
+import hashlib
 import itertools
+import math
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -282,6 +290,7 @@ class Supervisor:
         new_agent_id: Callable[[], str],
         manager_id: str = "",
         holds_lease: bool = True,
+        placement_delay_s: float = 1.0,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
@@ -297,6 +306,9 @@ class Supervisor:
         self._recency = itertools.count(1)
         self._shutting_down = False
         self._holds_lease = holds_lease
+        self.placement_delay_s = placement_delay_s
+        #: other live managers and their free slots (from their leases)
+        self._peers: dict[str, int] = {}
         self.evictions = 0
         self.restarts = 0
         self.events_applied = 0
@@ -418,6 +430,15 @@ class Supervisor:
                 continue
             doc = self._doc(event.document_id)
             doc.recency = next(self._recency)
+            if (
+                kind in ("active", "user_joined")
+                and not doc.wanted
+                and doc.phase is Phase.NO_WORKER
+                and not self.placed_here(doc.document_id)
+            ):
+                # Another manager is the pick: it claims first; this one only if it
+                # has not after the delay (full, or gone).
+                doc.not_before = max(doc.not_before, now + self.placement_delay_s)
             if kind == "active":
                 doc.wanted = True
                 if doc.blocked == EndReason.CRASH_LOOP and not event.edit:
@@ -457,6 +478,28 @@ class Supervisor:
                 doc.not_before = now
                 changed = True
         return self._reconcile(now) if changed else []
+
+    def fleet_changed(self, peers: Mapping[str, int]) -> None:
+        """The other live managers and their free slots (read at every lease renewal)."""
+        self._peers = {m: free for m, free in peers.items() if m != self.manager_id}
+
+    def placed_here(self, document_id: str) -> bool:
+        """Whether weighted rendezvous hashing over the live managers with free slots
+        (weight: free slots; this manager's counted now, the others' as last renewed)
+        picks this manager for the document. Without peers: always."""
+        if not self._peers:
+            return True
+        best: tuple[float, str] | None = None
+        members = [*self._peers.items(), (self.manager_id, self.capacity - self.running)]
+        for manager, free in members:
+            if free <= 0:
+                continue
+            digest = hashlib.blake2b(f"{document_id}\0{manager}".encode(), digest_size=8)
+            unit = (int.from_bytes(digest.digest(), "big") + 1) / (2**64 + 1)
+            score = -math.log(unit) / free
+            if best is None or (score, manager) < best:
+                best = (score, manager)
+        return best is None or best[1] == self.manager_id
 
     # --- inputs: claims ------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ def fleet_env(database_url: str, port: int, tmp_path: Path, manager_id: str) -> 
         LEASE_TTL_S=str(LEASE_TTL_S),
         LEASE_RENEW_S=str(LEASE_RENEW_S),
         MIN_RESIDENCY_S="600",
+        MAX_CONCURRENT_AGENTS="10",
     )
 
 
@@ -268,3 +270,43 @@ async def test_a_paused_manager_loses_its_documents_then_stops_its_old_workers_a
             stop(first)
             if second is not None:
                 stop(second)
+
+
+async def test_three_managers_share_24_documents_one_agent_each_balanced(
+    database_url: str, db: psycopg.Connection[dict[str, Any]], tmp_path: Path
+) -> None:
+    names = ("place-a", "place-b", "place-c")
+    docs = [f"b{n}" for n in range(24)]
+    async with YServer().running() as server:
+        procs = [
+            start_manager(fleet_env(database_url, server.port, tmp_path, name), tmp_path, name)
+            for name in names
+        ]
+        try:
+            await until(lambda: len(leases(db)) == 3, within=30)
+            # Every manager has renewed (and read the fleet) since the last one started.
+            joined = max(lease["started_at"] for lease in leases(db).values())
+            await until(
+                lambda: all(
+                    lease["renewed_at"] > joined + timedelta(seconds=2 * LEASE_RENEW_S)
+                    for lease in leases(db).values()
+                ),
+                within=10,
+            )
+            for doc in docs:
+                event(db, doc)
+            await until(lambda: len(active(db)) == len(docs), within=60)
+            rows = active(db)
+            assert sorted(r["document_id"] for r in rows) == sorted(docs)
+            load = {name: sum(r["manager_id"] == name for r in rows) for name in names}
+            print(json.dumps({"placement": load}))
+            mean = len(docs) / len(names)
+            assert max(load.values()) <= min(10, mean + max(2, 0.1 * mean))
+            assert min(load.values()) >= 2
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                assert await exited(proc) == 0
+        finally:
+            for proc in procs:
+                stop(proc)

@@ -141,3 +141,41 @@ def test_probe_claims_documents_freed_elsewhere_at_once() -> None:
     assert [(a.document_id, type(a)) for a in actions] == [("b", Claim)]
     assert sup.owned_elsewhere_documents() == ["a"]
     assert sup.documents_claimable(["b"], 2) == []  # nothing to do twice
+
+
+def test_placement_picks_exactly_one_manager_per_document_weighted_by_free_slots() -> None:
+    names = ("m1", "m2", "m3")
+    sups = {}
+    for name in names:
+        ids = itertools.count(1)
+        sup = Supervisor(10, new_agent_id=lambda ids=ids: f"a{next(ids)}", manager_id=name)
+        sup.fleet_changed({other: 10 for other in names})
+        sups[name] = sup
+    picks = {name: 0 for name in names}
+    for n in range(600):
+        chosen = [name for name, sup in sups.items() if sup.placed_here(f"doc-{n}")]
+        assert len(chosen) == 1  # the same view: every manager agrees
+        picks[chosen[0]] += 1
+    assert min(picks.values()) > 150, picks
+    # Fewer free slots, fewer picks; a full manager is never the pick.
+    m1 = sups["m1"]  # 10 free slots of its own
+    m1.fleet_changed({"m2": 0, "m3": 2})
+    here = sum(m1.placed_here(f"doc-{n}") for n in range(600))
+    assert 420 < here < 580  # about 10 / 12 of them
+    m1.fleet_changed({"m2": 0, "m3": 0})
+    assert all(m1.placed_here(f"doc-{n}") for n in range(50))
+
+
+def test_a_document_placed_elsewhere_is_claimed_only_after_the_delay() -> None:
+    sup = Supervisor(
+        10, new_agent_id=lambda: "a1", manager_id="m1", placement_delay_s=1.0, min_residency_s=0
+    )
+    sup.fleet_changed({"m2": 1000})  # m2 is the pick for nearly everything
+    doc = next(f"d{n}" for n in range(100) if not sup.placed_here(f"d{n}"))
+    assert sup.apply_events([Ev(doc, "active")], 0) == []
+    assert sup.next_deadline(0) == 1.0
+    assert sup.tick(0.5) == []
+    assert [type(a) for a in sup.tick(1.0)] == [Claim]
+    # Without peers (one manager alone) a document is claimed at once.
+    alone = Supervisor(10, new_agent_id=lambda: "b1", manager_id="m1")
+    assert [type(a) for a in alone.apply_events([Ev(doc, "active")], 0)] == [Claim]
