@@ -225,6 +225,26 @@ def managers(settings: Settings, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("manager_id")
+@click.pass_obj
+def drain(settings: Settings, manager_id: str) -> None:
+    """Drain MANAGER_ID: it takes no new documents and detaches its agents for the others."""
+    from manager.backends import open_backend
+
+    async def ask() -> bool:
+        async with open_backend(settings) as backend:
+            return await backend.store.drain_manager(manager_id)
+
+    try:
+        drained = anyio.run(ask)
+    except DocagentsError as exc:
+        raise _fail(exc) from exc
+    if not drained:
+        raise click.ClickException(f"no live manager {manager_id!r} (see `docagents managers`)")
+    click.echo(f"{manager_id}: draining (its agents move to the other managers)")
+
+
+@main.command()
 @click.argument("document_id")
 @click.pass_obj
 def worker(settings: Settings, document_id: str) -> None:

@@ -18,7 +18,9 @@ event cursor, then tell systemd ``READY=1``. The lease is renewed by
 Shutdown (SIGTERM/SIGINT): ``STOPPING=1``, stop reading events, detach every
 worker concurrently within ``shutdown_timeout_s`` (SIGKILL what is left), end
 their rows, flush, return 0. A second signal kills every worker at once and
-returns 1. SIGUSR1 prints the stats box.
+returns 1. SIGUSR1 prints the stats box. SIGUSR2 (or ``docagents drain``) drains:
+no new documents, every agent detached (``drained``) for the other managers to
+take over; the process stays up, idle, until SIGTERM.
 """
 
 from __future__ import annotations
@@ -168,7 +170,9 @@ class ManagerDaemon:
         with (
             self._requests_in,
             self._requests,
-            anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals,
+            anyio.open_signal_receiver(
+                signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2
+            ) as signals,
         ):
             ended, latest, cursor = await self._read_start_state()
             try:
@@ -220,6 +224,9 @@ class ManagerDaemon:
             async for signum in self._requests:
                 if signum == signal.SIGUSR1:
                     await self.print_stats()
+                    continue
+                if signum == signal.SIGUSR2:
+                    self.leases.start_draining("SIGUSR2")
                     continue
                 log.info("manager_stopping", signal=signal.Signals(signum).name)
                 break
@@ -315,7 +322,7 @@ class ManagerDaemon:
             async def second_signal() -> None:
                 nonlocal code
                 async for signum in self._requests:
-                    if signum == signal.SIGUSR1:
+                    if signum in (signal.SIGUSR1, signal.SIGUSR2):
                         continue
                     log.warning("manager_killing_workers", signal=signal.Signals(signum).name)
                     code = 1

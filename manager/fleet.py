@@ -224,6 +224,8 @@ class LeaseKeeper:
         if answer is not None and answer.acquired:
             self.clock.renewed(sent)
             self.renewed_at = now
+            if answer.lease.state == "draining" and not self.supervisor.draining:
+                self.start_draining("docagents drain")
             if not self.supervisor.holds_lease and self.clock.holds(now):
                 log.info("manager_lease_regained", manager_id=self.settings.manager_id)
                 self._quiet_until = now + self.settings.lease_ttl_s
@@ -242,6 +244,20 @@ class LeaseKeeper:
             return
         if self.supervisor.holds_lease and not self.clock.holds(now):
             self._step_down()
+
+    def start_draining(self, by: str) -> None:
+        """Take no documents and detach every agent; the lease says 'draining' from the
+        next renewal on (the others stop placing documents here)."""
+        if self.supervisor.draining:
+            return
+        self.draining = True
+        log.warning(
+            "manager_draining",
+            manager_id=self.settings.manager_id,
+            by=by,
+            agents=self.supervisor.running,
+        )
+        self._dispatch(self.supervisor.drain(monotonic()))
 
     async def probe(self) -> None:
         """Claim at once the documents owned elsewhere whose owner is gone."""

@@ -65,8 +65,8 @@ Rules:
 
 Every life ends with one reason code (:class:`EndReason`), optionally followed
 by ``": "`` and details: ``idle``, ``evicted``, ``crashed``, ``crash_loop``,
-``manager_shutdown``, ``manager_restarted``, ``owned_elsewhere``, ``abandoned``
-(and ``manager_lease_expired``, written by the database for a dead manager's rows).
+``manager_shutdown``, ``manager_restarted``, ``owned_elsewhere``, ``abandoned``,
+``drained`` (and ``manager_lease_expired``, written by the database for a dead manager's rows).
 """
 
 from __future__ import annotations
@@ -121,6 +121,7 @@ class EndReason(enum.StrEnum):
     ABANDONED = "abandoned"  # a third-party server's fallback: nobody seen for a long time
     #: written by the database (claim_document, sweep_expired_leases), never by a supervisor
     MANAGER_LEASE_EXPIRED = "manager_lease_expired"
+    DRAINED = "drained"  # its manager was drained (SIGUSR2, `docagents drain`)
 
 
 # --- actions ---------------------------------------------------------------------
@@ -306,6 +307,7 @@ class Supervisor:
         self._recency = itertools.count(1)
         self._shutting_down = False
         self._holds_lease = holds_lease
+        self._draining = False
         self.placement_delay_s = placement_delay_s
         #: other live managers and their free slots (from their leases)
         self._peers: dict[str, int] = {}
@@ -337,6 +339,10 @@ class Supervisor:
     @property
     def shutting_down(self) -> bool:
         return self._shutting_down
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
 
     @property
     def holds_lease(self) -> bool:
@@ -467,6 +473,22 @@ class Supervisor:
         """The lease is held again: waiting documents are claimed."""
         self._holds_lease = True
         return self._reconcile(now)
+
+    def drain(self, now: float) -> list[Action]:
+        """Take no document from now on and detach every agent (reason ``drained``);
+        the other managers claim the documents once their rows end."""
+        self._draining = True
+        actions: list[Action] = []
+        for doc in self._docs.values():
+            if doc.phase in (Phase.STARTING, Phase.RUNNING) and doc.agent_id is not None:
+                actions.append(self._stop(doc, EndReason.DRAINED))
+            elif doc.phase is Phase.CLAIMED and doc.agent_id is not None:
+                end = EndLife(doc.document_id, doc.agent_id, "disconnected", EndReason.DRAINED)
+                self._no_life(doc, end)
+                actions.append(end)
+            elif doc.phase in _NO_LIFE and doc.unanswered_claim is not None:
+                actions.append(self._end_unanswered(doc, EndReason.DRAINED))
+        return actions
 
     def documents_claimable(self, document_ids: Iterable[str], now: float) -> list[Action]:
         """These documents have no live owner any more (the probe said so): documents
@@ -804,9 +826,25 @@ class Supervisor:
         doc.ending_reason = str(reason)
         return Stop(doc.document_id, doc.agent_id, str(reason))
 
+    def _reconcile_draining(self, now: float) -> list[Action]:
+        """While draining: no claims, no spawns; a claim answered now ends at once."""
+        actions: list[Action] = []
+        for doc in list(self._docs.values()):
+            if doc.phase is Phase.CLAIMED and doc.agent_id is not None:
+                end = EndLife(doc.document_id, doc.agent_id, "disconnected", EndReason.DRAINED)
+                self._no_life(doc, end)
+                actions.append(end)
+            if doc.phase in _NO_LIFE:
+                if doc.unanswered_claim is not None:
+                    actions.append(self._end_unanswered(doc, EndReason.DRAINED))
+                self._forget_if_unused(doc)
+        return actions
+
     def _reconcile(self, now: float) -> list[Action]:
         if self._shutting_down:
             return []
+        if self._draining:
+            return self._reconcile_draining(now)
         actions: list[Action] = []
         processes = 0
         used = 0  # slots taken: processes, and claims that evict nobody

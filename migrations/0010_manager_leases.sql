@@ -21,6 +21,7 @@
 --    are counted as before).
 -- 7. end_agent_life_at(): end_agent_life with the time the life really ended (a
 --    writer flushing after a database outage).
+-- 8. drain_manager(): asks a live manager to drain (lease state 'draining').
 
 CREATE TABLE manager_leases (
     manager_id  text PRIMARY KEY,
@@ -83,9 +84,11 @@ BEGIN
     SELECT * INTO v_row FROM manager_leases WHERE manager_id = p_manager_id FOR UPDATE;
     IF v_row.instance_id = p_instance_id AND v_row.state <> 'stopped' THEN
         -- Our own lease: renew it (also after it expired, if nobody took it).
+        -- A drain asked for (drain_manager) lasts until this process stops.
         UPDATE manager_leases
            SET renewed_at = now(), expires_at = v_expires, capacity = p_capacity,
-               agents = p_agents, state = p_state, host = p_host, pid = p_pid
+               agents = p_agents, host = p_host, pid = p_pid,
+               state = CASE WHEN state = 'draining' THEN 'draining' ELSE p_state END
          WHERE manager_id = p_manager_id
         RETURNING * INTO v_row;
         RETURN QUERY SELECT true, false, v_row;
@@ -118,6 +121,20 @@ LANGUAGE sql AS $$
         RETURNING 1
     )
     SELECT EXISTS (SELECT 1 FROM released);
+$$;
+
+-- `docagents drain MANAGER_ID`: the manager sees 'draining' at its next renewal,
+-- takes no new documents and detaches its agents (the others take them over).
+CREATE FUNCTION drain_manager(p_manager_id text)
+RETURNS boolean
+LANGUAGE sql AS $$
+    WITH drained AS (
+        UPDATE manager_leases SET state = 'draining'
+         WHERE manager_id = p_manager_id AND state IN ('leading', 'draining')
+           AND expires_at > now()
+        RETURNING 1
+    )
+    SELECT EXISTS (SELECT 1 FROM drained);
 $$;
 
 -- Every lease with its age and its state as seen now: leading, draining,
@@ -324,6 +341,7 @@ BEGIN
             acquire_manager_lease(text, uuid, text, integer, double precision, integer,
                                   integer, text, uuid),
             release_manager_lease(text, uuid),
+            drain_manager(text),
             list_manager_leases(),
             sweep_expired_leases(),
             claimable_documents(text[]),

@@ -304,6 +304,10 @@ class Store(Protocol):
 
     async def release_lease(self, manager_id: str, instance_id: uuid.UUID) -> bool: ...
 
+    async def drain_manager(self, manager_id: str) -> bool:
+        """Ask a live manager to drain (its lease becomes 'draining'); False if none."""
+        ...
+
     async def list_leases(self) -> list[ManagerLease]: ...
 
     async def sweep_expired_leases(self) -> list[AgentRow]:

@@ -105,6 +105,7 @@ _ACQUIRE_LEASE = (
     " FROM acquire_manager_lease(%s, %s, %s, %s, %s, %s, %s, %s, %s) AS a"
 )
 _RELEASE_LEASE = "SELECT release_manager_lease(%s, %s) AS released"
+_DRAIN_MANAGER = "SELECT drain_manager(%s) AS drained"
 _LIST_LEASES = "SELECT * FROM list_manager_leases()"
 _SWEEP_LEASES = "SELECT * FROM sweep_expired_leases()"
 _CLAIMABLE = "SELECT d AS document_id FROM claimable_documents(%s::text[]) AS d"
@@ -469,6 +470,10 @@ class PostgresStore:
     async def release_lease(self, manager_id: str, instance_id: uuid.UUID) -> bool:
         rows = await self._fetchall(_RELEASE_LEASE, (manager_id, instance_id))
         return bool(rows and rows[0]["released"])
+
+    async def drain_manager(self, manager_id: str) -> bool:
+        rows = await self._fetchall(_DRAIN_MANAGER, (manager_id,))
+        return bool(rows and rows[0]["drained"])
 
     async def list_leases(self) -> list[ManagerLease]:
         return [_lease(row) for row in await self._fetchall(_LIST_LEASES)]

@@ -4,7 +4,7 @@ Every atomic state change calls the same SQL function as the Postgres backend,
 through ``.rpc()`` (``claim_document``, ``set_agent_status``, ``end_agent_life``,
 ``record_agent_metrics_once``, ``get_agent_system_stats``, ``get_manager_active_agents``,
 and the fleet's ``acquire_manager_lease``, ``release_manager_lease``,
-``list_manager_leases``, ``sweep_expired_leases``, ``claimable_documents``,
+``list_manager_leases``, ``drain_manager``, ``sweep_expired_leases``, ``claimable_documents``,
 ``end_agent_life_at``);
 a batch of metrics is one rpc call. Events are read by id cursor with a plain
 select (``id=gt.N&order=id.asc&limit=N``).
@@ -349,6 +349,9 @@ class SupabaseStore:
     async def release_lease(self, manager_id: str, instance_id: uuid.UUID) -> bool:
         params = {"p_manager_id": manager_id, "p_instance_id": str(instance_id)}
         return bool(await self._rpc("release_manager_lease", params))
+
+    async def drain_manager(self, manager_id: str) -> bool:
+        return bool(await self._rpc("drain_manager", {"p_manager_id": manager_id}))
 
     async def list_leases(self) -> list[ManagerLease]:
         data = await self._rpc("list_manager_leases", {})

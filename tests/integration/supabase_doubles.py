@@ -48,6 +48,7 @@ _RPC_FUNCTIONS = {
     "prune_history",
     "acquire_manager_lease",
     "release_manager_lease",
+    "drain_manager",
     "list_manager_leases",
     "sweep_expired_leases",
     "claimable_documents",

@@ -310,3 +310,54 @@ async def test_three_managers_share_24_documents_one_agent_each_balanced(
         finally:
             for proc in procs:
                 stop(proc)
+
+
+async def test_drain_moves_every_agent_to_the_other_manager(
+    database_url: str, db: psycopg.Connection[dict[str, Any]], tmp_path: Path
+) -> None:
+    docs = ["r1", "r2", "r3", "r4"]
+    async with YServer().running() as server:
+        env_a = fleet_env(database_url, server.port, tmp_path, "drain-a")
+        first = start_manager(env_a, tmp_path, "drain-a")
+        second: subprocess.Popen[bytes] | None = None
+        try:
+            for doc in docs:
+                event(db, doc)
+            before = await until(lambda: len(active(db)) == 4 and active(db), within=30)
+            second = start_manager(
+                fleet_env(database_url, server.port, tmp_path, "drain-b"), tmp_path, "drain-b"
+            )
+            await until(lambda: leases(db).get("drain-b", {}).get("state") == "leading")
+            with anyio.fail_after(60):
+                answer = await anyio.run_process(
+                    [*list(first.args)[:-1], "drain", "drain-a"],  # type: ignore[list-item]
+                    env=env_a,
+                    cwd=tmp_path,
+                )
+            assert b"draining" in answer.stdout
+            await until(
+                lambda: (
+                    {r["document_id"] for r in active(db) if r["manager_id"] == "drain-b"}
+                    == set(docs)
+                ),
+                within=30,
+            )
+            ended = db.execute(
+                "SELECT end_reason FROM agent_lifetimes WHERE agent_id = ANY(%s)",
+                ([r["agent_id"] for r in before],),
+            ).fetchall()
+            assert {r["end_reason"] for r in ended} == {"drained"}
+            assert leases(db)["drain-a"]["state"] == "draining"
+            assert first.poll() is None  # drained, still up, until SIGTERM
+            # A new document goes to the manager that is not draining.
+            event(db, "r5")
+            await until(lambda: any(r["document_id"] == "r5" for r in active(db)))
+            assert {r["manager_id"] for r in active(db)} == {"drain-b"}
+            for proc in (first, second):
+                proc.send_signal(signal.SIGTERM)
+            for proc in (first, second):
+                assert await exited(proc) == 0
+        finally:
+            stop(first)
+            if second is not None:
+                stop(second)

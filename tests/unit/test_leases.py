@@ -12,7 +12,7 @@ import pytest
 
 from manager.leases import HolderVerdict, LeaseClock, ManagerAlreadyRunning, judge_holder
 from manager.store.base import ManagerLease
-from manager.supervisor import Claim, Phase, RestartPolicy, Spawn, Stop, Supervisor
+from manager.supervisor import Claim, EndLife, Phase, RestartPolicy, Spawn, Stop, Supervisor
 
 
 @dataclass(frozen=True)
@@ -179,3 +179,31 @@ def test_a_document_placed_elsewhere_is_claimed_only_after_the_delay() -> None:
     # Without peers (one manager alone) a document is claimed at once.
     alone = Supervisor(10, new_agent_id=lambda: "b1", manager_id="m1")
     assert [type(a) for a in alone.apply_events([Ev(doc, "active")], 0)] == [Claim]
+
+
+def test_drain_detaches_every_agent_and_takes_nothing_new() -> None:
+    sup = make(capacity=3)
+    sup.load([Ev("a", "active"), Ev("b", "active"), Ev("c", "active")], 0)
+    for doc in ("a", "b"):
+        agent = sup.agent_id(doc)
+        assert agent is not None
+        sup.claimed(doc, agent, 0)
+        sup.worker_connected(doc, agent, 1)
+    # "c"'s claim is still in flight.
+    actions = sup.drain(2)
+    assert sorted(stop.document_id for stop in actions if isinstance(stop, Stop)) == ["a", "b"]
+    assert {stop.reason for stop in actions if isinstance(stop, Stop)} == {"drained"}
+    c_agent = sup.agent_id("c")
+    assert c_agent is not None
+    ended = sup.claimed("c", c_agent, 3)  # answered now: ended at once, no worker
+    assert [(type(a).__name__, getattr(a, "reason", None)) for a in ended] == [
+        ("EndLife", "drained")
+    ]
+    for doc in ("a", "b"):
+        agent = sup.agent_id(doc)
+        assert agent is not None
+        after = sup.worker_exited(doc, agent, "exited with code 0", 4)
+        assert [a.reason for a in after if isinstance(a, EndLife)] == ["drained"]
+        assert not [a for a in after if isinstance(a, Claim | Spawn)]
+    assert sup.apply_events([Ev("d", "active")], 5) == []
+    assert sup.tick(100) == [] and sup.running == 0

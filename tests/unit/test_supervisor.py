@@ -508,4 +508,5 @@ def test_every_end_reason_is_a_code() -> None:
         "owned_elsewhere",
         "abandoned",
         "manager_lease_expired",
+        "drained",
     }
