@@ -54,6 +54,8 @@ Rules:
   for it; the others wait ``placement_delay_s`` first, so the pick gets it and
   the load spreads, yet a document never waits longer than that for a manager
   that is full or gone.
+- Drain (:meth:`Supervisor.drain`): every agent detaches (``drained``) and
+  nothing is claimed or started again; the other managers take the documents.
 - ``idle`` -> detach. A worker reporting ``abandoned`` (a third-party server's
   fallback, off with our docserver) -> detach, and no new worker until the next
   ``active`` event.
