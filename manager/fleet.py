@@ -12,7 +12,8 @@ process of the same ``MANAGER_ID``), then every ``LEASE_RENEW_S``:
 2. ends the live rows of every expired lease (``sweep_expired_leases``, counted
    in ``docagents_failovers_total``);
 3. asks which of the documents the supervisor sees as owned elsewhere have no
-   live owner any more (``claimable_documents``), so they are claimed now;
+   live owner any more (``claimable_documents``), so they are claimed now (also
+   right after a peer's lease is due to expire, between renewals);
 4. reads the other live managers' free slots (``list_manager_leases``) for the
    supervisor's placement (:meth:`~manager.supervisor.Supervisor.fleet_changed`).
 
@@ -63,6 +64,16 @@ def is_live_manager(pid: int) -> bool:
     return any(marker in cmdline for marker in MANAGER_CMDLINE_MARKERS)
 
 
+#: Probe this long after a peer's lease is due to expire (the database's clock decides).
+_EXPIRY_SLACK_S = 0.05
+
+
+def _expires_in(lease: ManagerLease) -> float:
+    """Seconds until the lease expires, by the database's clock at the time it was read."""
+    age = lease.lease_age_s or 0.0
+    return max((lease.expires_at - lease.renewed_at).total_seconds() - age, 0.0)
+
+
 def _agents(lease: ManagerLease) -> int:
     return lease.live_agents if lease.live_agents is not None else lease.agents
 
@@ -96,6 +107,8 @@ class LeaseKeeper:
         self.failovers = 0
         #: no sweep and no probe before this (monotonic), after regaining the lease
         self._quiet_until = 0.0
+        #: when the next other manager's lease expires unless renewed (monotonic)
+        self._expiry_due: float | None = None
         self._dispatch = dispatch
         self._on_failover = on_failover
         self._on_renew_failure = on_renew_failure
@@ -172,14 +185,23 @@ class LeaseKeeper:
     async def run(self) -> None:
         """Renew, sweep and probe every ``LEASE_RENEW_S`` until cancelled."""
         renew_s = self.settings.lease_renew_s
+        next_renewal = monotonic()
         while True:
-            started = monotonic()
-            await self.tick()
-            next_renewal = started + renew_s
-            step_down = self.clock.step_down_at()
+            if monotonic() >= next_renewal:
+                next_renewal = monotonic() + renew_s
+                await self.tick()
+            elif self._expiry_due is not None and monotonic() >= self._expiry_due:
+                # Another manager's lease has just expired: its documents, now.
+                self._expiry_due = None
+                if self.supervisor.holds_lease and monotonic() >= self._quiet_until:
+                    await self.sweep()
+                    await self.probe()
             wake = next_renewal
+            step_down = self.clock.step_down_at()
             if step_down is not None and self.supervisor.holds_lease:
                 wake = min(wake, step_down)
+            if self._expiry_due is not None:
+                wake = min(wake, self._expiry_due)
             await anyio.sleep(max(0.0, wake - monotonic()))
             if self.supervisor.holds_lease and not self.clock.holds(monotonic()):
                 self._step_down()
@@ -205,6 +227,17 @@ class LeaseKeeper:
                 if lease.state == "leading"
             }
         )
+        # A peer holding documents that stops renewing is swept the moment its lease
+        # expires, not at this manager's next renewal.
+        now = monotonic()
+        due = [
+            now + _expires_in(lease) + _EXPIRY_SLACK_S
+            for lease in leases
+            if lease.manager_id != self.settings.manager_id
+            and lease.state in ("leading", "draining")
+            and _agents(lease) > 0
+        ]
+        self._expiry_due = min(due, default=None)
 
     async def renew(self) -> None:
         sent = monotonic()

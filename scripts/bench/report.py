@@ -209,6 +209,17 @@ def rows(r: dict[str, Any]) -> list[str]:
             f"{fl.get('fleet_documents')} documents (trials: {spread} s; LEASE_TTL_S {ttl})"
         )
         limit = None if ttl is None else ttl + 1
+        firsts = fl.get("first_moved_trials_s") or []
+        if firsts:
+            out.append(
+                _row(
+                    f"{name}, first document active elsewhere, max",
+                    max(firsts),
+                    " s",
+                    "" if limit is None else f"≤ {limit:g} s",
+                    None if limit is None else _le(max(firsts), limit),
+                )
+            )
         for which in ("p50", "max"):
             value = fl.get(f"failover_{which}_s")
             out.append(
