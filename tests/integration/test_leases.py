@@ -157,3 +157,18 @@ async def test_ends_keep_their_real_time(store: Store, conn: Any) -> None:
     (ended,) = await store.end_agent_lives_at([("a1", "disconnected", "idle", ended_at)])
     assert ended.disconnected_at == ended_at and ended.error_message == "idle"
     assert await store.end_agent_lives_at([("a1", "disconnected", "evicted", ended_at)]) == []
+
+
+async def test_drain_is_asked_through_the_lease_and_lasts_until_the_process_stops(
+    store: Store, conn: Any
+) -> None:
+    instance = uuid.uuid4()
+    await acquire(store, "m1", instance)
+    assert not await store.drain_manager("nobody")
+    assert await store.drain_manager("m1")
+    renewed = await acquire(store, "m1", instance)  # the manager renews as 'leading'
+    assert renewed.acquired and renewed.lease.state == "draining"
+    assert await store.release_lease("m1", instance)
+    assert not await store.drain_manager("m1")  # stopped: nothing to drain
+    fresh = await acquire(store, "m1", uuid.uuid4())
+    assert fresh.acquired and fresh.lease.state == "leading"
