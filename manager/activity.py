@@ -229,7 +229,7 @@ class ActivityListener(CursorSource):
         probe_timeout_s: float = 5.0,
         connect_timeout_s: float = 10.0,
         backoff_min_s: float = 0.5,
-        backoff_max_s: float = 30.0,
+        backoff_max_s: float = 1.0,
     ) -> None:
         super().__init__(
             CursorReader(store, cursor=cursor, batch=batch, gap_timeout_s=gap_timeout_s)

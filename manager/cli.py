@@ -260,6 +260,49 @@ def agents(settings: Settings, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the managers as JSON lines.")
+@click.pass_obj
+def managers(settings: Settings, as_json: bool) -> None:
+    """List the fleet's managers: id, host, pid, agents, free slots, lease age, state."""
+    from manager.backends import open_backend
+    from manager.fleet_report import lease_document, render_leases
+
+    async def fetch():  # type: ignore[no-untyped-def]
+        async with open_backend(settings) as backend:
+            return await backend.store.list_leases()
+
+    try:
+        leases = anyio.run(fetch)
+    except DocagentsError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        for lease in leases:
+            click.echo(json.dumps(lease_document(lease)))
+        return
+    click.echo(render_leases(leases))
+
+
+@main.command()
+@click.argument("manager_id")
+@click.pass_obj
+def drain(settings: Settings, manager_id: str) -> None:
+    """Drain MANAGER_ID: it takes no new documents and detaches its agents for the others."""
+    from manager.backends import open_backend
+
+    async def ask() -> bool:
+        async with open_backend(settings) as backend:
+            return await backend.store.drain_manager(manager_id)
+
+    try:
+        drained = anyio.run(ask)
+    except DocagentsError as exc:
+        raise _fail(exc) from exc
+    if not drained:
+        raise click.ClickException(f"no live manager {manager_id!r} (see `docagents managers`)")
+    click.echo(f"{manager_id}: draining (its agents move to the other managers)")
+
+
+@main.command()
 @click.argument("document_id")
 @click.pass_obj
 def worker(settings: Settings, document_id: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from worker.config import WorkerSettings
@@ -67,6 +67,11 @@ class Settings(WorkerSettings):
     warm_pool_size: int = Field(default=4, ge=0)
     #: Retry delay for a wanted document that another manager owns.
     claim_retry_s: float = Field(default=15.0, gt=0)
+    #: The fleet: every manager process holds a lease, renewed every ``lease_renew_s``,
+    #: valid ``lease_ttl_s`` (by the database's clock); a dead manager's documents go
+    #: to the others once its lease expired.
+    lease_renew_s: float = Field(default=2.0, gt=0)
+    lease_ttl_s: float = Field(default=10.0, gt=0)
     #: After SIGTERM, how long a detaching worker gets before SIGKILL.
     kill_grace_s: float = Field(default=2.0, ge=0)
     #: Prometheus ``/metrics`` and ``/healthz`` (off unless set); bound on ``metrics_host``.
@@ -95,6 +100,12 @@ class Settings(WorkerSettings):
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _lease_ttl_above_renewal(self) -> Settings:
+        if self.lease_ttl_s <= self.lease_renew_s:
+            raise ValueError("LEASE_TTL_S must be greater than LEASE_RENEW_S")
+        return self
 
     def worker_settings(self) -> WorkerSettings:
         """The subset a worker may see: no database or Supabase credentials (a managed

@@ -8,14 +8,19 @@ the stats loop, retention, the metrics server, and the signal loop. Decisions
 are the supervisor's; this module only executes them and reports back what
 happened.
 
-Start-up: recover the lives a previous run of this manager left behind, read the
-latest event of every document, attach the wanted ones (most recent first, up to
-the cap), follow the event cursor, then tell systemd ``READY=1``.
+Start-up: take this ``MANAGER_ID``'s lease (refusing to start beside a live
+process holding it), recover the lives a previous, dead run of this manager left
+behind, end the lives of every expired lease, read the latest event of every
+document, attach the wanted ones (most recent first, up to the cap), follow the
+event cursor, then tell systemd ``READY=1``. The lease is renewed by
+:class:`manager.fleet.LeaseKeeper` until shutdown, then released.
 
 Shutdown (SIGTERM/SIGINT): ``STOPPING=1``, stop reading events, detach every
 worker concurrently within ``shutdown_timeout_s`` (SIGKILL what is left), end
 their rows, flush, return 0. A second signal kills every worker at once and
-returns 1. SIGUSR1 prints the stats box.
+returns 1. SIGUSR1 prints the stats box. SIGUSR2 (or ``docagents drain``) drains:
+no new documents, every agent detached (``drained``) for the other managers to
+take over; the process stays up, idle, until SIGTERM.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import structlog
 from manager.backends import ActivitySource, ActivitySourceFactory, open_backend, select_backend
 from manager.config import Settings
 from manager.errors import ConfigurationError, DocagentsError, StoreError
+from manager.fleet import LeaseKeeper
 from manager.lives import AgentLife, LifeRunner, monotonic
 from manager.memory import MemoryKeeper
 from manager.monitor import DaemonMonitor, OnConnected
@@ -107,6 +113,8 @@ class ManagerDaemon:
             ),
             new_agent_id=lambda: "agent-" + uuid.uuid4().hex,
             manager_id=settings.manager_id,
+            holds_lease=False,  # until the lease is taken at start
+            placement_delay_s=min(1.0, settings.lease_renew_s),
         )
         self.writer = writer or StoreWriter(store, flush_interval_s=settings.flush_interval_s)
         if metrics is None and settings.metrics_port is not None:
@@ -114,6 +122,17 @@ class ManagerDaemon:
         if metrics is not None:
             metrics.info.labels(manager_id=settings.manager_id, version=_version()).set(1)
         self.metrics = metrics
+        self.leases = LeaseKeeper(
+            settings,
+            store,
+            self.supervisor,
+            host=self.host,
+            dispatch=self._dispatch,
+            on_failover=self._count_failovers,
+            on_renew_failure=self._count_renew_failure,
+            on_displaced=self.request_shutdown,
+            on_regained=self._audit_soon,
+        )
         self.monitor = DaemonMonitor(
             self.supervisor,
             self.writer,
@@ -141,12 +160,14 @@ class ManagerDaemon:
             dispatch=self._dispatch,
             observer=self.monitor,
             host=self.host,
+            instance_id=str(self.leases.instance_id),
         )
         self.runner.on_life_ended = self._check_all_stopped
         self.listener: ActivitySource | None = None
         self.metrics_server: MetricsServer | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._wake = anyio.Event()
+        self._audit_now = anyio.Event()
         self._all_stopped = anyio.Event()
         self._running = False
         self.started_at = datetime.now(UTC)
@@ -165,7 +186,9 @@ class ManagerDaemon:
         with (
             self._requests_in,
             self._requests,
-            anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals,
+            anyio.open_signal_receiver(
+                signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2
+            ) as signals,
         ):
             ended, latest, cursor = await self._read_start_state()
             try:
@@ -207,6 +230,8 @@ class ManagerDaemon:
             await tg.start(self._follow_events, events_scope)
             tg.start_soon(self._ticker)
             tg.start_soon(self._audit_loop)
+            lease_scope = anyio.CancelScope()
+            tg.start_soon(self._keep_lease, lease_scope)
             tg.start_soon(self._stats_loop)
             if self.metrics is not None:
                 tg.start_soon(self._memory_loop, self.metrics)
@@ -220,11 +245,16 @@ class ManagerDaemon:
                 if signum == signal.SIGUSR1:
                     await self.print_stats()
                     continue
+                if signum == signal.SIGUSR2:
+                    self.leases.start_draining("SIGUSR2")
+                    continue
                 log.info("manager_stopping", signal=signal.Signals(signum).name)
                 break
             self.monitor.stopping()
             events_scope.cancel()
             code = await self._shutdown()
+            lease_scope.cancel()
+            await self.leases.release()
             tg.cancel_scope.cancel()  # the writer's final flush runs on cancel
         return code
 
@@ -257,9 +287,26 @@ class ManagerDaemon:
             ) from exc
         self.metrics_server = server
 
+    async def _keep_lease(self, scope: anyio.CancelScope) -> None:
+        with scope:
+            await self.leases.run()
+
+    def _count_failovers(self, n: int) -> None:
+        if self.metrics is not None:
+            self.metrics.failovers.inc(n)
+
+    def _count_renew_failure(self) -> None:
+        if self.metrics is not None:
+            self.metrics.lease_renew_failures.inc()
+
     async def _read_start_state(self) -> tuple[list[AgentRow], list[ActivityEvent], int]:
         try:
+            # Raises ManagerAlreadyRunning (exit 78) beside a live holder: recovery
+            # only ever runs against a dead one.
+            await self.leases.acquire()
             ended = await recover(self.store, self.settings.manager_id)
+            await self.leases.sweep()
+            self.supervisor.lease_regained(monotonic())  # nothing is tracked yet
             latest, cursor = await self.store.latest_events()
         except StoreError as exc:
             if "does not exist" in str(exc):
@@ -295,7 +342,7 @@ class ManagerDaemon:
             async def second_signal() -> None:
                 nonlocal code
                 async for signum in self._requests:
-                    if signum == signal.SIGUSR1:
+                    if signum in (signal.SIGUSR1, signal.SIGUSR2):
                         continue
                     log.warning("manager_killing_workers", signal=signal.Signals(signum).name)
                     code = 1
@@ -371,14 +418,20 @@ class ManagerDaemon:
             if actions:
                 self._dispatch(actions)
 
+    def _audit_soon(self) -> None:
+        self._audit_now.set()
+
     async def _audit_loop(self) -> None:
-        """Every ``poll_interval_s``: are this manager's working lives still its own?
+        """Every ``poll_interval_s`` (and at once after regaining the lease): are this
+        manager's working lives still its own?
 
         A row ended by someone else (an operator, another manager taking the
         document over) means this worker must go; the supervisor decides.
         """
         while True:
-            await anyio.sleep(self.settings.poll_interval_s)
+            with anyio.move_on_after(self.settings.poll_interval_s):
+                await self._audit_now.wait()
+            self._audit_now = anyio.Event()
             checked = self.supervisor.working_lives()
             if not checked:
                 continue

@@ -100,6 +100,7 @@ class LifeRunner:
         dispatch: Callable[[Sequence[Action]], None],
         observer: LifeObserver,
         host: str,
+        instance_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -112,7 +113,10 @@ class LifeRunner:
         self._dispatch = dispatch
         self._observer = observer
         #: A burst's claims go as one call (and never queue on the store's pool).
-        self._claim_metadata = {"host": host, "manager_pid": os.getpid()}
+        self._claim_metadata: dict[str, object] = {"host": host, "manager_pid": os.getpid()}
+        if instance_id is not None:
+            # claim_document checks that this instance holds the manager's lease
+            self._claim_metadata["manager_instance"] = instance_id
         self.claims = ClaimBatcher(store, settings.manager_id, host, self._claim_metadata)
         self._claims_started = False
         #: Called after every life ended (the daemon checks for "all stopped").

@@ -100,7 +100,7 @@ class RealtimeActivitySource(CursorSource):
         settle_s: float = 2.0,
         join_timeout_s: int = 10,
         backoff_min_s: float = 0.5,
-        backoff_max_s: float = 30.0,
+        backoff_max_s: float = 1.0,
     ) -> None:
         super().__init__(
             CursorReader(store, cursor=cursor, batch=batch, gap_timeout_s=gap_timeout_s)

@@ -41,6 +41,21 @@ Rules:
   also ends (``supersedes``) this manager's previous row of the document, whose
   end may still sit in the writer's buffer. A stop that arrives while the claim
   is in flight ends the life as soon as the claim answers, before any process.
+- Only a manager holding its lease claims (invariant 9): after
+  :meth:`Supervisor.lease_lost` no ``Claim`` is issued (not even a retry of a
+  lost answer) until :meth:`Supervisor.lease_regained`; running workers keep
+  running (invariant 10). Documents owned elsewhere are probed every lease
+  renewal (:meth:`Supervisor.owned_elsewhere_documents`,
+  :meth:`Supervisor.documents_claimable`), so a dead manager's documents are
+  claimed as soon as its lease expires, not after ``claim_retry_s``.
+- Placement: with other live managers known (:meth:`Supervisor.fleet_changed`,
+  their free slots from their leases), a newly wanted document is claimed at
+  once only by the manager that rendezvous hashing weighted by free slots picks
+  for it; the others wait ``placement_delay_s`` first, so the pick gets it and
+  the load spreads, yet a document never waits longer than that for a manager
+  that is full or gone.
+- Drain (:meth:`Supervisor.drain`): every agent detaches (``drained``) and
+  nothing is claimed or started again; the other managers take the documents.
 - ``idle`` -> detach. A worker reporting ``abandoned`` (a third-party server's
   fallback, off with our docserver) -> detach, and no new worker until the next
   ``active`` event.
@@ -52,15 +67,18 @@ Rules:
 
 Every life ends with one reason code (:class:`EndReason`), optionally followed
 by ``": "`` and details: ``idle``, ``evicted``, ``crashed``, ``crash_loop``,
-``manager_shutdown``, ``manager_restarted``, ``owned_elsewhere``, ``abandoned``.
+``manager_shutdown``, ``manager_restarted``, ``owned_elsewhere``, ``abandoned``,
+``drained`` (and ``manager_lease_expired``, written by the database for a dead manager's rows).
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import itertools
+import math
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -103,6 +121,9 @@ class EndReason(enum.StrEnum):
     MANAGER_RESTARTED = "manager_restarted"  # its manager died; ended by the next one's recovery
     OWNED_ELSEWHERE = "owned_elsewhere"  # its row was ended by someone else; the worker stopped
     ABANDONED = "abandoned"  # a third-party server's fallback: nobody seen for a long time
+    #: written by the database (claim_document, sweep_expired_leases), never by a supervisor
+    MANAGER_LEASE_EXPIRED = "manager_lease_expired"
+    DRAINED = "drained"  # its manager was drained (SIGUSR2, `docagents drain`)
 
 
 # --- actions ---------------------------------------------------------------------
@@ -271,6 +292,8 @@ class Supervisor:
         policy: RestartPolicy | None = None,
         new_agent_id: Callable[[], str],
         manager_id: str = "",
+        holds_lease: bool = True,
+        placement_delay_s: float = 1.0,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
@@ -285,6 +308,11 @@ class Supervisor:
         self._recent_ends: OrderedDict[str, EndLife] = OrderedDict()
         self._recency = itertools.count(1)
         self._shutting_down = False
+        self._holds_lease = holds_lease
+        self._draining = False
+        self.placement_delay_s = placement_delay_s
+        #: other live managers and their free slots (from their leases)
+        self._peers: dict[str, int] = {}
         self.evictions = 0
         self.restarts = 0
         self.events_applied = 0
@@ -313,6 +341,23 @@ class Supervisor:
     @property
     def shutting_down(self) -> bool:
         return self._shutting_down
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @property
+    def holds_lease(self) -> bool:
+        """Whether this manager may claim (its lease is valid as far as it knows)."""
+        return self._holds_lease
+
+    def owned_elsewhere_documents(self) -> list[str]:
+        """Wanted documents another manager holds (to probe whether they became free)."""
+        return [
+            d.document_id
+            for d in self._docs.values()
+            if d.phase is Phase.OWNED_ELSEWHERE and d.effectively_wanted
+        ]
 
     @property
     def idle(self) -> bool:
@@ -393,6 +438,15 @@ class Supervisor:
                 continue
             doc = self._doc(event.document_id)
             doc.recency = next(self._recency)
+            if (
+                kind in ("active", "user_joined")
+                and not doc.wanted
+                and doc.phase is Phase.NO_WORKER
+                and not self.placed_here(doc.document_id)
+            ):
+                # Another manager is the pick: it claims first; this one only if it
+                # has not after the delay (full, or gone).
+                doc.not_before = max(doc.not_before, now + self.placement_delay_s)
             if kind == "active":
                 doc.wanted = True
                 if doc.blocked == EndReason.CRASH_LOOP and not event.edit:
@@ -405,6 +459,71 @@ class Supervisor:
             elif kind == "user_joined":
                 doc.wanted = True
         return self._reconcile(now)
+
+    # --- inputs: the lease ---------------------------------------------------------
+
+    def lease_lost(self, now: float) -> list[Action]:
+        """The lease could not be renewed before it expired: no claims from now on.
+
+        Workers keep running (a lost lease is not a reason to stop agents); a row
+        another manager takes over is found by the audit (:meth:`rows_audited`).
+        """
+        self._holds_lease = False
+        return []
+
+    def lease_regained(self, now: float) -> list[Action]:
+        """The lease is held again: waiting documents are claimed."""
+        self._holds_lease = True
+        return self._reconcile(now)
+
+    def drain(self, now: float) -> list[Action]:
+        """Take no document from now on and detach every agent (reason ``drained``);
+        the other managers claim the documents once their rows end."""
+        self._draining = True
+        actions: list[Action] = []
+        for doc in self._docs.values():
+            if doc.phase in (Phase.STARTING, Phase.RUNNING) and doc.agent_id is not None:
+                actions.append(self._stop(doc, EndReason.DRAINED))
+            elif doc.phase is Phase.CLAIMED and doc.agent_id is not None:
+                end = EndLife(doc.document_id, doc.agent_id, "disconnected", EndReason.DRAINED)
+                self._no_life(doc, end)
+                actions.append(end)
+            elif doc.phase in _NO_LIFE and doc.unanswered_claim is not None:
+                actions.append(self._end_unanswered(doc, EndReason.DRAINED))
+        return actions
+
+    def documents_claimable(self, document_ids: Iterable[str], now: float) -> list[Action]:
+        """These documents have no live owner any more (the probe said so): documents
+        seen as owned elsewhere are tried again now instead of after ``claim_retry_s``."""
+        changed = False
+        for document_id in document_ids:
+            doc = self._docs.get(document_id)
+            if doc is not None and doc.phase is Phase.OWNED_ELSEWHERE and doc.not_before > now:
+                doc.not_before = now
+                changed = True
+        return self._reconcile(now) if changed else []
+
+    def fleet_changed(self, peers: Mapping[str, int]) -> None:
+        """The other live managers and their free slots (read at every lease renewal)."""
+        self._peers = {m: free for m, free in peers.items() if m != self.manager_id}
+
+    def placed_here(self, document_id: str) -> bool:
+        """Whether weighted rendezvous hashing over the live managers with free slots
+        (weight: free slots; this manager's counted now, the others' as last renewed)
+        picks this manager for the document. Without peers: always."""
+        if not self._peers:
+            return True
+        best: tuple[float, str] | None = None
+        members = [*self._peers.items(), (self.manager_id, self.capacity - self.running)]
+        for manager, free in members:
+            if free <= 0:
+                continue
+            digest = hashlib.blake2b(f"{document_id}\0{manager}".encode(), digest_size=8)
+            unit = (int.from_bytes(digest.digest(), "big") + 1) / (2**64 + 1)
+            score = -math.log(unit) / free
+            if best is None or (score, manager) < best:
+                best = (score, manager)
+        return best is None or best[1] == self.manager_id
 
     # --- inputs: claims ------------------------------------------------------------
 
@@ -709,9 +828,25 @@ class Supervisor:
         doc.ending_reason = str(reason)
         return Stop(doc.document_id, doc.agent_id, str(reason))
 
+    def _reconcile_draining(self, now: float) -> list[Action]:
+        """While draining: no claims, no spawns; a claim answered now ends at once."""
+        actions: list[Action] = []
+        for doc in list(self._docs.values()):
+            if doc.phase is Phase.CLAIMED and doc.agent_id is not None:
+                end = EndLife(doc.document_id, doc.agent_id, "disconnected", EndReason.DRAINED)
+                self._no_life(doc, end)
+                actions.append(end)
+            if doc.phase in _NO_LIFE:
+                if doc.unanswered_claim is not None:
+                    actions.append(self._end_unanswered(doc, EndReason.DRAINED))
+                self._forget_if_unused(doc)
+        return actions
+
     def _reconcile(self, now: float) -> list[Action]:
         if self._shutting_down:
             return []
+        if self._draining:
+            return self._reconcile_draining(now)
         actions: list[Action] = []
         processes = 0
         used = 0  # slots taken: processes, and claims that evict nobody
@@ -751,7 +886,7 @@ class Supervisor:
             elif doc.unanswered_claim is not None:
                 # Its row may exist: the life keeps its slot and is claimed again.
                 used += 1
-                if doc.not_before <= now:
+                if doc.not_before <= now and self._holds_lease:
                     actions.append(self._claim(doc, now))
             elif doc.not_before <= now:
                 candidates.append(doc)
@@ -762,7 +897,7 @@ class Supervisor:
                 break
             actions.append(self._spawn(doc))
             processes += 1
-        if not candidates:
+        if not candidates or not self._holds_lease:
             return actions
         free = self.capacity - used
         candidates.sort(key=lambda d: d.recency, reverse=True)

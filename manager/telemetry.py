@@ -125,6 +125,12 @@ class ManagerMetrics:
             "Sentences given up (the model refused them alone, or failed too often)",
             registry=r,
         )
+        self.lease_renew_failures = Counter(
+            "docagents_lease_renew_failures", "Lease renewals not answered in time", registry=r
+        )
+        self.failovers = Counter(
+            "docagents_failovers", "Agent lives of dead managers ended by this one", registry=r
+        )
         self.attach_latency = Histogram(
             "docagents_attach_latency_seconds",
             "From the activity event to the worker's connected message",

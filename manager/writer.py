@@ -11,9 +11,12 @@ counters without blocking, and writes them from its own loop —
   ``record_agent_metrics`` call (counters are summed per agent meanwhile).
 
 While the database is unreachable everything stays buffered and the loop
-retries with backoff; workers keep running. The buffer is bounded: past
-``max_pending`` the OLDEST metrics samples are dropped first (a warning says
-how many); status changes and end-of-lives are never dropped.
+retries with backoff (at most ``backoff_max_s``, 1 s, apart, so writes are back
+within about a second of the database); workers keep running. An end of life
+carries the time it happened, which the row keeps however late it is written.
+The buffer is bounded: past ``max_pending`` the OLDEST metrics samples are
+dropped first (a warning says how many); status changes and end-of-lives are
+never dropped.
 
 A write that the database refuses (``StoreError``, not ``StoreUnavailable``)
 is logged and dropped, so one bad record cannot block the rest. A write whose
@@ -54,6 +57,8 @@ class _EndLife:
     agent_id: str
     status: str
     reason: str | None
+    #: when the life really ended (kept through an outage: the row gets this time)
+    ended_at: datetime
 
 
 @dataclass(slots=True)
@@ -73,7 +78,7 @@ class StoreWriter:
         flush_interval_s: float = 1.0,
         max_pending: int = 100_000,
         backoff_min_s: float = 0.5,
-        backoff_max_s: float = 30.0,
+        backoff_max_s: float = 1.0,
         final_flush_timeout_s: float = 5.0,
     ) -> None:
         if max_pending < 1:
@@ -129,7 +134,7 @@ class StoreWriter:
         self._wake.set()
 
     def end_life(self, agent_id: str, status: str, reason: str | None) -> None:
-        self._ops.append(_EndLife(agent_id, status, reason))
+        self._ops.append(_EndLife(agent_id, status, reason, datetime.now(UTC)))
         self._made_room()
         self._wake.set()
 
@@ -289,7 +294,9 @@ class StoreWriter:
             if isinstance(op, StatusChange):
                 await self._store.set_agent_status(op.agent_id, op.status, op.pid, op.metadata)
             else:
-                await self._store.end_agent_life(op.agent_id, op.status, op.reason)
+                await self._store.end_agent_lives_at(
+                    [(op.agent_id, op.status, op.reason, op.ended_at)]
+                )
         except StoreUnavailable:
             raise
         except (StoreError, ValueError) as exc:

@@ -17,6 +17,8 @@ __all__ = [
     "ClaimResult",
     "EventPage",
     "ExtractionStats",
+    "LeaseAnswer",
+    "ManagerLease",
     "MetricsRecord",
     "StatusChange",
     "Store",
@@ -145,6 +147,39 @@ class ClaimResult:
     claimed: bool
     #: our new row, or the current live owner's row
     row: AgentRow
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerLease:
+    """One row of ``manager_leases`` (``list_manager_leases()`` adds age and agents)."""
+
+    manager_id: str
+    instance_id: uuid.UUID
+    host: str | None
+    pid: int | None
+    started_at: datetime
+    renewed_at: datetime
+    expires_at: datetime
+    capacity: int
+    agents: int
+    #: 'leading', 'draining', 'stopped', or (listed only) 'expired'
+    state: str
+    #: seconds since the last renewal, by the database's clock (listed only)
+    lease_age_s: float | None = None
+    #: live rows of this manager in agent_connections (listed only)
+    live_agents: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseAnswer:
+    """The answer of ``acquire_manager_lease``."""
+
+    #: True: the caller holds the lease now (``lease`` is its own)
+    acquired: bool
+    #: True: it took the lease from another instance (expired, stopped or proven dead)
+    took_over: bool
+    #: the caller's lease, or the live holder's
+    lease: ManagerLease
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +324,47 @@ class Store(Protocol):
         ...
 
     async def live_agents_of_manager(self, manager_id: str) -> list[AgentRow]: ...
+
+    async def end_agent_lives_at(
+        self, ends: Sequence[tuple[str, str, str | None, datetime]]
+    ) -> list[AgentRow]:
+        """End lives ``(agent_id, status, reason, ended_at)`` with their real end time
+        (``end_agent_life_at``); the rows it ended."""
+        ...
+
+    # --- the fleet (migrations/0010_manager_leases.sql) ----------------------------
+
+    async def acquire_lease(
+        self,
+        manager_id: str,
+        instance_id: uuid.UUID,
+        *,
+        host: str | None,
+        pid: int | None,
+        ttl_s: float,
+        capacity: int = 0,
+        agents: int = 0,
+        state: str = "leading",
+        replaces: uuid.UUID | None = None,
+    ) -> LeaseAnswer:
+        """Take, renew or (``replaces``: a holder proven dead) take over the lease."""
+        ...
+
+    async def release_lease(self, manager_id: str, instance_id: uuid.UUID) -> bool: ...
+
+    async def drain_manager(self, manager_id: str) -> bool:
+        """Ask a live manager to drain (its lease becomes 'draining'); False if none."""
+        ...
+
+    async def list_leases(self) -> list[ManagerLease]: ...
+
+    async def sweep_expired_leases(self) -> list[AgentRow]:
+        """End every live row of an expired lease (reason ``manager_lease_expired``)."""
+        ...
+
+    async def claimable_documents(self, document_ids: Sequence[str]) -> list[str]:
+        """Of ``document_ids``, those with no live owner (or a dead one's) now."""
+        ...
 
     async def system_stats(self) -> SystemStats: ...
 

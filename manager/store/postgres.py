@@ -39,6 +39,8 @@ from manager.store.base import (
     ClaimResult,
     EventPage,
     ExtractionStats,
+    LeaseAnswer,
+    ManagerLease,
     MetricsRecord,
     StatusChange,
     Supersede,
@@ -102,6 +104,20 @@ _LOAD_MEMORY = (
 _RECORD_EXTRACTIONS = "SELECT record_extractions(%s, %s, %s, %s, %s, %s) AS stored"
 _PRUNE_MEMORY = "SELECT prune_extraction_memory(%s, %s) AS deleted"
 _EXTRACTION_STATS = "SELECT * FROM get_extraction_stats()"
+_END_LIVES_AT = (
+    "SELECT e.* FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[])"
+    " WITH ORDINALITY AS a(agent_id, status, reason, ended_at, n),"
+    " LATERAL end_agent_life_at(a.agent_id, a.status, a.reason, a.ended_at) AS e ORDER BY a.n"
+)
+_ACQUIRE_LEASE = (
+    "SELECT a.acquired, a.took_over, (a.lease).*"
+    " FROM acquire_manager_lease(%s, %s, %s, %s, %s, %s, %s, %s, %s) AS a"
+)
+_RELEASE_LEASE = "SELECT release_manager_lease(%s, %s) AS released"
+_DRAIN_MANAGER = "SELECT drain_manager(%s) AS drained"
+_LIST_LEASES = "SELECT * FROM list_manager_leases()"
+_SWEEP_LEASES = "SELECT * FROM sweep_expired_leases()"
+_CLAIMABLE = "SELECT d AS document_id FROM claimable_documents(%s::text[]) AS d"
 
 # The lowest id missing from the last START_GAP_WINDOW ids: an INSERT that took
 # its id but has not committed yet. Following from just below it delivers that
@@ -132,6 +148,25 @@ def _agent_row(row: dict[str, Any]) -> AgentRow:
         metadata=metadata if isinstance(metadata, dict) else {},
         disconnected_at=row["disconnected_at"],
         error_message=row["error_message"],
+    )
+
+
+def _lease(row: dict[str, Any]) -> ManagerLease:
+    age = row.get("lease_age_s")
+    live = row.get("live_agents")
+    return ManagerLease(
+        manager_id=row["manager_id"],
+        instance_id=row["instance_id"],
+        host=row["host"],
+        pid=row["pid"],
+        started_at=row["started_at"],
+        renewed_at=row["renewed_at"],
+        expires_at=row["expires_at"],
+        capacity=row["capacity"],
+        agents=row["agents"],
+        state=row["state"],
+        lease_age_s=None if age is None else float(age),
+        live_agents=None if live is None else int(live),
     )
 
 
@@ -199,7 +234,10 @@ class PostgresStore:
             kwargs={"autocommit": True},
             check=_check_connection,
             timeout=timeout_s,
-            reconnect_timeout=60.0,
+            # Short reconnect chains: a chain's delays double, so a long one would
+            # keep the pool away long after the database is back (the next call
+            # starts a new chain at once).
+            reconnect_timeout=1.0,
             name="docagents-store",
             open=False,
         )
@@ -402,6 +440,71 @@ class PostgresStore:
     async def live_agents_of_manager(self, manager_id: str) -> list[AgentRow]:
         rows = await self._fetchall(_MANAGER_AGENTS, (manager_id,))
         return [_agent_row(row) for row in rows]
+
+    async def end_agent_lives_at(
+        self, ends: Sequence[tuple[str, str, str | None, datetime]]
+    ) -> list[AgentRow]:
+        """One statement for all: a writer's buffered ends, each with its real time."""
+        if not ends:
+            return []
+        for _agent, status, _reason, _at in ends:
+            if status not in FINAL_STATUSES:
+                raise ValueError(f"final status must be disconnected or error, not {status!r}")
+        rows = await self._fetchall(
+            _END_LIVES_AT,
+            (
+                [e[0] for e in ends],
+                [e[1] for e in ends],
+                [e[2] for e in ends],
+                [e[3] for e in ends],
+            ),
+        )
+        return [_agent_row(row) for row in rows]
+
+    # ------------------------------------------------------------- the fleet
+
+    async def acquire_lease(
+        self,
+        manager_id: str,
+        instance_id: uuid.UUID,
+        *,
+        host: str | None,
+        pid: int | None,
+        ttl_s: float,
+        capacity: int = 0,
+        agents: int = 0,
+        state: str = "leading",
+        replaces: uuid.UUID | None = None,
+    ) -> LeaseAnswer:
+        rows = await self._fetchall(
+            _ACQUIRE_LEASE,
+            (manager_id, instance_id, host, pid, ttl_s, capacity, agents, state, replaces),
+        )
+        if not rows:
+            raise StoreError("acquire_manager_lease returned nothing")
+        row = rows[0]
+        acquired, took_over = bool(row.pop("acquired")), bool(row.pop("took_over"))
+        return LeaseAnswer(acquired=acquired, took_over=took_over, lease=_lease(row))
+
+    async def release_lease(self, manager_id: str, instance_id: uuid.UUID) -> bool:
+        rows = await self._fetchall(_RELEASE_LEASE, (manager_id, instance_id))
+        return bool(rows and rows[0]["released"])
+
+    async def drain_manager(self, manager_id: str) -> bool:
+        rows = await self._fetchall(_DRAIN_MANAGER, (manager_id,))
+        return bool(rows and rows[0]["drained"])
+
+    async def list_leases(self) -> list[ManagerLease]:
+        return [_lease(row) for row in await self._fetchall(_LIST_LEASES)]
+
+    async def sweep_expired_leases(self) -> list[AgentRow]:
+        return [_agent_row(row) for row in await self._fetchall(_SWEEP_LEASES)]
+
+    async def claimable_documents(self, document_ids: Sequence[str]) -> list[str]:
+        if not document_ids:
+            return []
+        rows = await self._fetchall(_CLAIMABLE, (list(document_ids),))
+        return [row["document_id"] for row in rows]
 
     async def system_stats(self) -> SystemStats:
         rows = await self._fetchall(_SYSTEM_STATS)

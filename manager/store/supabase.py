@@ -2,7 +2,10 @@
 
 Every atomic state change calls the same SQL function as the Postgres backend,
 through ``.rpc()`` (``claim_document``, ``set_agent_status``, ``end_agent_life``,
-``record_agent_metrics_once``, ``get_agent_system_stats``, ``get_manager_active_agents``);
+``record_agent_metrics_once``, ``get_agent_system_stats``, ``get_manager_active_agents``,
+and the fleet's ``acquire_manager_lease``, ``release_manager_lease``,
+``list_manager_leases``, ``drain_manager``, ``sweep_expired_leases``, ``claimable_documents``,
+``end_agent_life_at``);
 a batch of metrics is one rpc call. Events are read by id cursor with a plain
 select (``id=gt.N&order=id.asc&limit=N``).
 
@@ -47,6 +50,8 @@ from manager.store.base import (
     ClaimResult,
     EventPage,
     ExtractionStats,
+    LeaseAnswer,
+    ManagerLease,
     MetricsRecord,
     StatusChange,
     Supersede,
@@ -286,6 +291,83 @@ class SupabaseStore:
         data = await self._rpc("get_manager_active_agents", {"manager_id_param": manager_id})
         return [_agent_row(row) for row in data or []]
 
+    async def end_agent_lives_at(
+        self, ends: Sequence[tuple[str, str, str | None, datetime]]
+    ) -> list[AgentRow]:
+        """``end_agent_life_at`` calls side by side (one function per request)."""
+        for _agent, status, _reason, _at in ends:
+            if status not in FINAL_STATUSES:
+                raise ValueError(f"final status must be disconnected or error, not {status!r}")
+
+        async def one(agent: str, status: str, reason: str | None, at: datetime) -> Any:
+            params = {
+                "p_agent_id": agent,
+                "p_status": status,
+                "p_reason": reason,
+                "p_ended_at": at.isoformat(),
+            }
+            return _first_row(await self._rpc("end_agent_life_at", params))
+
+        rows = await _side_by_side([functools.partial(one, *end) for end in ends])
+        return [row for row in rows if row is not None]
+
+    # -- the fleet ----------------------------------------------------------------------
+
+    async def acquire_lease(
+        self,
+        manager_id: str,
+        instance_id: uuid.UUID,
+        *,
+        host: str | None,
+        pid: int | None,
+        ttl_s: float,
+        capacity: int = 0,
+        agents: int = 0,
+        state: str = "leading",
+        replaces: uuid.UUID | None = None,
+    ) -> LeaseAnswer:
+        params = {
+            "p_manager_id": manager_id,
+            "p_instance_id": str(instance_id),
+            "p_host": host,
+            "p_pid": pid,
+            "p_ttl_s": ttl_s,
+            "p_capacity": capacity,
+            "p_agents": agents,
+            "p_state": state,
+            "p_replaces": None if replaces is None else str(replaces),
+        }
+        data = await self._rpc("acquire_manager_lease", params)
+        if not isinstance(data, list) or len(data) != 1:
+            raise StoreError("acquire_manager_lease returned no row")
+        row = data[0]
+        return LeaseAnswer(
+            acquired=bool(row["acquired"]),
+            took_over=bool(row["took_over"]),
+            lease=_lease(row["lease"]),
+        )
+
+    async def release_lease(self, manager_id: str, instance_id: uuid.UUID) -> bool:
+        params = {"p_manager_id": manager_id, "p_instance_id": str(instance_id)}
+        return bool(await self._rpc("release_manager_lease", params))
+
+    async def drain_manager(self, manager_id: str) -> bool:
+        return bool(await self._rpc("drain_manager", {"p_manager_id": manager_id}))
+
+    async def list_leases(self) -> list[ManagerLease]:
+        data = await self._rpc("list_manager_leases", {})
+        return [_lease(row) for row in data or []]
+
+    async def sweep_expired_leases(self) -> list[AgentRow]:
+        data = await self._rpc("sweep_expired_leases", {})
+        return [_agent_row(row) for row in data or []]
+
+    async def claimable_documents(self, document_ids: Sequence[str]) -> list[str]:
+        if not document_ids:
+            return []
+        data = await self._rpc("claimable_documents", {"p_document_ids": list(document_ids)})
+        return [str(item) for item in data or []]
+
     async def system_stats(self) -> SystemStats:
         data = await self._rpc("get_agent_system_stats", {})
         if not isinstance(data, list) or not data:
@@ -440,6 +522,27 @@ def _event(row: dict[str, Any]) -> ActivityEvent | None:
 
 def _first_row(data: Any) -> AgentRow | None:
     return _agent_row(data[0]) if isinstance(data, list) and data else None
+
+
+def _lease(row: dict[str, Any]) -> ManagerLease:
+    try:
+        age, live = row.get("lease_age_s"), row.get("live_agents")
+        return ManagerLease(
+            manager_id=row["manager_id"],
+            instance_id=uuid.UUID(str(row["instance_id"])),
+            host=row.get("host"),
+            pid=row.get("pid"),
+            started_at=datetime.fromisoformat(row["started_at"]),
+            renewed_at=datetime.fromisoformat(row["renewed_at"]),
+            expires_at=datetime.fromisoformat(row["expires_at"]),
+            capacity=int(row["capacity"]),
+            agents=int(row["agents"]),
+            state=str(row["state"]),
+            lease_age_s=None if age is None else float(age),
+            live_agents=None if live is None else int(live),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"unexpected manager_leases row from Supabase: {exc}") from exc
 
 
 def _agent_row(row: dict[str, Any]) -> AgentRow:

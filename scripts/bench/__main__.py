@@ -22,7 +22,7 @@ import anyio
 import psutil
 
 from manager.processes import scrub_secret_environment
-from scripts.bench import attach, events, floors, marks, memory, recovery, report
+from scripts.bench import attach, events, fleet, floors, marks, memory, recovery, report
 from scripts.bench.stack import REPO, Stack, raise_fd_limit
 from worker.logs import configure_logging
 
@@ -32,6 +32,7 @@ SCENARIOS = {
     "marks": marks.run,
     "memory": memory.run,
     "recovery": recovery.run,
+    "fleet": fleet.run,
 }
 
 FULL: dict[str, Any] = {
@@ -53,6 +54,10 @@ FULL: dict[str, Any] = {
     "reopen_sentences": 200,
     "first_pass_sentences": 2000,
     "first_pass_typed": 20,
+    "fleet_documents": 150,
+    "fleet_trials": 3,
+    "fleet_lease_ttl_s": 10.0,
+    "fleet_lease_renew_s": 2.0,
 }
 QUICK: dict[str, Any] = {
     **FULL,
@@ -73,6 +78,8 @@ QUICK: dict[str, Any] = {
     "reopen_sentences": 50,
     "first_pass_sentences": 300,
     "first_pass_typed": 5,
+    "fleet_documents": 30,
+    "fleet_trials": 1,
 }
 
 

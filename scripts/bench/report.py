@@ -199,6 +199,38 @@ def rows(r: dict[str, Any]) -> list[str]:
                 None if llm else _le(g.get("overhead_p99_ms"), target),
             )
         )
+    fl = r.get("fleet", {})
+    if fl:
+        ttl = fl.get("lease_ttl_s")
+        ftrials = fl.get("failover_trials_s") or []
+        spread = ", ".join(f"{t:.1f}" for t in ftrials)
+        name = (
+            f"failover: kill -9 one of {fl.get('fleet_managers')} managers, "
+            f"{fl.get('fleet_documents')} documents (trials: {spread} s; LEASE_TTL_S {ttl})"
+        )
+        limit = None if ttl is None else ttl + 1
+        firsts = fl.get("first_moved_trials_s") or []
+        if firsts:
+            out.append(
+                _row(
+                    f"{name}, first document active elsewhere, max",
+                    max(firsts),
+                    " s",
+                    "" if limit is None else f"≤ {limit:g} s",
+                    None if limit is None else _le(max(firsts), limit),
+                )
+            )
+        for which in ("p50", "max"):
+            value = fl.get(f"failover_{which}_s")
+            out.append(
+                _row(
+                    f"{name}, {which}",
+                    value,
+                    " s",
+                    "" if limit is None else f"≤ {limit:g} s",
+                    None if limit is None else _le(value, limit),
+                )
+            )
     label = f"recovery of {rc.get('recovery_agents', '?')} agents after kill -9"
     rtrials = rc.get("recovery_trials_s") or []
     if len(rtrials) > 1:

@@ -51,6 +51,13 @@ _RPC_FUNCTIONS = {
     "prune_extraction_memory",
     "get_extraction_stats",
     "can_open_document",
+    "acquire_manager_lease",
+    "release_manager_lease",
+    "drain_manager",
+    "list_manager_leases",
+    "sweep_expired_leases",
+    "claimable_documents",
+    "end_agent_life_at",
 }
 _SELECT_PARAMS = {"select", "id", "event_type", "order", "limit"}
 _INSERT_COLUMNS = {"document_id", "event_type", "user_count", "timestamp", "metadata"}

@@ -26,6 +26,7 @@ from manager.errors import ConfigurationError, StoreUnavailable
 from manager.processes import WorkerFleet
 from manager.store.postgres import PostgresStore
 from manager.supervisor import Supervisor
+from tests.integration.lease_support import expire_lease, hold_lease
 
 pytestmark = pytest.mark.anyio
 
@@ -294,9 +295,11 @@ async def test_restart_ends_stale_rows_and_reattaches(
     database_url: str, db: Db, fleet: WorkerFleet
 ) -> None:
     db.event("doc-r")
+    hold_lease(db.conn, "test-manager")  # a previous run that died: its lease expired
     db.conn.execute(
         "SELECT * FROM claim_document('doc-r', 'stale-agent', 'test-manager', 'h', '{}'::jsonb)"
     )
+    expire_lease(db.conn, "test-manager")
     db.conn.execute("SELECT * FROM set_agent_status('stale-agent', 'active', 999999)")
     async with running_manager(make_settings(), database_url, fleet):
         await until(lambda: db.active("doc-r"))

@@ -8,6 +8,7 @@ server, so they keep running and reporting metrics through the outage.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -147,6 +148,22 @@ async def test_postgres_restart_mid_run(tmp_path: Path) -> None:
                 # --- back, same data directory ------------------------------------
                 server = EmbeddedPostgres(home)
                 assert await anyio.to_thread.run_sync(server.start) == url
+                back = time.monotonic()
+                listener = daemon.listener
+                assert listener is not None
+
+                def all_back() -> bool:
+                    renewed = daemon.leases.renewed_at
+                    return (
+                        renewed is not None
+                        and renewed > back
+                        and daemon.writer.healthy
+                        and listener.connected
+                    )
+
+                # Backoffs are capped: lease, listener and writer are back within 2 s.
+                await until(all_back, within=2.0)
+                print(f"back after the database: {time.monotonic() - back:.2f} s")
                 # Inserted before the manager is back on its feet; order matters.
                 ids = [
                     event(url, "doc-a", "idle"),

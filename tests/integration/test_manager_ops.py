@@ -33,6 +33,7 @@ from manager.config import Settings
 from manager.processes import WorkerFleet
 from manager.sdnotify import SystemdNotifier
 from manager.up import EX_CONFIG
+from tests.integration.lease_support import expire_lease, hold_lease
 
 pytestmark = pytest.mark.anyio
 
@@ -138,9 +139,11 @@ async def test_ready_after_recovery_watchdog_periodic_and_silent_while_loop_bloc
 ) -> None:
     # A life this manager left behind (killed earlier): recovery must end it before READY.
     event(db, "doc-r")
+    hold_lease(db, "ops-manager")  # a previous run that died: its lease expired
     db.execute(
         "SELECT * FROM claim_document('doc-r', 'stale-agent', 'ops-manager', 'h', '{}'::jsonb)"
     )
+    expire_lease(db, "ops-manager")
     db.execute("SELECT * FROM set_agent_status('stale-agent', 'active', 999999)")
     at_ready: list[Any] = []
 
@@ -280,6 +283,7 @@ async def test_retention_runs_in_the_daemon(
     database_url: str, db: psycopg.Connection[dict[str, Any]], fleet: WorkerFleet
 ) -> None:
     old = "now() - interval '10 days'"
+    hold_lease(db, "elsewhere")
     db.execute("SELECT * FROM claim_document('old-doc', 'old-agent', 'elsewhere', 'h')")
     db.execute("SELECT * FROM end_agent_life('old-agent', 'disconnected', 'idle')")
     agent_uuid = db.execute(

@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import psycopg
+import pytest
+
+from tests.integration.lease_support import hold_lease
+
+
+@pytest.fixture(autouse=True)
+def _leases(database_url: str) -> None:
+    """claim_document needs a valid lease."""
+    hold_lease(database_url, "m1")
 
 
 def _seed_agent(db: psycopg.Connection, doc: str, agent: str) -> str:

@@ -13,12 +13,20 @@ import pytest
 
 from manager.recovery import RECOVERY_REASON, recover
 from manager.store.postgres import PostgresStore
+from tests.integration.lease_support import hold_lease
 
 pytestmark = pytest.mark.anyio
 
 
 def start(*cmd: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(list(cmd))
+
+
+@pytest.fixture(autouse=True)
+def _leases(database_url: str) -> None:
+    """claim_document needs a valid lease."""
+    hold_lease(database_url, "m1")
+    hold_lease(database_url, "m2")
 
 
 @pytest.fixture

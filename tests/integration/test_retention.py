@@ -7,8 +7,15 @@ import pytest
 
 from manager.retention import prune_once
 from manager.store.postgres import PostgresStore
+from tests.integration.lease_support import hold_lease
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def _leases(database_url: str) -> None:
+    """claim_document needs a valid lease."""
+    hold_lease(database_url, "m")
 
 
 async def test_prune_once_deletes_in_batches_and_keeps_latest(

@@ -8,6 +8,22 @@ import psycopg
 import pytest
 from psycopg import errors
 
+from tests.integration.lease_support import hold_lease
+
+
+@pytest.fixture(autouse=True)
+def _leases(database_url: str) -> None:
+    """claim_document needs a valid lease."""
+    hold_lease(database_url, "m")
+    hold_lease(database_url, "manager-0")
+    hold_lease(database_url, "manager-1")
+    hold_lease(database_url, "manager-2")
+    hold_lease(database_url, "manager-3")
+    hold_lease(database_url, "manager-4")
+    hold_lease(database_url, "manager-5")
+    hold_lease(database_url, "manager-6")
+    hold_lease(database_url, "manager-7")
+
 
 def test_unknown_event_type_is_rejected(db: psycopg.Connection) -> None:
     with pytest.raises(errors.CheckViolation, match="document_activity_event_type_known"):

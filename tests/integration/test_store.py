@@ -14,8 +14,16 @@ import pytest
 from manager.errors import ConfigurationError, StoreError, StoreUnavailable
 from manager.store.base import BatchId, MetricsRecord, StatusChange, Supersede
 from manager.store.postgres import PostgresStore
+from tests.integration.lease_support import hold_lease
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def _leases(database_url: str) -> None:
+    """claim_document needs a valid lease."""
+    hold_lease(database_url, "m1")
+    hold_lease(database_url, "m2")
 
 
 @pytest.fixture

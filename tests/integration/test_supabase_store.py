@@ -12,9 +12,17 @@ from pydantic import SecretStr
 from manager.errors import StoreError, StoreUnavailable
 from manager.store.base import BatchId, MetricsRecord, StatusChange
 from manager.store.supabase import SupabaseStore
+from tests.integration.lease_support import hold_lease
 from tests.integration.supabase_doubles import SupabaseDouble, serve_supabase
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def _leases(database_url: str) -> None:
+    """claim_document needs a valid lease."""
+    hold_lease(database_url, "m1")
+    hold_lease(database_url, "m2")
 
 
 @pytest.fixture

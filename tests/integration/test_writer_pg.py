@@ -15,8 +15,15 @@ from manager.store.base import BatchId, MetricsRecord
 from manager.store.migrations import apply_migrations
 from manager.store.postgres import PostgresStore
 from manager.writer import StoreWriter
+from tests.integration.lease_support import hold_lease
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def _leases(database_url: str) -> None:
+    """claim_document needs a valid lease."""
+    hold_lease(database_url, "m1")
 
 
 async def test_one_record_agent_metrics_call_per_flush(database_url: str) -> None:
@@ -90,6 +97,7 @@ async def test_database_restart_buffers_then_flushes(tmp_path: Path) -> None:
     url = server.start()
     try:
         await apply_migrations(url)
+        hold_lease(url, "m1")
         store = await PostgresStore.connect(url, timeout_s=0.5)
         writer = StoreWriter(store, flush_interval_s=0.1, backoff_min_s=0.05, backoff_max_s=0.3)
         try:

@@ -507,4 +507,6 @@ def test_every_end_reason_is_a_code() -> None:
         "manager_restarted",
         "owned_elsewhere",
         "abandoned",
+        "manager_lease_expired",
+        "drained",
     }

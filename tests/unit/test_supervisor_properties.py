@@ -6,7 +6,9 @@ actions on a fake fleet (processes are entries in a dict) and a fake
 document, idempotent per agent id, ``supersedes``), and feeds back random worker
 behaviour (connects, crashes, slow stops, ping failures), claim answers (claimed,
 refused, lost before or after the database acted), another manager taking and
-releasing documents, and the clock.
+releasing documents, the other manager dying (its lease expires: its rows are
+dead to ``claim_document`` and to the probe), this manager's own lease lost and
+regained, and the clock.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Database:
     def __init__(self) -> None:
         self.rows: dict[str, Row] = {}
         self._other_ids = itertools.count(1)
+        self.leased = {ME: True, OTHER: True}
 
     def live_owner(self, doc: str) -> str | None:
         owners = [a for a, r in self.rows.items() if r.live and r.document_id == doc]
@@ -69,11 +72,17 @@ class Database:
                 row.manager_id,
                 action.agent_id,
             )
+        if not self.leased[ME]:
+            raise LeaseInvalid
         if action.supersedes is not None:
             old = self.rows.get(action.supersedes.agent_id)
             if old is not None and old.live and old.manager_id == ME:
                 old.live, old.reason = False, action.supersedes.reason
         owner = self.live_owner(action.document_id)
+        if owner is not None and not self.leased[self.rows[owner].manager_id]:
+            # claim_document: the owner's lease expired, its life is dead
+            self.rows[owner].live, self.rows[owner].reason = False, "manager_lease_expired"
+            owner = None
         if owner is not None:
             return False, self.rows[owner].manager_id, owner
         self.rows[action.agent_id] = Row(action.document_id, ME)
@@ -88,10 +97,22 @@ class Database:
         if self.live_owner(doc) is None:
             self.rows[f"other{next(self._other_ids)}"] = Row(doc, OTHER)
 
+    def claimable(self, docs: list[str]) -> list[str]:
+        free = []
+        for doc in docs:
+            owner = self.live_owner(doc)
+            if owner is None or not self.leased[self.rows[owner].manager_id]:
+                free.append(doc)
+        return free
+
     def other_releases(self, doc: str) -> None:
         owner = self.live_owner(doc)
         if owner is not None and self.rows[owner].manager_id == OTHER:
             self.rows[owner].live = False
+
+
+class LeaseInvalid(Exception):
+    """claim_document refused: the claiming manager holds no valid lease."""
 
 
 class Model:
@@ -123,6 +144,8 @@ class Model:
     def execute(self, actions: list) -> None:
         for action in actions:
             if isinstance(action, Claim):
+                # Never a claim by a manager without a valid lease.
+                assert self.sup.holds_lease and self.db.leased[ME]
                 assert action.agent_id not in self.procs and action.agent_id not in self.ended
                 assert action.document_id not in {c.document_id for c in self.claims.values()}
                 self.claims[action.agent_id] = action
@@ -175,7 +198,11 @@ class Model:
         if mode == "lost_before":
             self.execute(self.sup.claim_unanswered(doc, agent, "lost", self.now))
             return
-        ok, owner_manager, owner_agent = self.db.claim(claim)
+        try:
+            ok, owner_manager, owner_agent = self.db.claim(claim)
+        except LeaseInvalid:
+            self.execute(self.sup.claim_unanswered(doc, agent, "no valid lease", self.now))
+            return
         if mode == "lost_after":
             self.execute(self.sup.claim_unanswered(doc, agent, "lost", self.now))
         elif ok:
@@ -214,6 +241,18 @@ class Model:
                 self.db.other_takes(doc)
             else:
                 self.db.other_releases(doc)
+        elif kind == "lease":
+            if op[1] and not self.db.leased[ME]:
+                self.db.leased[ME] = True
+                self.execute(self.sup.lease_regained(self.now))
+            elif not op[1] and self.db.leased[ME]:
+                self.db.leased[ME] = False
+                self.execute(self.sup.lease_lost(self.now))
+        elif kind == "other_lease":
+            self.db.leased[OTHER] = op[1]
+        elif kind == "probe" and self.db.leased[ME]:
+            free = self.db.claimable(self.sup.owned_elsewhere_documents())
+            self.execute(self.sup.documents_claimable(free, self.now))
         elif kind == "connect" and (p := self.pick(op[1], "starting")):
             self.procs[p[0]] = (p[1], "running")
             self.execute(self.sup.worker_connected(p[1], p[0], self.now))
@@ -231,6 +270,9 @@ class Model:
 
     def settle(self, rounds: int = 200) -> None:
         """No more faults: claims answer, workers connect, stops finish, time passes."""
+        if not self.db.leased[ME]:
+            self.db.leased[ME] = True
+            self.execute(self.sup.lease_regained(self.now))
         for _ in range(rounds):
             before = (dict(self.procs), self.sup.waiting, dict(self.claims))
             for agent in sorted(self.claims):
@@ -274,6 +316,9 @@ ops = st.one_of(
     st.tuples(st.just("finish"), st.integers(0, 9)),
     st.tuples(st.just("unhealthy"), st.integers(0, 9)),
     st.tuples(st.just("activity"), st.integers(0, 9), st.booleans()),
+    st.tuples(st.just("lease"), st.booleans()),
+    st.tuples(st.just("other_lease"), st.booleans()),
+    st.tuples(st.just("probe")),
 )
 
 
@@ -291,7 +336,9 @@ def test_invariants_hold_and_wanted_documents_eventually_run(
         model.step(op)  # check() runs after every batch of actions
     model.settle()
     elsewhere = {
-        row.document_id for row in model.db.rows.values() if row.live and row.manager_id == OTHER
+        row.document_id
+        for row in model.db.rows.values()
+        if row.live and row.manager_id == OTHER and model.db.leased[OTHER]
     }
     wanted = {
         doc

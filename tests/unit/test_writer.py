@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -25,6 +26,7 @@ class FakeStore:
         self.metrics_written = anyio.Event()
         self.batches: list[int] = []  # sizes of the set_agent_statuses calls
         self.batch_ids: list[BatchId | None] = []
+        self.ended_at: list[datetime] = []
 
     def _check(self, agent_id: str = "") -> None:
         if self.down:
@@ -46,9 +48,14 @@ class FakeStore:
         self.calls.extend(("status", (c.agent_id, c.status, c.pid)) for c in changes)
         return len(changes)
 
-    async def end_agent_life(self, agent_id: str, status: str, reason: str | None) -> None:
-        self._check(agent_id)
-        self.calls.append(("end", (agent_id, status, reason)))
+    async def end_agent_lives_at(
+        self, ends: Sequence[tuple[str, str, str | None, datetime]]
+    ) -> list[Any]:
+        for agent_id, status, reason, ended_at in ends:
+            self._check(agent_id)
+            self.calls.append(("end", (agent_id, status, reason)))
+            self.ended_at.append(ended_at)
+        return []
 
     async def record_metrics(
         self, batch: Sequence[MetricsRecord], batch_id: BatchId | None = None
@@ -283,3 +290,19 @@ async def test_writers_have_their_own_ids() -> None:
     first, second = store.batch_ids
     assert first is not None and second is not None
     assert first.writer_id != second.writer_id
+
+
+async def test_a_life_ended_during_an_outage_keeps_its_real_end_time() -> None:
+    store = FakeStore()
+    writer = StoreWriter(store)  # type: ignore[arg-type]
+    store.down = True
+    before = datetime.now(UTC)
+    writer.end_life("a1", "disconnected", "idle")
+    after = datetime.now(UTC)
+    with pytest.raises(StoreUnavailable):
+        await writer.flush()
+    store.down = False
+    await writer.flush()
+    assert store.calls == [("end", ("a1", "disconnected", "idle"))]
+    (ended_at,) = store.ended_at
+    assert before <= ended_at <= after  # when end_life was called, not the flush

@@ -1,0 +1,66 @@
+"""``docagents managers``: the fleet's leases as a table or JSON lines (pure rendering)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from manager.store.base import ManagerLease
+
+__all__ = ["lease_document", "render_leases"]
+
+
+def _agents(lease: ManagerLease) -> int:
+    """Live rows of the manager (the database's count), else what it last reported."""
+    return lease.live_agents if lease.live_agents is not None else lease.agents
+
+
+def _free_slots(lease: ManagerLease) -> int | None:
+    if lease.state in ("expired", "stopped"):
+        return None  # a dead or stopped manager takes nothing
+    return max(lease.capacity - _agents(lease), 0)
+
+
+def lease_document(lease: ManagerLease) -> dict[str, Any]:
+    """One manager as a JSON object (``docagents managers --json``, one per line)."""
+    return {
+        "manager_id": lease.manager_id,
+        "instance_id": str(lease.instance_id),
+        "host": lease.host,
+        "pid": lease.pid,
+        "state": lease.state,
+        "agents": _agents(lease),
+        "capacity": lease.capacity,
+        "free_slots": _free_slots(lease),
+        "lease_age_s": None if lease.lease_age_s is None else round(lease.lease_age_s, 3),
+        "started_at": lease.started_at.isoformat(),
+        "renewed_at": lease.renewed_at.isoformat(),
+        "expires_at": lease.expires_at.isoformat(),
+    }
+
+
+def render_leases(leases: Sequence[ManagerLease]) -> str:
+    """A table: id, host, pid, agents, free slots, lease age, state; then a summary."""
+    header = ("MANAGER", "HOST", "PID", "AGENTS", "FREE", "LEASE AGE", "STATE")
+    rows = [header]
+    for lease in leases:
+        free = _free_slots(lease)
+        age = lease.lease_age_s
+        rows.append(
+            (
+                lease.manager_id,
+                lease.host or "-",
+                "-" if lease.pid is None else str(lease.pid),
+                str(_agents(lease)),
+                "-" if free is None else str(free),
+                "-" if age is None else f"{age:.1f}s",
+                lease.state,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    live = sum(1 for lease in leases if lease.state in ("leading", "draining"))
+    lines.append(f"{live} live manager(s), {len(leases)} lease(s)")
+    return "\n".join(lines)
