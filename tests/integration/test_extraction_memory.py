@@ -37,7 +37,7 @@ KNOWN = {
     "Oslo": (59.91, 10.75),
     "Rome": (41.9, 12.5),
     "Paris": (48.85, 2.35),
-    "Hallstatt": (47.56, 13.65),
+    "Gimmelwald": (46.55, 7.89),
 }
 FIVE = [
     "We flew to Lisbon.",
@@ -255,7 +255,7 @@ async def test_failures_are_retried_and_the_gazetteer_marks_meanwhile(
     fleet: WorkerFleet,
 ) -> None:
     doc = "flaky-model"
-    sentence = "Our friends live in Oslo and Hallstatt."
+    sentence = "Our friends live in Oslo and Gimmelwald."
     docserver = DocserverProcess(tmp_path / "docserver", database_url, idle_timeout_ms=5000)
     await docserver.start()
     failing = Reply(status=500, headers={"retry-after": "0"})
@@ -272,8 +272,8 @@ async def test_failures_are_retried_and_the_gazetteer_marks_meanwhile(
                     oslo = dict(ann.marks())["Oslo"]
                     assert oslo["coordSource"] == "gazetteer"
                     # Three 500s, then healthy: the model's pass adds what it found.
-                    await ann.wait_for(lambda: "Hallstatt" in ann.marked_texts(), within=30)
-                    assert dict(ann.marks())["Hallstatt"]["coordSource"] == "llm"
+                    await ann.wait_for(lambda: "Gimmelwald" in ann.marked_texts(), within=30)
+                    assert dict(ann.marks())["Gimmelwald"]["coordSource"] == "llm"
                 await until(lambda: memory_rows(db, doc) == {result_key(sentence): "done"})
                 assert len(llm.requests) == 4
                 failures = db.execute(
@@ -388,7 +388,7 @@ async def test_a_long_document_goes_out_in_bounded_batches_and_typing_goes_first
                 async with running_manager(settings, database_url, fleet):
                     await until(lambda: len(llm.requests) >= 3)
                     (run,) = ann.add_paragraph("")
-                    typed = "Typed now: a day trip to Hallstatt."
+                    typed = "Typed now: a day trip to Gimmelwald."
                     type_chars(run, typed + " ")
                     await ann.wait_for(
                         lambda: any(attrs and "geoMark" in attrs for _, attrs in run.diff()),
