@@ -3,7 +3,7 @@
 The manager holds the master secret (``DOCSERVER_AGENT_TOKEN``) and gives each
 worker only a credential for its own life: an HS256 JWT, signed with a key
 derived from the master secret, naming the document, the agent id, an expiry and
-(room for the fleet's) fencing token::
+the life's fencing token (:mod:`docserver.fencing`)::
 
     {"typ": "docagents-agent", "doc": "...", "agent": "...", "iat": ..., "exp": ...,
      "jti": "...", "fence": 7}

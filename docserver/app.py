@@ -41,6 +41,7 @@ from docserver.agent_credentials import (
 )
 from docserver.auth import request_from_scope
 from docserver.connection import Connection
+from docserver.fencing import FENCED_CLOSE_CODE, Fences
 from docserver.gatekeeper import Admission, Gatekeeper
 from docserver.paths import Refusal, parse_document_path
 from docserver.ratelimit import TokenBucket
@@ -101,6 +102,12 @@ class DocserverApp:
         #: credential ids of agent lives connected now (each serves one connection)
         self._lives_connected: set[str] = set()
         self._credential_ids: dict[int, str] = {}
+        #: the highest fencing token per document, and the fenced agents connected
+        self._fences = Fences()
+        self._fence_of_scope: dict[int, int] = {}
+        self._fenced_agents: dict[str, dict[Connection, int]] = {}
+        #: agents retired by a successor with a higher token (for tests and ops)
+        self.fenced = 0
         self.connections = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -128,14 +135,21 @@ class DocserverApp:
             await _accept_and_close(send, role)
             return
         credential_id = self._credential_ids.pop(id(scope), None)
+        fence = self._fence_of_scope.pop(id(scope), None)
         try:
-            await self._open(scope, receive, send, document_id, role)
+            await self._open(scope, receive, send, document_id, role, fence)
         finally:
             if credential_id is not None:
                 self._lives_connected.discard(credential_id)
 
     async def _open(
-        self, scope: Scope, receive: Receive, send: Send, document_id: str, role: str
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        document_id: str,
+        role: str,
+        fence: int | None = None,
     ) -> None:
         admission: Admission | None = None
         if role == "human":
@@ -169,6 +183,7 @@ class DocserverApp:
             max_awareness_bytes=settings.docserver_max_awareness_bytes,
             subject=admission.principal.subject if admission is not None else None,
         )
+        connection.fence = fence
         await self._serve(connection)
 
     async def _serve(self, connection: Connection) -> None:
@@ -190,11 +205,18 @@ class DocserverApp:
         )
         room.join(connection)
         try:
+            if connection.fence is not None:
+                await self._retire_fenced(connection)
             presence = room.awareness_message()
             if presence is not None:
                 await connection.send(presence)
             await room.serve(connection)
         finally:
+            if connection.fence is not None:
+                agents = self._fenced_agents.get(document_id, {})
+                agents.pop(connection, None)
+                if not agents:
+                    self._fenced_agents.pop(document_id, None)
             self.connections -= 1
             if human:
                 self._presence.human_left(document_id)
@@ -208,6 +230,24 @@ class DocserverApp:
                 role=connection.role,
                 close_code=connection.close_code,
             )
+
+    async def _retire_fenced(self, connection: Connection) -> None:
+        """A newer agent life connected: close every agent of the document below it."""
+        assert connection.fence is not None
+        document_id = connection.document_id
+        agents = self._fenced_agents.setdefault(document_id, {})
+        agents[connection] = connection.fence
+        for old in self._fences.retired(document_id, dict(agents)):
+            assert isinstance(old, Connection)
+            agents.pop(old, None)
+            self.fenced += 1
+            log.warning(
+                "agent_fenced",
+                document_id=document_id,
+                fence=old.fence,
+                successor_fence=connection.fence,
+            )
+            await old.close(FENCED_CLOSE_CODE, "fenced: a newer agent took this document over")
 
     def _role(self, scope: Scope, document_id: str) -> str | Refusal:
         """'agent' or 'human', or a Refusal for a wrong, misused or unexpected agent token.
@@ -234,6 +274,17 @@ class DocserverApp:
             return Refusal(BAD_CREDENTIAL_CLOSE_CODE, str(exc))
         if credential.credential_id in self._lives_connected:
             return Refusal(CREDENTIAL_IN_USE_CLOSE_CODE, "agent credential already in use")
+        if credential.fence is not None:
+            if not self._fences.admit(document_id, credential.fence):
+                log.warning(
+                    "agent_fenced_at_connect",
+                    document_id=document_id,
+                    agent_id=credential.agent_id,
+                    fence=credential.fence,
+                    highest=self._fences.highest(document_id),
+                )
+                return Refusal(FENCED_CLOSE_CODE, "fenced: a newer agent holds this document")
+            self._fence_of_scope[id(scope)] = credential.fence
         self._lives_connected.add(credential.credential_id)
         self._credential_ids[id(scope)] = credential.credential_id
         log.info("agent_life_connected", document_id=document_id, agent_id=credential.agent_id)

@@ -89,6 +89,8 @@ class Connection:
         self.awareness_owners: AwarenessOwners | None = None
         #: called for every update (an edit) this connection sends
         self.on_update: Callable[[], None] | None = None
+        #: an agent life's fencing token (docserver.fencing), if its credential has one
+        self.fence: int | None = None
 
     @property
     def path(self) -> str:

@@ -61,6 +61,8 @@ class AgentLife:
     agent_id: str
     worker: WorkerProcess | None = None
     claimed: bool = False
+    #: the fencing token of this life's row (it goes into the worker's credential)
+    fence: int | None = None
     #: the worker's latest resource report
     last_metrics: Metrics | None = None
     stop_reason: str | None = None
@@ -84,6 +86,7 @@ class LifeObserver(Protocol):
     def worker_exited(self, life: AgentLife, asked: bool) -> None: ...
     def llm_call(self, response_time_ms: float, ok: bool) -> None: ...
     def location_marked(self) -> None: ...
+    def agent_fenced(self, life: AgentLife) -> None: ...
 
 
 class LifeRunner:
@@ -122,7 +125,9 @@ class LifeRunner:
         #: Called after every life ended (the daemon checks for "all stopped").
         self.on_life_ended: Callable[[], None] = lambda: None
 
-    def _life_settings(self, document_id: str, agent_id: str) -> WorkerSettings:
+    def _life_settings(
+        self, document_id: str, agent_id: str, fence: int | None = None
+    ) -> WorkerSettings:
         """The worker's settings with a credential for this life only (never the master)."""
         master = self.settings.docserver_agent_token
         if master is None:
@@ -133,6 +138,7 @@ class LifeRunner:
             agent_id=agent_id,
             ttl_s=self.settings.agent_credential_ttl_s,
             now=time.time(),
+            fence=fence,
         )
         return self.worker_settings.model_copy(
             update={"docserver_agent_token": SecretStr(credential)}
@@ -182,6 +188,7 @@ class LifeRunner:
                 self._dispatch(sup.claim_unanswered(doc, agent, str(exc), monotonic()))
                 return
             if claim.claimed:
+                life.fence = claim.row.fence
                 self._dispatch(sup.claimed(doc, agent, monotonic()))
                 return
             log.info(
@@ -211,7 +218,7 @@ class LifeRunner:
             if life.stop_reason is not None:  # the Stop came before the process
                 self._dispatch(sup.worker_exited(doc, agent, "never started", monotonic()))
                 return
-            worker = self.fleet.process(self._life_settings(doc, agent), doc, agent)
+            worker = self.fleet.process(self._life_settings(doc, agent, life.fence), doc, agent)
             try:
                 await worker.start()
             except (OSError, ValueError, RuntimeError, EOFError) as exc:
@@ -322,6 +329,9 @@ class LifeRunner:
             )
             if message.kind == "abandoned":
                 log.info("document_abandoned", document_id=life.document_id, agent_id=agent)
+            elif message.kind == "fenced":
+                log.warning("agent_fenced", document_id=life.document_id, agent_id=agent)
+                self._observer.agent_fenced(life)
             self._dispatch(actions)
         elif isinstance(message, Connected):
             log.info(

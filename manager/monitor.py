@@ -114,6 +114,10 @@ class DaemonMonitor:
         if self.metrics is not None:
             self.metrics.locations_marked.inc()
 
+    def agent_fenced(self, life: AgentLife) -> None:
+        if self.metrics is not None:
+            self.metrics.fenced.inc()
+
     # --- events and figures ----------------------------------------------------------
 
     def events_applied(self, events: Sequence[ActivityEvent]) -> None:

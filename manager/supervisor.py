@@ -627,6 +627,8 @@ class Supervisor:
         if kind == "abandoned":
             doc.blocked = EndReason.ABANDONED
             return self._reconcile(now)
+        if kind == "fenced":  # the docserver retired it: a newer life holds the document
+            return self.row_ended_elsewhere(document_id, agent_id, now)
         doc.recency = next(self._recency)
         return []
 

@@ -131,6 +131,11 @@ class ManagerMetrics:
         self.failovers = Counter(
             "docagents_failovers", "Agent lives of dead managers ended by this one", registry=r
         )
+        self.fenced = Counter(
+            "docagents_fenced",
+            "Workers the docserver retired because a newer agent took their document",
+            registry=r,
+        )
         self.attach_latency = Histogram(
             "docagents_attach_latency_seconds",
             "From the activity event to the worker's connected message",

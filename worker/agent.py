@@ -24,7 +24,7 @@ from pycrdt import Doc
 
 from worker.backoff import Backoff
 from worker.config import AGENT_TOKEN_HEADER, WorkerSettings
-from worker.connection import DocumentConnection
+from worker.connection import DocumentConnection, Fenced
 from worker.document import DocumentView
 from worker.extraction import SentenceRouter
 from worker.metrics import LlmTimings, ResourceSampler
@@ -93,6 +93,8 @@ class Agent:
         self._llm_timings = LlmTimings()
         self._last_edit_report = -math.inf
         self._task_group: TaskGroup | None = None
+        #: the docserver fenced this agent (a newer life holds the document)
+        self.fenced = False
         #: Set after the first sync with the server (for tests and the standalone log).
         self.synced = anyio.Event()
         #: Debounced batches taken so far (a batch may hold no new sentence).
@@ -118,7 +120,8 @@ class Agent:
             self._memory_loaded.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Work in the document until cancelled or :meth:`stop` is called."""
+        """Work in the document until cancelled, :meth:`stop` is called, or the docserver
+        fences this agent (a newer life took the document: reported, then it returns)."""
         if self._task_group is not None:
             raise RuntimeError("Agent already running")
         if self._extractor is None and self._settings.resolved_extractor() == "llm":
@@ -131,22 +134,29 @@ class Agent:
             self._router.load(handed.entries)
         self._handed_over.clear()
         try:
-            async with anyio.create_task_group() as tg:
-                self._task_group = tg
-                await tg.start(self._presence.awareness.start)
-                await tg.start(self._connection.run)
-                tg.start_soon(self._extraction_loop)
-                tg.start_soon(functools.partial(self._router.run_lane, urgent=True))
-                tg.start_soon(functools.partial(self._router.run_lane, urgent=False))
-                tg.start_soon(self._metrics_loop)
-                if self._settings.abandon_after_ms > 0:
-                    tg.start_soon(self._abandonment_loop)
-                task_status.started()
+            await self._work(task_status)
+        except* Fenced:
+            # A newer life of this document holds it: report, and end without retrying.
+            self._reporter.report(Activity(kind="fenced"))
+            self.fenced = True
         finally:
             self._task_group = None
             self._view.close()
             with anyio.move_on_after(2, shield=True):
                 await extractor.aclose()
+
+    async def _work(self, task_status: TaskStatus[None]) -> None:
+        async with anyio.create_task_group() as tg:
+            self._task_group = tg
+            await tg.start(self._presence.awareness.start)
+            await tg.start(self._connection.run)
+            tg.start_soon(self._extraction_loop)
+            tg.start_soon(functools.partial(self._router.run_lane, urgent=True))
+            tg.start_soon(functools.partial(self._router.run_lane, urgent=False))
+            tg.start_soon(self._metrics_loop)
+            if self._settings.abandon_after_ms > 0:
+                tg.start_soon(self._abandonment_loop)
+            task_status.started()
 
     async def stop(self, timeout_s: float = 1.5) -> None:
         """Leave the document (null awareness, close the socket), then stop :meth:`run`."""

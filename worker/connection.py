@@ -10,13 +10,16 @@ the connection re-established, so the worker survives it.
 A server that refuses the agent's credential (close codes 4401, 4403, 4409: an
 expired or foreign credential for one agent life, a copy of it in use) is not
 retried: :class:`AccessRefused` ends :meth:`DocumentConnection.run`, the worker
-exits, and its manager starts a new life with a new credential.
+exits, and its manager starts a new life with a new credential. A server that
+fences this agent (4412: a newer agent life holds the document) raises
+:class:`Fenced`: the agent reports it and the worker exits without reconnecting.
 
 Exceptions::
 
     ConnectionLost        the socket could not be opened or a session failed
     └── SyncRejected      the server sent a message the Y.js decoder refused
     AccessRefused         the server refused this agent's credential (not retried)
+    └── Fenced            a newer agent life took the document (4412)
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from worker.backoff import Backoff
 from worker.channel import WebsocketChannel
 from worker.presence import Presence
 
-__all__ = ["AccessRefused", "ConnectionLost", "DocumentConnection", "SyncRejected"]
+__all__ = ["AccessRefused", "ConnectionLost", "DocumentConnection", "Fenced", "SyncRejected"]
 
 log = structlog.get_logger(__name__)
 
@@ -43,10 +46,16 @@ log = structlog.get_logger(__name__)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: Close codes of a refused credential (docserver: not authenticated, not allowed, in use).
 REFUSED_CLOSE_CODES = frozenset({4401, 4403, 4409})
+#: Close code of an agent fenced by a newer life of its document (docserver.fencing).
+FENCED_CLOSE_CODE = 4412
 
 
 class AccessRefused(Exception):
     """The server refused this agent's credential; reconnecting with it cannot help."""
+
+
+class Fenced(AccessRefused):
+    """A newer agent life of this document connected: this one must not write again."""
 
 
 class ConnectionLost(Exception):
@@ -159,6 +168,10 @@ class DocumentConnection:
             self._presence.forget_remote()
             with anyio.CancelScope(shield=True):
                 await websocket.close()
+            if websocket.close_code == FENCED_CLOSE_CODE:
+                reason = websocket.close_reason or "fenced"
+                log.warning("agent_fenced", url=self._url, reason=reason)
+                raise Fenced(reason)
             if websocket.close_code in REFUSED_CLOSE_CODES:  # whatever ended the session
                 reason = websocket.close_reason or f"close code {websocket.close_code}"
                 log.error("agent_access_refused", url=self._url, reason=reason)

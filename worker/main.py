@@ -130,9 +130,16 @@ async def _run_with_pipe(
     reporter = PipeReporter(conn)
     agent = Agent(settings, document_id, agent_id=agent_id, reporter=reporter)
     async with anyio.create_task_group() as tg:
+
+        async def work() -> None:
+            await agent.run()
+            if agent.fenced:  # a newer life holds the document: this worker is done
+                log.info("worker_stopping", reason="fenced")
+                tg.cancel_scope.cancel()
+
         # The pipe is served from the start: pings are answered while the agent is
         # still setting up (a slow start is not a hung worker).
-        tg.start_soon(agent.run)
+        tg.start_soon(work)
         reason = await _serve_pipe(conn, reporter, agent)
         log.info("worker_stopping", reason=reason)
         await agent.stop(LEAVE_TIMEOUT_S)

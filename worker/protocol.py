@@ -106,12 +106,14 @@ class Activity(_Message):
     """Something happened in the document.
 
     ``kind="edit"``: a human edited the document (keeps it recent for LRU).
-    ``kind="abandoned"``: no human has been present for ``IDLE_TIMEOUT_MS``; the
-    manager should detach this agent even if the 'idle' event never arrives.
+    ``kind="abandoned"``: no human has been present for ``ABANDON_AFTER_MS`` (a
+    third-party server's fallback); the manager should detach this agent.
+    ``kind="fenced"``: the docserver retired this agent because a newer agent life
+    (a higher fencing token) took the document; the worker is exiting.
     """
 
     type: Literal["activity"] = "activity"
-    kind: Literal["edit", "abandoned"] = "edit"
+    kind: Literal["edit", "abandoned", "fenced"] = "edit"
 
 
 class Error(_Message):

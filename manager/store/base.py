@@ -124,6 +124,8 @@ class AgentRow:
     metadata: dict[str, Any] = field(default_factory=dict)
     disconnected_at: datetime | None = None
     error_message: str | None = None
+    #: the life's fencing token: higher than every earlier life's of the document
+    fence: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,6 +148,7 @@ def _agent_row(row: dict[str, Any]) -> AgentRow:
         metadata=metadata if isinstance(metadata, dict) else {},
         disconnected_at=row["disconnected_at"],
         error_message=row["error_message"],
+        fence=row.get("fence"),
     )
 
 

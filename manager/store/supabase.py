@@ -560,6 +560,11 @@ def _agent_row(row: dict[str, Any]) -> AgentRow:
             metadata=dict(row.get("metadata") or {}),
             disconnected_at=datetime.fromisoformat(disconnected) if disconnected else None,
             error_message=row.get("error_message"),
+            fence=_int_or_none(row.get("fence")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise StoreError(f"unexpected agent_connections row from Supabase: {exc}") from exc
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

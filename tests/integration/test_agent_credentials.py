@@ -16,6 +16,8 @@ from docserver_support import AGENT_HEADER, AGENT_TOKEN, YClient, free_port, ref
 from docserver_support import running_docserver as docserver
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pycrdt import Text
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from docserver.agent_credentials import mint_agent_credential
 
@@ -171,3 +173,37 @@ async def test_a_refused_credential_ends_the_connection_instead_of_retrying(
         )
         with anyio.fail_after(20), pytest.raises(AccessRefused, match="expired"):
             await connection.run()
+
+
+async def test_a_newer_life_fences_the_older_one(tmp_path: Path, database_url: str) -> None:
+    """Invariant 10: the docserver keeps the highest fencing token per document; an
+    agent with a lower one is closed (4412) when the newer one connects, and cannot
+    come back, so at most one agent writes to the document."""
+
+    def fenced(fence: int) -> dict[str, str]:
+        token = mint_agent_credential(
+            AGENT_TOKEN,
+            document_id="doc-f",
+            agent_id=f"agent-{fence}",
+            ttl_s=600,
+            now=time.time(),
+            fence=fence,
+        )
+        return {AGENT_HEADER: token}
+
+    async with docserver(tmp_path, database_url) as server:
+        url = server.ws_url("doc-f")
+        newer = YClient(url, headers=fenced(7), name="Agent")
+        async with connect(url, additional_headers=fenced(5)) as old, newer.connected() as new:
+            with anyio.fail_after(10), pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await old.recv()
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 4412
+            assert "fenced" in closed.value.rcvd.reason
+            # The old life reconnecting is refused; the new one keeps writing.
+            assert (await refusal(url, additional_headers=fenced(5)))[0] == 4412
+            new.doc["t"] = text = Text()
+            text += "only the newer agent writes"
+        log = server.log()
+        assert '"agent_fenced"' in log

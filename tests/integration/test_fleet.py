@@ -19,6 +19,7 @@ import anyio
 import manager_standin
 import psycopg
 import pytest
+from docserver_support import DocserverProcess
 from psycopg.rows import dict_row
 from ywebsocket_server import YServer
 
@@ -361,3 +362,50 @@ async def test_drain_moves_every_agent_to_the_other_manager(
             stop(first)
             if second is not None:
                 stop(second)
+
+
+async def test_a_paused_managers_workers_are_fenced_as_soon_as_the_successor_connects(
+    database_url: str, db: psycopg.Connection[dict[str, Any]], tmp_path: Path
+) -> None:
+    """Invariant 10 with the real docserver: while the first manager is still paused,
+    its successor's agents connect with higher fencing tokens and the docserver
+    closes the old agents (4412); the old workers exit by themselves, so the
+    document never has two writing agents, paused manager or not."""
+    server = DocserverProcess(tmp_path / "docserver", database_url, idle_timeout_ms=600_000)
+    await server.start()
+    first = start_manager(fleet_env(database_url, server.port, tmp_path, "paused"), tmp_path, "p")
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        docs = ["f1", "f2"]
+        for doc in docs:
+            event(db, doc)
+        before = await until(lambda: len(active(db)) == 2 and active(db), within=30)
+        fences = {r["agent_id"]: r["fence"] for r in before}
+        second = start_manager(
+            fleet_env(database_url, server.port, tmp_path, "standby"), tmp_path, "s"
+        )
+        await until(lambda: "standby" in leases(db), within=30)
+        first.send_signal(signal.SIGSTOP)
+        taken = await until(
+            lambda: (
+                [r for r in active(db) if r["manager_id"] == "standby"]
+                if {r["document_id"] for r in active(db) if r["manager_id"] == "standby"}
+                == set(docs)
+                else None
+            ),
+            within=30,
+        )
+        assert all(r["fence"] > max(fences.values()) for r in taken)
+        # Still paused: the old workers were retired by the docserver, not by their manager.
+        await until(lambda: not any(alive(r["agent_pid"]) for r in before), within=15)
+        assert first.poll() is None
+        assert server.log().count('"agent_fenced"') >= len(docs)
+        first.send_signal(signal.SIGCONT)
+        await until(lambda: leases(db)["paused"]["state"] == "leading", within=10)
+        assert {r["manager_id"] for r in active(db)} == {"standby"}
+    finally:
+        first.send_signal(signal.SIGCONT)
+        stop(first)
+        if second is not None:
+            stop(second)
+        await server.stop()

@@ -510,3 +510,15 @@ def test_every_end_reason_is_a_code() -> None:
         "manager_lease_expired",
         "drained",
     }
+
+
+def test_a_fenced_worker_ends_its_life_as_owned_elsewhere() -> None:
+    """The docserver retired the worker (a newer life holds the document): no crash,
+    no restart backoff; the document is tried again after CLAIM_RETRY_S."""
+    sup = make(claim_retry_s=15)
+    drive(sup, sup.apply_events([Ev("d", "active")], 0), 0)
+    agent = run(sup, "d", 0)
+    assert stops(sup.worker_activity("d", agent, "fenced", 5)) == [("d", "owned_elsewhere")]
+    (end,) = sup.worker_exited("d", agent, "exited with code 0", 5.1)
+    assert end == EndLife("d", agent, "disconnected", "owned_elsewhere")
+    assert sup.restarts == 0 and sup.next_deadline(5.2) == 20
