@@ -7,8 +7,8 @@
 
 Each backend gives the same three seams: a :class:`~manager.store.base.Store`,
 a factory of activity sources (``cursor -> source`` with the
-:class:`~manager.activity.ActivityListener` surface) and a
-:class:`~manager.writer.StoreWriter` over that store.
+:class:`~manager.events.listen.ActivityListener` surface) and a
+:class:`~manager.store.writer.StoreWriter` over that store.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import anyio.abc
 from manager.config import Settings
 from manager.errors import ConfigurationError
 from manager.store.base import ActivityEvent, Store
-from manager.writer import StoreWriter
+from manager.store.writer import StoreWriter
 
 __all__ = [
     "ActivitySource",
@@ -122,7 +122,7 @@ async def open_backend(
 
 @contextlib.asynccontextmanager
 async def _postgres(settings: Settings, kind: BackendKind, conninfo: str) -> AsyncIterator[Backend]:
-    from manager.activity import ActivityListener
+    from manager.events.listen import ActivityListener
     from manager.store.postgres import PostgresStore
 
     store = await PostgresStore.connect(conninfo)
@@ -154,7 +154,7 @@ def _describe(settings: Settings, kind: BackendKind) -> str:
 
 @contextlib.asynccontextmanager
 async def _supabase(settings: Settings) -> AsyncIterator[Backend]:
-    from manager.realtime import RealtimeActivitySource
+    from manager.events.realtime import RealtimeActivitySource
     from manager.store.supabase import SupabaseStore
 
     url, key = settings.supabase_url, settings.supabase_service_key

@@ -108,8 +108,10 @@ class Settings(WorkerSettings):
         return self
 
     def worker_settings(self) -> WorkerSettings:
-        """The subset a worker may see: no database or Supabase credentials (a managed
-        worker gets a credential for its life instead of the agent token: ``manager.lives``)."""
+        """The subset a worker may see: no database or Supabase credentials.
+
+        A managed worker gets a credential for its life instead of the agent token
+        (:mod:`manager.supervise.lives`)."""
         fields = {name: getattr(self, name) for name in WorkerSettings.model_fields}
         if self.remembers_extractions() and not fields["memory_wait_s"]:
             fields["memory_wait_s"] = 10.0  # the manager hands the memory over

@@ -20,7 +20,7 @@ Errors are translated here, once:
 The service key is never logged and never part of an error message.
 
 Ids are taken at INSERT and become visible at COMMIT; the reader
-(:class:`manager.activity.EventCursor`) keeps holes open for a while, so pages
+(:class:`manager.events.listen.EventCursor`) keeps holes open for a while, so pages
 here are plain ``id > cursor`` reads with every id read reported.
 """
 

@@ -6,7 +6,7 @@
   message (forks, page faults and scheduling on this machine at that moment, with
   none of the agent's work);
 - a bare Python process's PSS / USS (``python -c`` waiting on stdin);
-- a fresh interpreter importing ``manager.cli`` (the fixed part of a manager restart).
+- a fresh interpreter importing ``manager.cli.commands`` (the fixed part of a manager restart).
 
 And :func:`cpu_reference_ms`, the machine's speed at the start, before each scenario
 and at the end of a run: a VM's speed drifts (by up to half within minutes on the
@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection
 import anyio
 import psutil
 
-from manager.processes import WorkerFleet, _TemplateProcess
+from manager.workers.processes import WorkerFleet, _TemplateProcess
 from scripts.bench.stack import summary
 
 
@@ -103,7 +103,7 @@ def manager_import_s(samples: int = 3) -> float:
     best = float("inf")
     for _ in range(samples):
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import manager.cli"], check=True)
+        subprocess.run([sys.executable, "-c", "import manager.cli.commands"], check=True)
         best = min(best, time.perf_counter() - started)
     return best
 

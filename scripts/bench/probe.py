@@ -35,7 +35,7 @@ def probed_worker(
     import websockets.asyncio.client as wsc
 
     import worker.connection as wc
-    from manager.worker_entry import run_worker
+    from manager.workers.entry import run_worker
 
     real_connect = wsc.connect
 

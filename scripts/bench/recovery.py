@@ -11,7 +11,7 @@ long its workers outlive it (invariant 5), then start a new manager (same
 has an active agent again. Trials chain: the recovered manager is the next one
 killed (``recovery_trials`` in all; the median is reported, every trial beside
 it, as this machine's speed drifts by tens of percent between runs). Floor: a
-fresh interpreter importing ``manager.cli``.
+fresh interpreter importing ``manager.cli.commands``.
 """
 
 from __future__ import annotations

@@ -27,11 +27,11 @@ import psutil
 import psycopg
 
 from manager.config import Settings
-from manager.daemon import ManagerDaemon
+from manager.daemon.driver import ManagerDaemon
 from manager.embedded import EmbeddedPostgres
-from manager.processes import WorkerFleet
 from manager.store.migrations import apply_migrations
 from manager.store.postgres import PostgresStore
+from manager.workers.processes import WorkerFleet
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "integration"))

@@ -27,7 +27,7 @@ from plain_client import plain_client
 from psycopg.rows import dict_row
 
 from manager.config import Settings
-from manager.daemon import ManagerDaemon
+from manager.daemon.driver import ManagerDaemon
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.js]
 

@@ -12,9 +12,9 @@ from typing import Any
 import anyio
 
 from manager.config import Settings
-from manager.daemon import ManagerDaemon
-from manager.processes import WorkerFleet
+from manager.daemon.driver import ManagerDaemon
 from manager.store.postgres import PostgresStore
+from manager.workers.processes import WorkerFleet
 
 
 @asynccontextmanager

@@ -10,8 +10,8 @@ import anyio
 import psycopg
 import pytest
 
-from manager.activity import ActivityListener, EventCursor
 from manager.embedded import EmbeddedPostgres
+from manager.events.listen import ActivityListener, EventCursor
 from manager.store.base import ActivityEvent
 from manager.store.migrations import apply_migrations
 from manager.store.postgres import PostgresStore

@@ -24,8 +24,8 @@ from psycopg.rows import dict_row
 from ywebsocket_server import HumanClient
 
 from manager.config import Settings
-from manager.processes import WorkerFleet
-from manager.template import PRELOAD_LLM_VAR
+from manager.workers.forkserver import PRELOAD_LLM_VAR
+from manager.workers.processes import WorkerFleet
 from tests.integration.openai_double import OpenAIDouble, Reply, answer_from, serve
 from worker.memory import result_key
 

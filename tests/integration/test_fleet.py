@@ -24,9 +24,9 @@ from psycopg.rows import dict_row
 from ywebsocket_server import YServer
 
 from manager.errors import StoreUnavailable
-from manager.processes import WorkerFleet
 from manager.store.postgres import PostgresStore
-from manager.supervisor import Phase
+from manager.supervise.supervisor import Phase
+from manager.workers.processes import WorkerFleet
 from tests.integration.manager_support import running_manager, start_manager
 from tests.integration.test_manager import make_settings
 from tests.integration.test_manager_cli import active, alive, event, manager_env, stop, until

@@ -21,11 +21,11 @@ from manager_support import running_manager
 from psycopg.rows import dict_row
 
 from manager.config import Settings
-from manager.daemon import ManagerDaemon
+from manager.daemon.driver import ManagerDaemon
 from manager.errors import ConfigurationError, StoreUnavailable
-from manager.processes import WorkerFleet
 from manager.store.postgres import PostgresStore
-from manager.supervisor import Supervisor
+from manager.supervise.supervisor import Supervisor
+from manager.workers.processes import WorkerFleet
 from tests.integration.lease_support import expire_lease, hold_lease
 
 pytestmark = pytest.mark.anyio

@@ -25,11 +25,11 @@ from psycopg.rows import dict_row
 from ywebsocket_server import YServer
 
 from manager.config import Settings
-from manager.daemon import ManagerDaemon
+from manager.daemon.driver import ManagerDaemon
 from manager.embedded import EmbeddedPostgres
-from manager.processes import WorkerFleet
 from manager.store.migrations import apply_migrations
 from manager.store.postgres import PostgresStore
+from manager.workers.processes import WorkerFleet
 
 pytestmark = pytest.mark.anyio
 

@@ -29,10 +29,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from ywebsocket_server import YServer
 
+from manager.cli.up import EX_CONFIG
 from manager.config import Settings
-from manager.processes import WorkerFleet
-from manager.sdnotify import SystemdNotifier
-from manager.up import EX_CONFIG
+from manager.ops.sdnotify import SystemdNotifier
+from manager.workers.processes import WorkerFleet
 from tests.integration.lease_support import expire_lease, hold_lease
 
 pytestmark = pytest.mark.anyio

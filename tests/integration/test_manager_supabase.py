@@ -21,7 +21,7 @@ from manager_support import start_manager
 from psycopg.rows import dict_row
 from ywebsocket_server import YServer
 
-from manager.up import EX_CONFIG, EX_UNAVAILABLE
+from manager.cli.up import EX_CONFIG, EX_UNAVAILABLE
 from tests.integration.supabase_doubles import SupabaseDouble, serve_supabase
 
 pytestmark = [

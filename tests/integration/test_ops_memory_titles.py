@@ -28,8 +28,8 @@ from psycopg.rows import dict_row
 from ywebsocket_server import HumanClient
 
 from manager.config import Settings
-from manager.proctitle import worker_title
-from manager.stats import render_stats_box
+from manager.ops.proctitle import worker_title
+from manager.ops.stats import render_stats_box
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ import anyio
 import manager_standin
 import pytest
 
-from manager.processes import ExitInfo, WorkerFleet, WorkerProcess
+from manager.workers.processes import ExitInfo, WorkerFleet, WorkerProcess
 from worker.config import WorkerSettings
 from worker.protocol import Connected, Metrics, WorkerMessage
 
@@ -153,7 +153,7 @@ def test_workers_never_see_database_credentials(tmp_path: Path) -> None:
         """
         import os, sys, anyio
         import manager_standin
-        from manager.processes import WorkerFleet
+        from manager.workers.processes import WorkerFleet
         from worker.config import WorkerSettings
         from worker.protocol import Connected
 
@@ -207,7 +207,7 @@ def test_the_template_loads_the_openai_client_only_when_asked(
         f"""
         import anyio
         import manager_standin
-        from manager.processes import WorkerFleet
+        from manager.workers.processes import WorkerFleet
         from worker.config import WorkerSettings
 
         async def main():

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import psutil
 import pytest
 
-from manager.recovery import RECOVERY_REASON, recover
 from manager.store.postgres import PostgresStore
+from manager.supervise.recovery import RECOVERY_REASON, recover
 from tests.integration.lease_support import hold_lease
 
 pytestmark = pytest.mark.anyio

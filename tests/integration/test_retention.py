@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from manager.retention import prune_once
+from manager.ops.retention import prune_once
 from manager.store.postgres import PostgresStore
 from tests.integration.lease_support import hold_lease
 

@@ -18,9 +18,9 @@ from psycopg.rows import dict_row
 
 from manager.backends import Backend, open_backend, select_backend
 from manager.config import Settings
-from manager.daemon import ManagerDaemon
+from manager.daemon.driver import ManagerDaemon
 from manager.errors import ConfigurationError, StoreUnavailable
-from manager.processes import WorkerFleet
+from manager.workers.processes import WorkerFleet
 from tests.integration.supabase_doubles import SupabaseDouble, serve_supabase
 
 pytestmark = [

@@ -17,7 +17,7 @@ import pytest
 from pydantic import SecretStr
 
 from manager.errors import ConfigurationError
-from manager.realtime import RealtimeActivitySource
+from manager.events.realtime import RealtimeActivitySource
 from manager.store.base import ActivityEvent
 from manager.store.supabase import SupabaseStore
 from tests.integration.supabase_doubles import SupabaseDouble, serve_supabase

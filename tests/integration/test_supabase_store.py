@@ -107,7 +107,7 @@ async def test_a_numbered_batch_through_rpc_is_recorded_once(
 
 
 async def test_retention_through_rpc(supabase: SupabaseDouble, db: psycopg.Connection) -> None:
-    from manager.retention import prune_once
+    from manager.ops.retention import prune_once
 
     db.execute(
         'INSERT INTO document_activity (document_id, event_type, "timestamp") VALUES'

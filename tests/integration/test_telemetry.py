@@ -6,7 +6,7 @@ import anyio
 import httpx
 import pytest
 
-from manager.telemetry import Health, ManagerMetrics, MetricsServer
+from manager.ops.telemetry import Health, ManagerMetrics, MetricsServer
 
 pytestmark = pytest.mark.anyio
 

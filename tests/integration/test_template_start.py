@@ -1,4 +1,4 @@
-"""manager.template.start_early: the worker template starts before the manager's imports."""
+"""manager.workers.forkserver.start_early: the template starts before the manager's imports."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ _PROBE = textwrap.dedent(
     import json, sys
     sys.argv = json.loads(sys.argv[1])
     import multiprocessing.forkserver as fs
-    from manager.template import start_early
+    from manager.workers.forkserver import start_early
     start_early(sys.argv)
     pid = fs._forkserver._forkserver_pid
     heavy = sorted(m for m in ("pydantic", "structlog", "psycopg", "anyio") if m in sys.modules)

@@ -14,7 +14,7 @@ from manager.errors import StoreUnavailable
 from manager.store.base import BatchId, MetricsRecord
 from manager.store.migrations import apply_migrations
 from manager.store.postgres import PostgresStore
-from manager.writer import StoreWriter
+from manager.store.writer import StoreWriter
 from tests.integration.lease_support import hold_lease
 
 pytestmark = pytest.mark.anyio

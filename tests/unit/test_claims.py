@@ -10,9 +10,9 @@ from typing import Any
 import anyio
 import pytest
 
-from manager.claims import ClaimBatcher
 from manager.errors import StoreError, StoreUnavailable
 from manager.store.base import AgentRow, ClaimResult
+from manager.supervise.claims import ClaimBatcher
 
 pytestmark = pytest.mark.anyio
 

@@ -10,9 +10,17 @@ from datetime import UTC, datetime
 
 import pytest
 
-from manager.leases import HolderVerdict, LeaseClock, ManagerAlreadyRunning, judge_holder
+from manager.fleet.leases import HolderVerdict, LeaseClock, ManagerAlreadyRunning, judge_holder
 from manager.store.base import ManagerLease
-from manager.supervisor import Claim, EndLife, Phase, RestartPolicy, Spawn, Stop, Supervisor
+from manager.supervise.supervisor import (
+    Claim,
+    EndLife,
+    Phase,
+    RestartPolicy,
+    Spawn,
+    Stop,
+    Supervisor,
+)
 
 
 @dataclass(frozen=True)

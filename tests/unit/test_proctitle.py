@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from manager.proctitle import MAX_ID_CHARS, printable_id, worker_title
+from manager.ops.proctitle import MAX_ID_CHARS, printable_id, worker_title
 
 
 def test_plain_ids_are_kept() -> None:

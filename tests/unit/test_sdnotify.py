@@ -6,7 +6,7 @@ import os
 import socket
 from pathlib import Path
 
-from manager.sdnotify import SystemdNotifier
+from manager.ops.sdnotify import SystemdNotifier
 
 
 def _receiver(path: str) -> socket.socket:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from manager.stats import ManagerStats, render_stats_box, stats_document
+from manager.ops.stats import ManagerStats, render_stats_box, stats_document
 from manager.store.base import SystemStats
 
 SYSTEM = SystemStats(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from manager.supervisor import (
+from manager.supervise.supervisor import (
     Claim,
     EndLife,
     EndReason,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from manager.supervisor import (
+from manager.supervise.supervisor import (
     Claim,
     EndLife,
     EndReason,

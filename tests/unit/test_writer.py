@@ -11,7 +11,7 @@ import pytest
 
 from manager.errors import StoreError, StoreUnavailable
 from manager.store.base import BatchId, MetricsRecord, StatusChange
-from manager.writer import StoreWriter
+from manager.store.writer import StoreWriter
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,7 @@ before the last part (or its ``MEMORY_WAIT_S``) so it never pays for what an
 earlier life, or another manager, already paid for. The worker's
 :class:`~worker.protocol.ExtractionReport` messages are merged per document and
 written about once a second by :meth:`MemoryKeeper.run` (``record_extractions``),
-like the :class:`~manager.writer.StoreWriter` does for metrics: buffered while
+like the :class:`~manager.store.writer.StoreWriter` does for metrics: buffered while
 the database is away (bounded), retried with backoff, a final flush on shutdown.
 
 Entries are idempotent (a sentence's row is replaced, never added twice); the
@@ -32,8 +32,8 @@ from manager.errors import StoreError, StoreUnavailable
 from worker.protocol import ExtractionReport, MemoryEntry, MemoryHandover, Message
 
 if TYPE_CHECKING:
+    from manager.ops.telemetry import ManagerMetrics
     from manager.store.base import Store
-    from manager.telemetry import ManagerMetrics
 
 __all__ = ["MemoryKeeper", "MemoryPeer"]
 
@@ -47,7 +47,7 @@ _USAGE = ("sentences_sent", "cache_hits", "prompt_tokens", "completion_tokens", 
 
 
 class MemoryPeer(Protocol):
-    """The worker end the keeper talks to (a :class:`~manager.processes.WorkerProcess`)."""
+    """The worker end the keeper talks to (a :class:`~manager.workers.processes.WorkerProcess`)."""
 
     document_id: str
 

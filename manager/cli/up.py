@@ -38,17 +38,17 @@ from pathlib import Path
 import anyio
 import structlog
 
-from manager.agent_token import load_or_create_agent_token
 from manager.backends import select_backend
+from manager.cli.agent_token import load_or_create_agent_token
 from manager.config import Settings
-from manager.daemon import run_manager
+from manager.daemon.driver import run_manager
 from manager.database import database_conninfo
 from manager.errors import ConfigurationError, DocagentsError
-from manager.processes import scrub_secret_environment
-from manager.proctitle import printable_id, set_title
-from manager.sdnotify import SystemdNotifier
+from manager.ops.proctitle import printable_id, set_title
+from manager.ops.sdnotify import SystemdNotifier
 from manager.secret_env import spawn_env
-from manager.template import NOTIFY_ENV_VARS
+from manager.workers.forkserver import NOTIFY_ENV_VARS
+from manager.workers.processes import scrub_secret_environment
 
 __all__ = ["EX_CONFIG", "EX_UNAVAILABLE", "run_manager_foreground", "run_up"]
 

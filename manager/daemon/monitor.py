@@ -1,7 +1,7 @@
 """What a running manager tells the outside: Prometheus figures, ``/healthz``, sd_notify.
 
-:class:`DaemonMonitor` hears about lives (it is the :class:`~manager.lives.LifeObserver`)
-and events, keeps :class:`~manager.telemetry.ManagerMetrics` current, and runs
+:class:`DaemonMonitor` hears about lives (it is the :class:`~manager.supervise.lives.LifeObserver`)
+and events, keeps :class:`~manager.ops.telemetry.ManagerMetrics` current, and runs
 the heartbeat: a task on the daemon's own event loop that wakes every
 ``period`` seconds, measures how late it woke (the loop's lag), and only then
 
@@ -27,12 +27,12 @@ import anyio
 import structlog
 
 from manager.backends import ActivitySource
-from manager.lives import AgentLife
-from manager.sdnotify import SystemdNotifier
+from manager.ops.sdnotify import SystemdNotifier
+from manager.ops.telemetry import Health, ManagerMetrics
 from manager.store.base import ActivityEvent
-from manager.supervisor import Phase, Supervisor
-from manager.telemetry import Health, ManagerMetrics
-from manager.writer import StoreWriter
+from manager.store.writer import StoreWriter
+from manager.supervise.lives import AgentLife
+from manager.supervise.supervisor import Phase, Supervisor
 
 __all__ = ["DaemonMonitor"]
 

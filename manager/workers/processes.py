@@ -1,7 +1,7 @@
 """Worker processes: the forkserver fleet and one :class:`WorkerProcess` per agent life.
 
 Workers are started with ``multiprocessing``'s ``forkserver`` context, from a
-template process that preloaded :mod:`manager.worker_template` (the worker modules
+template process that preloaded :mod:`manager.workers.preload` (the worker modules
 and the gazetteer), one duplex ``Pipe`` each. The manager's process never forks.
 
 The manager's end of each pipe is non-blocking and read only when the event loop
@@ -12,12 +12,12 @@ frame) is a :class:`~worker.protocol.ProtocolError` for that worker alone.
 A worker's exit is seen through the process sentinel, so a crash, a kill or a
 clean exit all end :meth:`WorkerProcess.run` with an :class:`ExitInfo`.
 
-With :attr:`WorkerFleet.memory` set (a :class:`~manager.memory.MemoryKeeper`),
+With :attr:`WorkerFleet.memory` set (a :class:`~manager.supervise.memory.MemoryKeeper`),
 each worker's run also hands it the document's extraction memory, and its
 ``extraction_report`` messages go to the keeper instead of ``on_message``.
 
 Warm pool: the fleet keeps ``warm_pool`` workers started ahead of need
-(:func:`manager.worker_entry.run_pooled`: forked, booted, waiting on their pipe).
+(:func:`manager.workers.entry.run_pooled`: forked, booted, waiting on their pipe).
 Starting a worker takes one from the pool and sends it its assignment (the target,
 the settings, the document) over the pipe, so the fork and the child's boot are off
 the attach path; a background thread refills the pool. Pooled workers count
@@ -51,7 +51,7 @@ import anyio
 import psutil
 import structlog
 
-from manager.template import (
+from manager.workers.forkserver import (
     DEFAULT_PRELOAD,
     PRELOAD_LLM_VAR,
     ensure_template,
@@ -73,7 +73,7 @@ from worker.protocol import (
 )
 
 if TYPE_CHECKING:
-    from manager.memory import MemoryKeeper
+    from manager.supervise.memory import MemoryKeeper
 
 __all__ = [
     "DEFAULT_PRELOAD",
@@ -136,7 +136,7 @@ class _TemplatePopen(popen_forkserver.Popen):  # type: ignore[misc]
     """A forkserver ``Popen`` whose child does not re-import the manager's ``__main__``.
 
     ``multiprocessing`` makes every child import the parent's main module
-    (``manager.cli`` with its database and embedded-Postgres modules): ~100 ms and
+    (``manager.cli.commands`` with its database and embedded-Postgres modules): ~100 ms and
     tens of MiB of private memory per worker, for nothing a worker uses. This is
     ``popen_forkserver.Popen._launch`` (CPython 3.11-3.13) without that step.
     """
@@ -193,10 +193,10 @@ class WorkerFleet:
         preload_llm: bool | None = None,
     ) -> None:
         """``preload_llm``: load the OpenAI client into the template (True), or not
-        (False); None leaves it to the environment (see :mod:`manager.worker_template`).
+        (False); None leaves it to the environment (see :mod:`manager.workers.preload`).
         """
         if target is None:
-            from manager.worker_entry import run_worker
+            from manager.workers.entry import run_worker
 
             target = run_worker
         if warm_pool < 0:
@@ -230,7 +230,7 @@ class WorkerFleet:
         if self.preload_llm is not None:
             # The template reads it from the environment it inherits.
             os.environ[PRELOAD_LLM_VAR] = "1" if self.preload_llm else "0"
-        # Kept when `docagents manager` started it early (manager.template.start_early);
+        # Kept when `docagents manager` started it early (manager.workers.forkserver.start_early);
         # one started by other code without our template, or with another, is replaced.
         if ensure_template(self.preload) == "replaced":
             log.info("forkserver_restarted_with_template")
@@ -266,7 +266,7 @@ class WorkerFleet:
 
         ``warm``: for the pool (it boots while it waits); else its assignment follows.
         """
-        from manager.worker_entry import run_pooled
+        from manager.workers.entry import run_pooled
 
         parent, child = self._ctx.Pipe(duplex=True)
         proc = _TemplateProcess(

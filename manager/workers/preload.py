@@ -16,7 +16,7 @@ documentation: the collector is disabled before anything is loaded (a collection
 frees objects and leaves holes in the heap that a child would then fill, copying
 the pages), the loaded objects are frozen into the permanent generation (a child's
 collections do not touch them), and each worker re-enables the collector first
-thing (:func:`manager.worker_entry.run_worker`). Workers inherit SIGINT ignored:
+thing (:func:`manager.workers.entry.run_worker`). Workers inherit SIGINT ignored:
 Ctrl+C in a terminal reaches the whole process group, but a worker leaves when its
 manager tells it to (or when the manager is gone).
 
@@ -47,9 +47,9 @@ import anyio.lowlevel  # noqa: E402
 import structlog  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
-import manager.processes  # noqa: E402  (the Process class is unpickled in the child)
-import manager.proctitle  # noqa: E402
-import manager.worker_entry  # noqa: E402  (the Process target)
+import manager.ops.proctitle  # noqa: E402
+import manager.workers.entry  # noqa: E402  (the Process target)
+import manager.workers.processes  # noqa: E402  (the Process class is unpickled in the child)
 import worker.extract  # noqa: E402
 import worker.extract.gazetteer  # noqa: E402
 import worker.extract.gazetteer_extractor  # noqa: E402
@@ -89,7 +89,7 @@ async def _warm_up() -> None:
             structlog.get_logger(__name__).warning("llm_warm_up_failed", error=repr(exc))
 
 
-manager.proctitle.set_title("docagents forkserver")
+manager.ops.proctitle.set_title("docagents forkserver")
 # The template's own lines (building the gazetteer, a failed warm-up) in the
 # format of the manager's; it says nothing unless something is wrong, so a
 # command that stops at once (a configuration error) prints only its error.

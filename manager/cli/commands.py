@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from manager.secret_env import hide_secrets
-from manager.template import start_early
+from manager.workers.forkserver import start_early
 
 # Secrets leave this process's initial environment (/proc/<pid>/environ): may re-exec.
 hide_secrets(sys.argv)
@@ -164,7 +164,7 @@ def _run_psql(executable: str, conninfo: str, args: tuple[str, ...]) -> int:
 def stats(settings: Settings, as_json: bool, watch: bool, interval: float) -> None:
     """Print the system-wide agent figures (get_agent_system_stats()) and the
     extraction figures (get_extraction_stats())."""
-    from manager.stats import render_stats_box, stats_document
+    from manager.ops.stats import render_stats_box, stats_document
     from manager.store.postgres import PostgresStore
 
     async def fetch(conninfo: str):  # type: ignore[no-untyped-def]
@@ -265,7 +265,7 @@ def agents(settings: Settings, as_json: bool) -> None:
 def managers(settings: Settings, as_json: bool) -> None:
     """List the fleet's managers: id, host, pid, agents, free slots, lease age, state."""
     from manager.backends import open_backend
-    from manager.fleet_report import lease_document, render_leases
+    from manager.fleet.report import lease_document, render_leases
 
     async def fetch():  # type: ignore[no-untyped-def]
         async with open_backend(settings) as backend:
@@ -311,7 +311,7 @@ def worker(settings: Settings, document_id: str) -> None:
     It connects as an agent, never as a person: with DOCSERVER_AGENT_TOKEN, or the
     token `docagents up` keeps under DOCAGENTS_HOME.
     """
-    from manager.agent_token import agent_token_path, load_agent_token
+    from manager.cli.agent_token import agent_token_path, load_agent_token
     from worker.main import run_standalone
 
     if settings.docserver_agent_token is None:
@@ -348,7 +348,7 @@ def docserver(settings: Settings) -> None:
     from docserver.server import load_settings as load_docserver_settings
     from docserver.server import serve as serve_docserver
     from docserver.service import DocserverConfigError, DocserverError
-    from manager.proctitle import set_title
+    from manager.ops.proctitle import set_title
 
     set_title("docagents docserver")
 
@@ -427,7 +427,7 @@ def manager_command(settings: Settings) -> None:
     """Run the manager daemon in the foreground (run `docagents migrate` first)."""
     try:
         _check_database_first(settings)
-        from manager.up import run_manager_foreground
+        from manager.cli.up import run_manager_foreground
 
         code = run_manager_foreground(settings)
     except DocagentsError as exc:
@@ -441,7 +441,7 @@ def up(settings: Settings) -> None:
     """Run everything in the foreground: database, migrations, docserver, manager."""
     try:
         _check_database_first(settings)
-        from manager.up import run_up
+        from manager.cli.up import run_up
 
         code = run_up(settings)
     except DocagentsError as exc:
@@ -474,8 +474,8 @@ def _daemon_failure(exc: DocagentsError) -> click.ClickException:
     so a wrong key is not restarted in a loop); an unreachable database exits 69.
     The messages never contain secrets (the errors are built without them).
     """
+    from manager.cli.up import EX_CONFIG, EX_UNAVAILABLE
     from manager.errors import ConfigurationError, StoreUnavailable
-    from manager.up import EX_CONFIG, EX_UNAVAILABLE
 
     if isinstance(exc, ConfigurationError):
         failure = click.ClickException(f"configuration error: {exc}")

@@ -4,18 +4,18 @@
 process of the same ``MANAGER_ID``), then every ``LEASE_RENEW_S``:
 
 1. renews the lease (reporting agents and capacity); an answered renewal keeps
-   the :class:`~manager.leases.LeaseClock` valid, an unanswered one is counted
+   the :class:`~manager.fleet.leases.LeaseClock` valid, an unanswered one is counted
    (``docagents_lease_renew_failures_total``); when the clock runs out the
-   supervisor is told :meth:`~manager.supervisor.Supervisor.lease_lost` (no new
+   supervisor is told :meth:`~manager.supervise.supervisor.Supervisor.lease_lost` (no new
    claims, workers keep running) and, at the next answered renewal,
-   :meth:`~manager.supervisor.Supervisor.lease_regained`;
+   :meth:`~manager.supervise.supervisor.Supervisor.lease_regained`;
 2. ends the live rows of every expired lease (``sweep_expired_leases``, counted
    in ``docagents_failovers_total``);
 3. asks which of the documents the supervisor sees as owned elsewhere have no
    live owner any more (``claimable_documents``), so they are claimed now (also
    right after a peer's lease is due to expire, between renewals);
 4. reads the other live managers' free slots (``list_manager_leases``) for the
-   supervisor's placement (:meth:`~manager.supervisor.Supervisor.fleet_changed`).
+   supervisor's placement (:meth:`~manager.supervise.supervisor.Supervisor.fleet_changed`).
 
 After an outage long enough to expire this manager's lease, every other lease
 probably expired with it: a manager that regains its lease neither sweeps nor
@@ -23,7 +23,7 @@ probes for one ``LEASE_TTL_S``, so the others renew theirs first and a database
 outage takes no agent away (invariant 10).
 
 Decisions (holds the lease? is the other holder dead?) are
-:mod:`manager.leases`'; this module only does the I/O.
+:mod:`manager.fleet.leases`'; this module only does the I/O.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ import structlog
 
 from manager.config import Settings
 from manager.errors import StoreError
-from manager.leases import HolderVerdict, LeaseClock, ManagerAlreadyRunning, judge_holder
-from manager.lives import monotonic
+from manager.fleet.leases import HolderVerdict, LeaseClock, ManagerAlreadyRunning, judge_holder
 from manager.store.base import LeaseAnswer, ManagerLease, Store
-from manager.supervisor import Action, Supervisor
+from manager.supervise.lives import monotonic
+from manager.supervise.supervisor import Action, Supervisor
 
 __all__ = ["LeaseKeeper", "is_live_manager"]
 

@@ -1,9 +1,9 @@
 """The manager daemon: the thin async driver around the :class:`Supervisor`.
 
 One task group holds everything: the activity source, the store writer, one
-task per agent life (:mod:`manager.lives`), a ticker for backoffs and
+task per agent life (:mod:`manager.supervise.lives`), a ticker for backoffs and
 residencies, an audit of this manager's live rows (a row ended elsewhere stops
-its worker), the heartbeat (watchdog, STATUS, loop lag: :mod:`manager.monitor`),
+its worker), the heartbeat (watchdog, STATUS, loop lag: :mod:`manager.daemon.monitor`),
 the stats loop, retention, the metrics server, and the signal loop. Decisions
 are the supervisor's; this module only executes them and reports back what
 happened.
@@ -13,7 +13,7 @@ process holding it), recover the lives a previous, dead run of this manager left
 behind, end the lives of every expired lease, read the latest event of every
 document, attach the wanted ones (most recent first, up to the cap), follow the
 event cursor, then tell systemd ``READY=1``. The lease is renewed by
-:class:`manager.fleet.LeaseKeeper` until shutdown, then released.
+:class:`manager.fleet.keeper.LeaseKeeper` until shutdown, then released.
 
 Shutdown (SIGTERM/SIGINT): ``STOPPING=1``, stop reading events, detach every
 worker concurrently within ``shutdown_timeout_s`` (SIGKILL what is left), end
@@ -38,18 +38,19 @@ import structlog
 
 from manager.backends import ActivitySource, ActivitySourceFactory, open_backend, select_backend
 from manager.config import Settings
+from manager.daemon.monitor import DaemonMonitor, OnConnected
 from manager.errors import ConfigurationError, DocagentsError, StoreError
-from manager.fleet import LeaseKeeper
-from manager.lives import AgentLife, LifeRunner, monotonic
-from manager.memory import MemoryKeeper
-from manager.monitor import DaemonMonitor, OnConnected
-from manager.processes import Target, WorkerFleet, scrub_secret_environment
-from manager.recovery import recover
-from manager.retention import run_retention
-from manager.sdnotify import SystemdNotifier
-from manager.stats import ManagerStats, WorkerMemory, render_stats_box
+from manager.fleet.keeper import LeaseKeeper
+from manager.ops.retention import run_retention
+from manager.ops.sdnotify import SystemdNotifier
+from manager.ops.stats import ManagerStats, WorkerMemory, render_stats_box
+from manager.ops.telemetry import ManagerMetrics, MetricsServer
 from manager.store.base import ActivityEvent, AgentRow, Store
-from manager.supervisor import (
+from manager.store.writer import StoreWriter
+from manager.supervise.lives import AgentLife, LifeRunner, monotonic
+from manager.supervise.memory import MemoryKeeper
+from manager.supervise.recovery import recover
+from manager.supervise.supervisor import (
     Action,
     Claim,
     EndLife,
@@ -59,8 +60,7 @@ from manager.supervisor import (
     Stop,
     Supervisor,
 )
-from manager.telemetry import ManagerMetrics, MetricsServer
-from manager.writer import StoreWriter
+from manager.workers.processes import Target, WorkerFleet, scrub_secret_environment
 
 __all__ = ["ManagerDaemon", "run_manager"]
 
@@ -75,7 +75,7 @@ class ManagerDaemon:
 
     ``activity_source`` builds the event source from a cursor
     (:func:`manager.backends.open_backend` gives one per backend); without it,
-    an :class:`~manager.activity.ActivityListener` on ``conninfo`` is used.
+    an :class:`~manager.events.listen.ActivityListener` on ``conninfo`` is used.
     """
 
     def __init__(
@@ -536,7 +536,7 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 def _listener_factory(settings: Settings, store: Store, conninfo: str) -> ActivitySourceFactory:
-    from manager.activity import ActivityListener
+    from manager.events.listen import ActivityListener
 
     def activity_source(cursor: int) -> ActivitySource:
         return ActivityListener(

@@ -1,7 +1,7 @@
 """The functions every worker process starts in (the forkserver ``Process`` targets).
 
 Kept tiny so the manager can name them without importing the worker's modules;
-the forkserver has them preloaded (:mod:`manager.worker_template`).
+the forkserver has them preloaded (:mod:`manager.workers.preload`).
 
 :func:`run_pooled` is what the fleet forks: the worker boots, waits on its pipe
 for its assignment (the target, the settings, the document), then runs it. A
@@ -16,7 +16,7 @@ import pickle
 import sys
 from multiprocessing.connection import Connection
 
-from manager.proctitle import set_title, worker_title
+from manager.ops.proctitle import set_title, worker_title
 from worker.config import WorkerSettings
 
 __all__ = ["run_pooled", "run_worker"]
@@ -40,7 +40,7 @@ def run_pooled(conn: Connection, warm: bool = True) -> None:
     # code in the same process) that would import the whole worker, for nothing.
     if warm:
         set_title("docagents warm")
-    if warm and "manager.worker_template" in sys.modules and not conn.poll(0):
+    if warm and "manager.workers.preload" in sys.modules and not conn.poll(0):
         _boot()
     try:
         data = conn.recv_bytes()

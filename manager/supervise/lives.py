@@ -25,13 +25,13 @@ import structlog
 from pydantic import SecretStr
 
 from docserver.agent_credentials import mint_agent_credential
-from manager.claims import ClaimBatcher
 from manager.config import Settings
 from manager.errors import StoreError
-from manager.processes import WorkerFleet, WorkerProcess
 from manager.store.base import Store, Supersede
-from manager.supervisor import Action, Claim, Spawn, Supervisor
-from manager.writer import StoreWriter
+from manager.store.writer import StoreWriter
+from manager.supervise.claims import ClaimBatcher
+from manager.supervise.supervisor import Action, Claim, Spawn, Supervisor
+from manager.workers.processes import WorkerFleet, WorkerProcess
 from worker.config import WorkerSettings
 from worker.protocol import (
     Activity,

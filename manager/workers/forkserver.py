@@ -1,12 +1,12 @@
 """Starting the worker template (the forkserver), with the standard library only.
 
 Every worker is a fork of one template process that imported the worker's modules
-once (:mod:`manager.worker_template`, about half a second). ``docagents manager``
+once (:mod:`manager.workers.preload`, about half a second). ``docagents manager``
 and ``docagents up`` call :func:`start_early` before they import anything heavy
 (pydantic, structlog, psycopg: another half second), so the two imports run side
 by side on two cores instead of one after the other: a restarted manager has its
 template ready about when it has read its database, not half a second later
-(crash recovery). :class:`~manager.processes.WorkerFleet` then finds the template
+(crash recovery). :class:`~manager.workers.processes.WorkerFleet` then finds the template
 running and keeps it.
 
 The template inherits the environment of the moment it starts, so the secrets
@@ -53,7 +53,7 @@ SECRET_ENV_VARS = (
 #: systemd's notification variables: the manager's alone (no worker may notify).
 NOTIFY_ENV_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 #: Modules the forkserver imports once; every worker is a fork of that process.
-DEFAULT_PRELOAD = ("manager.worker_template",)
+DEFAULT_PRELOAD = ("manager.workers.preload",)
 #: The variable that tells the template to load the OpenAI client (``1``/``0``; unset:
 #: the template reads the extractor from the settings).
 PRELOAD_LLM_VAR = "DOCAGENTS_PRELOAD_LLM"

@@ -1,7 +1,7 @@
 """The activity source for Supabase: Realtime wakes the reader, PostgREST is the truth.
 
 :class:`RealtimeActivitySource` has the surface of
-:class:`~manager.activity.ActivityListener` (``run(on_events, *, task_status)``,
+:class:`~manager.events.listen.ActivityListener` (``run(on_events, *, task_status)``,
 ``cursor``, ``lag_s``, ``connected``). It subscribes with ``realtime``'s
 :class:`AsyncRealtimeClient` to ``postgres_changes`` INSERT on
 ``public.document_activity``, but a change is only a wake-up hint, like a
@@ -16,7 +16,7 @@ client is disposed of and a new one subscribes, with backoff. While Realtime
 is down the timer keeps events flowing (``connected`` is False).
 
 Ordering and holes (an id taken by an INSERT that has not committed yet) are
-handled by the same :class:`~manager.activity.CursorReader` as the Postgres
+handled by the same :class:`~manager.events.listen.CursorReader` as the Postgres
 listener. A refused key (HTTP 401/403 on the websocket upgrade, or a join
 refused before the first subscription) raises
 :class:`~manager.errors.ConfigurationError` from :meth:`run` before it reports
@@ -37,8 +37,8 @@ import websockets.exceptions
 from pydantic import SecretStr
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
 
-from manager.activity import CursorReader, CursorSource
 from manager.errors import ConfigurationError, StoreError
+from manager.events.listen import CursorReader, CursorSource
 from manager.store.base import ActivityEvent, Store
 from manager.store.supabase import redact
 
