@@ -33,14 +33,11 @@ from typing import Any, Protocol
 import anyio
 import structlog
 
-from docserver.activity import ActivitySink, ActivityUnavailable
-from docserver.agent_credentials import (
-    CredentialRefused,
-    looks_like_credential,
-    verify_agent_credential,
-)
+from docserver.activity import ActivitySink
+from docserver.agent_credentials import looks_like_credential, verify_agent_credential
 from docserver.auth import request_from_scope
 from docserver.connection import Connection
+from docserver.errors import ActivityUnavailable, CredentialRefused
 from docserver.fencing import FENCED_CLOSE_CODE, Fences
 from docserver.gatekeeper import Admission, Gatekeeper
 from docserver.paths import Refusal, parse_document_path
@@ -207,9 +204,9 @@ class DocserverApp:
         try:
             if connection.fence is not None:
                 await self._retire_fenced(connection)
-            presence = room.awareness_message()
-            if presence is not None:
-                await connection.send(presence)
+            awareness = room.awareness_message()
+            if awareness is not None:
+                await connection.send(awareness)
             await room.serve(connection)
         finally:
             if connection.fence is not None:
