@@ -63,6 +63,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Presence(Protocol):
+    """Where the app reports who connects and edits (:class:`docserver.service.PresenceService`)."""
+
     def human_joined(self, document_id: str) -> None: ...
     def human_left(self, document_id: str) -> None: ...
     def human_edited(self, document_id: str) -> None: ...
@@ -71,6 +73,8 @@ class Presence(Protocol):
 
 
 class StoreHealth(Protocol):
+    """What ``/healthz`` reads of the document store."""
+
     @property
     def failure(self) -> str | None: ...
 

@@ -21,9 +21,13 @@ Foreign exceptions are translated where the docserver meets the library, with
 ``raise ... from``: psycopg and httpx/PostgREST in :mod:`docserver.activity`,
 sqlite3 and OSError in :mod:`docserver.store`, PyJWT in :mod:`docserver.auth`
 and :mod:`docserver.agent_credentials`, uvicorn's exit and OSError in
-:mod:`docserver.service`. A websocket peer that vanished is not an error: the
-connection just closes. This module imports nothing (every docserver module may
-import it).
+:mod:`docserver.service`. Two boundaries answer instead of raising: a websocket
+peer that vanished just closes its connection, and an access check whose
+database cannot answer denies (:mod:`docserver.access_sql`, fail closed). A
+caller's programming mistakes stay outside the tree, as usual in Python: a bad
+argument raises ``ValueError``, a second ``run()`` raises ``RuntimeError``.
+
+This module imports nothing, so every docserver module may import it.
 """
 
 from __future__ import annotations
