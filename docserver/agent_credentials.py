@@ -25,19 +25,16 @@ from typing import Any
 
 import jwt
 
+from docserver.errors import CredentialRefused
+
 __all__ = [
     "AgentCredential",
-    "CredentialRefused",
     "mint_agent_credential",
     "verify_agent_credential",
 ]
 
 _TYPE = "docagents-agent"
 _KEY_CONTEXT = b"docagents agent credential v1"
-
-
-class CredentialRefused(Exception):
-    """Not a valid credential for this document; ``str(exc)`` is the close reason."""
 
 
 @dataclass(frozen=True, slots=True)

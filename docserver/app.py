@@ -33,14 +33,11 @@ from typing import Any, Protocol
 import anyio
 import structlog
 
-from docserver.activity import ActivitySink, ActivityUnavailable
-from docserver.agent_credentials import (
-    CredentialRefused,
-    looks_like_credential,
-    verify_agent_credential,
-)
+from docserver.activity import ActivitySink
+from docserver.agent_credentials import looks_like_credential, verify_agent_credential
 from docserver.auth import request_from_scope
 from docserver.connection import Connection
+from docserver.errors import ActivityUnavailable, CredentialRefused
 from docserver.fencing import FENCED_CLOSE_CODE, Fences
 from docserver.gatekeeper import Admission, Gatekeeper
 from docserver.paths import Refusal, parse_document_path
@@ -66,6 +63,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Presence(Protocol):
+    """Where the app reports who connects and edits (:class:`docserver.service.PresenceService`)."""
+
     def human_joined(self, document_id: str) -> None: ...
     def human_left(self, document_id: str) -> None: ...
     def human_edited(self, document_id: str) -> None: ...
@@ -74,6 +73,8 @@ class Presence(Protocol):
 
 
 class StoreHealth(Protocol):
+    """What ``/healthz`` reads of the document store."""
+
     @property
     def failure(self) -> str | None: ...
 
@@ -207,9 +208,9 @@ class DocserverApp:
         try:
             if connection.fence is not None:
                 await self._retire_fenced(connection)
-            presence = room.awareness_message()
-            if presence is not None:
-                await connection.send(presence)
+            awareness = room.awareness_message()
+            if awareness is not None:
+                await connection.send(awareness)
             await room.serve(connection)
         finally:
             if connection.fence is not None:

@@ -9,7 +9,8 @@ Authentication (``DOCSERVER_AUTH``):
   RS256/ES256 with keys from ``DOCSERVER_JWKS_URL``; ``exp`` is required,
   ``aud``/``iss`` are checked when configured.
 - ``module:function``: a hook called with an :class:`AuthRequest`, returning a
-  :class:`Principal` (sync or async); it raises :class:`AuthFailed` to refuse.
+  :class:`Principal` (sync or async); it raises :class:`AuthFailed` to refuse
+  (defined in :mod:`docserver.errors`, importable from here for hooks).
 
 The token comes from the query parameter ``token`` (what a browser's y-websocket
 provider can add), from an offered ``Sec-WebSocket-Protocol`` of the form
@@ -45,6 +46,8 @@ from urllib.parse import parse_qs
 import anyio
 import jwt
 import structlog
+
+from docserver.errors import AuthFailed
 
 __all__ = [
     "AUTH_FAILED_CLOSE_CODE",
@@ -84,10 +87,6 @@ _BEARER_PROTOCOL_PREFIX = "bearer."
 #: Claims read by the ``claims`` authorizer.
 READ_WRITE_CLAIM = "docs"
 READ_ONLY_CLAIM = "docs_ro"
-
-
-class AuthFailed(Exception):
-    """The client is not authenticated; ``str(exc)`` is the close reason (no secrets)."""
 
 
 @dataclass(frozen=True, slots=True)

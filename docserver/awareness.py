@@ -3,9 +3,9 @@
 y-websocket clients re-send every awareness change they receive, including the
 states of other clients, and y-protocols clients time out states they have not
 heard about for 30 s and broadcast that removal too. A server that believed
-every message would let any connection delete or re-own anybody's presence: a
-person closing one tab would take the agent's presence with them, and any client
-could post a fake "AI Agent" or remove the real one.
+every message would let any connection delete or re-own anybody's awareness
+state: a person closing one tab would take the agent's caret and name with them,
+and any client could post a fake "AI Agent" or remove the real one.
 
 :class:`AwarenessOwners` decides, entry by entry, which awareness changes a
 connection may make. The rule (DESIGN.md, "Who is a person"): an awareness

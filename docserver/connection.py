@@ -28,13 +28,8 @@ import anyio.lowlevel
 import structlog
 
 from docserver.awareness import AwarenessOwners
-from docserver.messages import (
-    AWARENESS,
-    Inspection,
-    MalformedMessage,
-    encode_awareness_message,
-    inspect_message,
-)
+from docserver.errors import MalformedMessage
+from docserver.messages import AWARENESS, Inspection, encode_awareness_message, inspect_message
 from docserver.ratelimit import TokenBucket
 
 __all__ = ["TOO_LARGE_CLOSE_CODE", "Connection", "UpdateGate"]

@@ -5,7 +5,7 @@ handshake open this document, and how (:class:`Admission`, or a
 :class:`~docserver.paths.Refusal` with a documented close code); and which
 documents may this HTTP caller see. Agents (a valid agent credential) are
 decided before it is asked. :func:`build_gatekeeper` turns the settings into
-one, and refuses configurations that cannot work (:class:`GatekeeperConfigError`).
+one, and refuses configurations that cannot work (:class:`~docserver.errors.AuthConfigError`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from docserver.auth import (
     FORBIDDEN_CLOSE_CODE,
     Access,
     Authenticator,
-    AuthFailed,
     Authorizer,
     AuthRequest,
     ClaimsAuthorizer,
@@ -34,22 +33,18 @@ from docserver.auth import (
     load_hook,
     request_from_scope,
 )
+from docserver.errors import AuthConfigError, AuthFailed
 from docserver.paths import Refusal
 from docserver.settings import DocserverSettings
 
 __all__ = [
     "Admission",
     "Gatekeeper",
-    "GatekeeperConfigError",
     "build_gatekeeper",
     "origin_allowed",
 ]
 
 log = structlog.get_logger(__name__)
-
-
-class GatekeeperConfigError(ValueError):
-    """The authentication settings cannot work (a missing secret, a bad hook)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +147,7 @@ def build_gatekeeper(
     elif auth == "jwt":
         secret = settings.jwt_secret
         if (secret is None) == (settings.docserver_jwks_url is None):
-            raise GatekeeperConfigError(
+            raise AuthConfigError(
                 "DOCSERVER_AUTH=jwt needs DOCSERVER_JWT_SECRET (or SUPABASE_JWT_SECRET) "
                 "or DOCSERVER_JWKS_URL, not both"
             )
@@ -172,7 +167,7 @@ def build_gatekeeper(
         try:
             authenticator = HookAuthenticator(load_hook(auth))
         except ValueError as exc:
-            raise GatekeeperConfigError(f"DOCSERVER_AUTH: {exc}") from exc
+            raise AuthConfigError(f"DOCSERVER_AUTH: {exc}") from exc
 
     authz = settings.docserver_authz
     authorizer: Authorizer
@@ -186,12 +181,12 @@ def build_gatekeeper(
         elif supabase_url and supabase_key:
             authorizer = cast(Authorizer, SupabaseAccess(supabase_url, supabase_key))
         else:
-            raise GatekeeperConfigError("DOCSERVER_AUTHZ=sql needs a database")
+            raise AuthConfigError("DOCSERVER_AUTHZ=sql needs a database")
     else:
         try:
             authorizer = HookAuthorizer(load_hook(authz))
         except ValueError as exc:
-            raise GatekeeperConfigError(f"DOCSERVER_AUTHZ: {exc}") from exc
+            raise AuthConfigError(f"DOCSERVER_AUTHZ: {exc}") from exc
     return Gatekeeper(
         authenticator=authenticator,
         authorizer=authorizer,

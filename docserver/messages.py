@@ -3,15 +3,18 @@
 A message is ``[type, ...]``: ``0`` sync (``[0, step, varUint8Array]``, step 0/1/2),
 ``1`` awareness (``[1, varUint8Array(update)]``). Other types (auth, query
 awareness) are passed through and ignored by the room. The checks here stop a
-broken message before the room relays it to other clients, and tell which
-awareness client ids a connection controls (removed when it drops).
-The content of a sync update is checked by applying it (pycrdt raises).
+broken message before the room relays it to other clients, and decode the
+awareness entries (client id, clock, state) that
+:class:`~docserver.awareness.AwarenessOwners` judges. The content of a sync
+update is checked by pycrdt when the room reads it (:mod:`docserver.updates`).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+
+from docserver.errors import MalformedMessage
 
 __all__ = [
     "AWARENESS",
@@ -20,7 +23,6 @@ __all__ = [
     "SYNC_UPDATE",
     "AwarenessEntry",
     "Inspection",
-    "MalformedMessage",
     "Reader",
     "encode_awareness_message",
     "inspect_message",
@@ -32,10 +34,6 @@ AWARENESS = 1
 SYNC_STEP1 = 0
 SYNC_STEP2 = 1
 SYNC_UPDATE = 2
-
-
-class MalformedMessage(ValueError):
-    """The bytes are not a well-formed y-websocket message."""
 
 
 @dataclass(frozen=True, slots=True)

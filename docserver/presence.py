@@ -28,8 +28,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["PresenceTracker", "Record", "StartGrace"]
+__all__ = ["Action", "EventType", "PresenceTracker", "Record", "StartGrace"]
 
+#: The ``event_type`` values the docserver writes to document_activity.
 EventType = Literal["active", "idle", "user_joined", "user_left"]
 
 
@@ -64,6 +65,8 @@ class _Document:
 
 
 class PresenceTracker:
+    """Who is connected to each document (people and agents apart), and the rows that follow."""
+
     def __init__(
         self, *, grace_s: float, record_joins: bool = False, edit_interval_s: float = 10.0
     ) -> None:

@@ -33,8 +33,8 @@ from pycrdt.websocket import YRoom
 
 from docserver.awareness import AwarenessOwners
 from docserver.connection import TOO_LARGE_CLOSE_CODE, Connection
-from docserver.messages import MalformedMessage
-from docserver.store import DocumentStore, StoreWriteFailed
+from docserver.errors import DocumentStoreWriteFailed, MalformedMessage
+from docserver.store import DocumentStore
 from docserver.updates import Novelty, novelty
 
 __all__ = ["DocumentRoom", "DocumentRooms"]
@@ -106,7 +106,7 @@ class DocumentRoom(YRoom):
             return False
         try:
             await self._store.write(self.document_id, update)
-        except StoreWriteFailed:
+        except DocumentStoreWriteFailed:
             if not self.needs_resync:
                 log.warning("update_not_stored", document_id=self.document_id, size=len(update))
             self.needs_resync = True
@@ -130,7 +130,7 @@ class DocumentRoom(YRoom):
         return True
 
     def awareness_message(self) -> bytes | None:
-        """The current presence of everyone in the room, as one awareness message."""
+        """The awareness states (carets, names) of everyone in the room, as one message."""
         own = self.awareness.client_id
         ids = [cid for cid, state in self.awareness.states.items() if cid != own and state]
         if not ids:

@@ -11,9 +11,9 @@ import structlog
 from pydantic import SecretStr
 
 from docserver.activity import ActivitySink
-from docserver.service import DocserverConfigError, DocserverError, run
+from docserver.errors import DocserverConfigError, DocserverError
+from docserver.service import run
 from docserver.settings import DocserverSettings
-from docserver.store import DocumentStoreError
 
 __all__ = ["load_settings", "main", "serve"]
 
@@ -31,39 +31,34 @@ def serve(
     supabase_url: str | None = None,
     supabase_key: SecretStr | None = None,
 ) -> None:
-    """Run in the foreground until SIGINT/SIGTERM. Raises DocserverError on start failures.
+    """Run in the foreground until SIGINT/SIGTERM.
 
     Activity rows go to Postgres (``database_url``), or through Supabase's REST API
-    when ``supabase_url`` and ``supabase_key`` are given instead.
+    when ``supabase_url`` and ``supabase_key`` are given instead. Raises
+    :class:`~docserver.errors.DocserverConfigError` when the configuration cannot
+    work and another :class:`~docserver.errors.DocserverError` when the docserver
+    cannot start or has to stop.
     """
     writer: ActivitySink | None = None
     if database_url is None:
         if not (supabase_url and supabase_key):
-            raise DocserverError("set DATABASE_URL, or SUPABASE_URL and SUPABASE_SERVICE_KEY")
-        from docserver.supabase_activity import SupabaseActivityWriter
+            raise DocserverConfigError("set DATABASE_URL, or SUPABASE_URL and SUPABASE_SERVICE_KEY")
+        # imported here: a Postgres docserver never loads the Supabase client
+        from docserver.activity.supabase import SupabaseActivityWriter
 
         writer = SupabaseActivityWriter(
             supabase_url, supabase_key, max_buffer=settings.docserver_activity_buffer
         )
-    try:
-        anyio.run(
-            functools.partial(
-                run,
-                settings,
-                database_url=database_url,
-                writer=writer,
-                supabase_url=supabase_url,
-                supabase_key=supabase_key,
-            )
+    anyio.run(
+        functools.partial(
+            run,
+            settings,
+            database_url=database_url,
+            writer=writer,
+            supabase_url=supabase_url,
+            supabase_key=supabase_key,
         )
-    except DocumentStoreError as exc:
-        raise DocserverError(str(exc)) from exc
-    except RuntimeError as exc:
-        from docserver.supabase_activity import SupabaseKeyRefused
-
-        if isinstance(exc, SupabaseKeyRefused):
-            raise DocserverError(str(exc)) from exc
-        raise
+    )
 
 
 def main(*, database_url: str) -> int:

@@ -24,30 +24,29 @@ import uvicorn
 from anyio.abc import TaskGroup, TaskStatus
 from pydantic import SecretStr
 
-from docserver.activity import ActivitySink, ActivityWriter
+from docserver.activity import ActivitySink
+from docserver.activity.postgres import PostgresActivityWriter
 from docserver.app import DocserverApp
 from docserver.auth import unauthenticated_bind_problem
-from docserver.gatekeeper import GatekeeperConfigError, build_gatekeeper
+from docserver.errors import (
+    DocserverConfigError,
+    DocserverError,
+    ListenFailed,
+    sole_docserver_error,
+)
+from docserver.gatekeeper import Gatekeeper, build_gatekeeper
 from docserver.listener import guarded_protocols, parse_networks
 from docserver.presence import Action, PresenceTracker, Record, StartGrace
 from docserver.rooms import DocumentRooms
 from docserver.settings import DocserverSettings
 from docserver.store import DocumentStore
 
-__all__ = ["DocserverConfigError", "DocserverError", "PresenceService", "run"]
+__all__ = ["PresenceService", "run"]
 
 log = structlog.get_logger(__name__)
 
 _FLUSH_ON_EXIT_S = 5.0
 _UVICORN_STOP_S = 10.0
-
-
-class DocserverError(Exception):
-    """The docserver cannot start (port in use, store unreadable)."""
-
-
-class DocserverConfigError(DocserverError):
-    """The configuration cannot work (exit 78: systemd does not restart it in a loop)."""
 
 
 class PresenceService:
@@ -153,9 +152,13 @@ async def run(
 ) -> None:
     """Serve until a signal (or cancellation); ``task_status.started(port)`` once listening.
 
-    Activity rows go to ``writer`` (default: :class:`ActivityWriter` on ``database_url``).
-    Raises :class:`DocserverConfigError` before anything starts when the configuration
-    cannot work (no authentication on a public address, a missing JWT secret).
+    Activity rows go to ``writer`` (default: a :class:`PostgresActivityWriter` on
+    ``database_url``). Raises :class:`~docserver.errors.DocserverConfigError` before
+    anything starts when the configuration cannot work (no authentication on a public
+    address, a missing JWT secret, an unwritable DOCAGENTS_HOME), and any other
+    :class:`~docserver.errors.DocserverError` that stops it (the port is taken, the
+    document store cannot be opened, Supabase refuses the key) as itself, not
+    wrapped in the task group's exception group.
     """
     problem = unauthenticated_bind_problem(
         settings.docserver_host,
@@ -164,20 +167,39 @@ async def run(
     )
     if problem is not None:
         raise DocserverConfigError(problem)
-    try:
-        gatekeeper = build_gatekeeper(
-            settings,
-            database_url=database_url,
-            supabase_url=supabase_url,
-            supabase_key=supabase_key,
-        )
-    except GatekeeperConfigError as exc:
-        raise DocserverConfigError(str(exc)) from exc
+    gatekeeper = build_gatekeeper(
+        settings,
+        database_url=database_url,
+        supabase_url=supabase_url,
+        supabase_key=supabase_key,
+    )
     _check_writable(settings.store_path.parent)
     if writer is None:
         if not database_url:
-            raise DocserverError("the docserver needs a database_url or an activity writer")
-        writer = ActivityWriter(database_url, max_buffer=settings.docserver_activity_buffer)
+            raise DocserverConfigError("the docserver needs a database_url or an activity writer")
+        writer = PostgresActivityWriter(database_url, max_buffer=settings.docserver_activity_buffer)
+    failure: DocserverError | None = None
+    try:
+        await _serve_until_stopped(
+            settings, writer, gatekeeper, handle_signals=handle_signals, task_status=task_status
+        )
+    except BaseExceptionGroup as group:
+        failure = sole_docserver_error(group)
+        if failure is None:
+            raise
+    if failure is not None:
+        raise failure  # outside the handler: the error keeps its own cause, not the group
+    log.info("docserver_stopped")
+
+
+async def _serve_until_stopped(
+    settings: DocserverSettings,
+    writer: ActivitySink,
+    gatekeeper: Gatekeeper,
+    *,
+    handle_signals: bool,
+    task_status: TaskStatus[int],
+) -> None:
     async with (
         DocumentStore.open(settings.store_path) as store,
         anyio.create_task_group() as tg,
@@ -236,7 +258,6 @@ async def run(
             with anyio.CancelScope(shield=True):
                 await gatekeeper.close()
             tg.cancel_scope.cancel()
-    log.info("docserver_stopped")
 
 
 def _check_writable(directory: Path) -> None:
@@ -267,6 +288,6 @@ async def _serve(server: uvicorn.Server, served: anyio.Event) -> None:
             await server.serve()
     except SystemExit as exc:  # uvicorn exits when it cannot listen
         config = server.config
-        raise DocserverError(f"cannot listen on {config.host}:{config.port}") from exc
+        raise ListenFailed(f"cannot listen on {config.host}:{config.port}") from exc
     finally:
         served.set()

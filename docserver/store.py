@@ -14,7 +14,7 @@ then ``on_recovered`` is called so rooms can ask their clients to resend what
 was refused (y-websocket clients keep their local state).
 
     async with DocumentStore.open(path) as store:
-        await store.write(document_id, update)  # raises StoreWriteFailed
+        await store.write(document_id, update)  # raises DocumentStoreWriteFailed
         updates = await store.load(document_id)
 """
 
@@ -31,7 +31,9 @@ import structlog
 from anyio.abc import TaskStatus
 from pycrdt import Doc
 
-__all__ = ["DocumentStore", "DocumentStoreError", "StoreWriteFailed"]
+from docserver.errors import DocumentStoreOpenFailed, DocumentStoreWriteFailed
+
+__all__ = ["DocumentStore"]
 
 log = structlog.get_logger(__name__)
 
@@ -44,14 +46,6 @@ CREATE TABLE IF NOT EXISTS document_updates (
 CREATE INDEX IF NOT EXISTS document_updates_document_idx ON document_updates (document_id, seq);
 CREATE TABLE IF NOT EXISTS store_probe (id INTEGER PRIMARY KEY, payload BLOB);
 """
-
-
-class DocumentStoreError(Exception):
-    """The document store file cannot be opened."""
-
-
-class StoreWriteFailed(Exception):
-    """An update was not written (the store cannot write right now); it was not stored."""
 
 
 @dataclass(eq=False)
@@ -87,7 +81,7 @@ class DocumentStore:
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
-            raise DocumentStoreError(f"cannot open the document store {path}: {exc}") from exc
+            raise DocumentStoreOpenFailed(f"cannot open the document store {path}: {exc}") from exc
         store = cls(connection, squash_above=squash_above, probe_every_s=probe_every_s)
         try:
             async with anyio.create_task_group() as tg:
@@ -108,15 +102,15 @@ class DocumentStore:
         self._wake.set()
 
     async def write(self, document_id: str, update: bytes) -> None:
-        """Write one update and return once it is committed; StoreWriteFailed if it is not."""
+        """Write one update and return once it is committed; DocumentStoreWriteFailed if not."""
         if self.failure is not None:
-            raise StoreWriteFailed(self.failure)
+            raise DocumentStoreWriteFailed(self.failure)
         waiter = _Waiter()
         self._pending.append((document_id, update, waiter))
         self._wake.set()
         await waiter.done.wait()
         if waiter.error is not None:
-            raise StoreWriteFailed(waiter.error)
+            raise DocumentStoreWriteFailed(waiter.error)
 
     async def load(self, document_id: str) -> list[bytes]:
         """Every stored update of a document, oldest first (after writing queued ones)."""

@@ -17,7 +17,8 @@ from enum import Enum
 
 from pycrdt import Doc, get_update
 
-from docserver.messages import MalformedMessage, Reader
+from docserver.errors import MalformedMessage
+from docserver.messages import Reader
 
 __all__ = ["Novelty", "decode_delete_set", "novelty"]
 

@@ -345,9 +345,9 @@ def down(settings: Settings) -> None:
 @click.pass_obj
 def docserver(settings: Settings) -> None:
     """Run the y-websocket document server that writes document_activity (foreground)."""
+    from docserver.errors import DocserverConfigError, DocserverError
     from docserver.server import load_settings as load_docserver_settings
     from docserver.server import serve as serve_docserver
-    from docserver.service import DocserverConfigError, DocserverError
     from manager.ops.proctitle import set_title
 
     set_title("docagents docserver")

@@ -1,8 +1,9 @@
-"""ActivityWriter against real sockets, and the service run in-process."""
+"""PostgresActivityWriter against real sockets, and the service run in-process."""
 
 from __future__ import annotations
 
 import functools
+import socket
 from pathlib import Path
 
 import anyio
@@ -10,7 +11,8 @@ import pytest
 from docserver_support import YClient, activity_rows, free_port, wait_for_rows
 from structlog.testing import capture_logs
 
-from docserver.activity import ActivityWriter
+from docserver.activity.postgres import PostgresActivityWriter
+from docserver.errors import ListenFailed
 from docserver.service import run
 from docserver.settings import DocserverSettings
 
@@ -19,7 +21,7 @@ pytestmark = pytest.mark.anyio
 
 async def test_buffer_is_bounded_and_drops_join_rows_first_loudly() -> None:
     # nothing listens on this port: every attempt fails at once
-    writer = ActivityWriter(
+    writer = PostgresActivityWriter(
         f"postgresql://x@127.0.0.1:{free_port()}/x", max_buffer=10, retry_max_s=0.2
     )
     with capture_logs() as logs:
@@ -62,3 +64,17 @@ async def test_in_process_service_serves_and_stops_on_cancel(
         await wait_for_rows(database_url, "in-process", [("active", 1), ("idle", 0)])
         tg.cancel_scope.cancel()
     assert activity_rows(database_url, "in-process")[-1] == ("in-process", "idle", 0)
+
+
+async def test_a_taken_port_stops_the_service_with_listen_failed(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The failure comes out as itself, not inside the task groups' exception groups."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = DocserverSettings(
+            ws_port=taken.getsockname()[1], docagents_home=tmp_path, _env_file=None
+        )
+        with anyio.fail_after(20), pytest.raises(ListenFailed, match="cannot listen"):
+            await run(settings, database_url=database_url, handle_signals=False)

@@ -77,11 +77,11 @@ async def test_oversized_messages_are_refused_and_the_room_goes_on(
             raw = json.dumps({"user": {"name": "x" * 4096}}).encode()
             # one client (id 7), clock 1, then the state as a length-prefixed string
             awareness_update = b"\x01\x07\x01" + write_var_uint(len(raw)) + raw
-            async with connect(url) as big_presence:
-                await big_presence.send(create_awareness_message(awareness_update))
+            async with connect(url) as big_awareness:
+                await big_awareness.send(create_awareness_message(awareness_update))
                 with anyio.fail_after(10):
-                    await big_presence.wait_closed()
-                assert (big_presence.close_code, big_presence.close_reason) == (
+                    await big_awareness.wait_closed()
+                assert (big_awareness.close_code, big_awareness.close_reason) == (
                     4413,
                     "awareness state too large",
                 )

@@ -1,4 +1,4 @@
-"""Rooms: persistence through unloading and a killed server, and presence for late joiners."""
+"""Rooms: persistence through unloading and a killed server; awareness for late joiners."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ async def test_late_joiner_sees_the_agent_already_present(
     tmp_path: Path, database_url: str
 ) -> None:
     async with running_docserver(tmp_path, database_url) as server:
-        url = server.ws_url("presence")
+        url = server.ws_url("late-joiner")
         async with YClient(url, agent=True).connected():
             await anyio.sleep(0.2)  # the agent has published its state, and stays quiet
             message = await awareness_messages_with(url, b"AI Agent")

@@ -10,7 +10,8 @@ import pytest
 from pycrdt import Doc, Text
 from structlog.testing import capture_logs
 
-from docserver.store import DocumentStore, DocumentStoreError
+from docserver.errors import DocumentStoreOpenFailed
+from docserver.store import DocumentStore
 
 pytestmark = pytest.mark.anyio
 
@@ -119,6 +120,8 @@ async def test_a_write_refused_by_a_lock_is_retried_and_loses_none(tmp_path: Pat
 
 async def test_a_store_that_cannot_be_opened_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "docs.sqlite3").mkdir()  # a directory where the file should be
-    with pytest.raises(DocumentStoreError, match=r"cannot open the document store .*docs\.sqlite3"):
+    with pytest.raises(
+        DocumentStoreOpenFailed, match=r"cannot open the document store .*docs\.sqlite3"
+    ):
         async with DocumentStore.open(tmp_path / "docs.sqlite3"):
             pass

@@ -11,8 +11,10 @@ import httpx
 import psycopg
 import pytest
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
-from docserver.supabase_activity import SupabaseActivityWriter, SupabaseKeyRefused
+from docserver.activity.supabase import SupabaseActivityWriter
+from docserver.errors import ActivityKeyRefused
 from tests.integration.supabase_doubles import SupabaseDouble, serve_supabase
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -67,9 +69,32 @@ async def test_rows_in_order_active_documents_and_a_refused_row(
     assert recent[0]["last_event"] == "idle"
 
 
+async def test_a_lone_refused_row_is_dropped_and_writing_goes_on(
+    supabase: SupabaseDouble, db: psycopg.Connection
+) -> None:
+    writer = SupabaseActivityWriter(supabase.url, SecretStr(supabase.key))
+    async with anyio.create_task_group() as tg:
+        await tg.start(
+            lambda *, task_status: writer.run(
+                on_active_documents=lambda _docs: None, task_status=task_status
+            )
+        )
+        with capture_logs() as logs:
+            writer.record("x" * 600, "active", 1)  # alone in its batch; refused by the CHECK
+            with anyio.fail_after(10):
+                await writer.wait_drained()
+        writer.record("after", "active", 1)
+        with anyio.fail_after(10):
+            await writer.wait_drained()
+        tg.cancel_scope.cancel()
+    refused = [e for e in logs if e["event"] == "activity_row_refused"]
+    assert [e["row"]["document_id"] for e in refused] == ["x" * 600]
+    assert db.execute("SELECT document_id FROM document_activity").fetchall() == [("after",)]
+
+
 async def test_wrong_key_is_refused_at_start(supabase: SupabaseDouble) -> None:
     writer = SupabaseActivityWriter(supabase.url, SecretStr("not-the-key"))
-    with anyio.fail_after(10), pytest.raises(SupabaseKeyRefused) as error:
+    with anyio.fail_after(10), pytest.raises(ActivityKeyRefused) as error:
         await writer.run(on_active_documents=lambda _docs: None)
     assert "not-the-key" not in str(error.value)
 

@@ -186,17 +186,18 @@ def allow_team_docs(principal: Principal, document_id: str) -> str:
 
 
 def test_gatekeeper_from_settings_hooks_and_refusals(monkeypatch: pytest.MonkeyPatch) -> None:
-    from docserver.gatekeeper import GatekeeperConfigError, build_gatekeeper
+    from docserver.errors import AuthConfigError
+    from docserver.gatekeeper import build_gatekeeper
     from docserver.settings import DocserverSettings
 
     def settings(**values: object) -> DocserverSettings:
         return DocserverSettings(_env_file=None, **values)  # type: ignore[call-arg]
 
-    with pytest.raises(GatekeeperConfigError, match="DOCSERVER_JWT_SECRET"):
+    with pytest.raises(AuthConfigError, match="DOCSERVER_JWT_SECRET"):
         build_gatekeeper(settings(docserver_auth="jwt"))
-    with pytest.raises(GatekeeperConfigError, match="DOCSERVER_AUTH"):
+    with pytest.raises(AuthConfigError, match="DOCSERVER_AUTH"):
         build_gatekeeper(settings(docserver_auth="no.such.module:hook"))
-    with pytest.raises(GatekeeperConfigError, match="needs a database"):
+    with pytest.raises(AuthConfigError, match="needs a database"):
         build_gatekeeper(
             settings(docserver_auth="jwt", docserver_jwt_secret=SECRET, docserver_authz="sql")
         )

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from pycrdt import Doc, create_awareness_message, create_update_message
 
 from docserver.connection import MALFORMED_CLOSE_CODE
-from docserver.messages import AWARENESS, SYNC, MalformedMessage, inspect_message
+from docserver.errors import MalformedMessage
+from docserver.messages import AWARENESS, SYNC, inspect_message
 from docserver.paths import (
     INVALID_DOCUMENT_CLOSE_CODE,
     MAX_DOCUMENT_ID_LENGTH,

@@ -12,7 +12,8 @@ from pycrdt import (
     create_update_message,
 )
 
-from docserver.messages import AWARENESS, SYNC, MalformedMessage, inspect_message
+from docserver.errors import MalformedMessage
+from docserver.messages import AWARENESS, SYNC, inspect_message
 from docserver.paths import Refusal, parse_document_path
 from docserver.ratelimit import TokenBucket
 

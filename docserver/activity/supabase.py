@@ -1,17 +1,19 @@
-"""Writing document_activity rows through Supabase (PostgREST) when there is no DATABASE_URL.
+"""Writing document_activity rows through Supabase's REST API (PostgREST), without DATABASE_URL.
 
-:class:`SupabaseActivityWriter` has the public surface of
-:class:`docserver.activity.ActivityWriter` (``record``, ``pending``,
-``wait_drained``, ``run(*, on_active_documents, task_status)``) and the same
-guarantees: one FIFO for all documents (rows of one document get increasing
-ids), the event's own time in ``timestamp``, bounded buffering with retries
-while Supabase is unreachable ('user_joined'/'user_left' dropped first). Queued
-rows go out as one insert per batch; a batch refused by the database (a CHECK)
-is retried row by row so only the bad row is dropped, loudly.
+:class:`SupabaseActivityWriter` sends the queued rows of
+:class:`~docserver.activity.buffer.BufferedActivityWriter` as one insert per
+batch (the FIFO keeps each document's rows in order, so they get increasing
+ids). A batch the database refuses because of a row (a CHECK, a bad value:
+SQLSTATE class 22 or 23) is retried row by row, so only the bad row is dropped,
+with an error log naming it.
 
-A refused key (HTTP 401/403) raises :class:`SupabaseKeyRefused` from
-:meth:`run`: retrying cannot help. The key is never logged. This module does
-not import ``manager`` (DESIGN.md: the docserver imports neither package).
+The errors of httpx and postgrest are translated here: a transport error or an
+HTTP 502/503/504/520 becomes :class:`~docserver.errors.ActivityUnavailable`
+(retried while rows stay queued); HTTP 401/403 becomes
+:class:`~docserver.errors.ActivityKeyRefused` (raised from :meth:`run` at
+start: retrying cannot help); any other refusal becomes
+:class:`~docserver.errors.ActivityError`. The key is never logged nor put in a
+message.
 """
 
 from __future__ import annotations
@@ -26,14 +28,10 @@ from postgrest.types import ReturnMethod
 from pydantic import SecretStr
 from supabase import AsyncClient, AsyncClientOptions
 
-from docserver.activity import (
-    ActivityEvent,
-    ActivityUnavailable,
-    BufferedActivityWriter,
-    describe_event,
-)
+from docserver.activity.buffer import ActivityRow, BufferedActivityWriter, describe_row
+from docserver.errors import ActivityError, ActivityKeyRefused, ActivityUnavailable
 
-__all__ = ["SupabaseActivityWriter", "SupabaseKeyRefused"]
+__all__ = ["SupabaseActivityWriter"]
 
 log = structlog.get_logger(__name__)
 
@@ -42,28 +40,27 @@ _BATCH = 500
 _PAGE = 1000
 _UNAVAILABLE = frozenset({502, 503, 504, 520})
 _REFUSED = frozenset({401, 403})
-
-
-class SupabaseKeyRefused(RuntimeError):
-    """Supabase refused SUPABASE_SERVICE_KEY (HTTP 401/403)."""
-
-
-class _Unavailable(Exception):
-    pass
+#: SQLSTATE classes of errors caused by the row itself (data exception, integrity).
+_ROW_REFUSED_CLASSES = ("22", "23")
 
 
 async def _check_status(response: httpx.Response) -> None:
+    """httpx response hook: turn the statuses that mean "not this row" into our errors."""
     if response.status_code in _REFUSED:
-        raise SupabaseKeyRefused(
+        raise ActivityKeyRefused(
             f"Supabase refused SUPABASE_SERVICE_KEY (HTTP {response.status_code}); "
             "use the project's service_role key"
         )
     if response.status_code in _UNAVAILABLE:
-        raise _Unavailable(f"HTTP {response.status_code}")
+        raise ActivityUnavailable(f"Supabase answered HTTP {response.status_code}")
+
+
+def _row_refused(exc: APIError) -> bool:
+    return (exc.code or "").startswith(_ROW_REFUSED_CLASSES)
 
 
 class SupabaseActivityWriter(BufferedActivityWriter):
-    transient = (httpx.TransportError, _Unavailable)
+    """Writes rows through PostgREST with SUPABASE_SERVICE_KEY (a service_role key)."""
 
     def __init__(
         self,
@@ -81,6 +78,10 @@ class SupabaseActivityWriter(BufferedActivityWriter):
         self._http: httpx.AsyncClient | None = None
         self._client: AsyncClient | None = None
 
+    def _unavailable(self, exc: Exception) -> ActivityUnavailable:
+        text = str(exc).replace(self._key.get_secret_value(), "<redacted>")
+        return ActivityUnavailable(text or type(exc).__name__)
+
     def _rest(self) -> AsyncClient:
         if self._client is None:
             self._http = httpx.AsyncClient(
@@ -96,40 +97,50 @@ class SupabaseActivityWriter(BufferedActivityWriter):
         return self._client
 
     async def _read_active(self) -> list[str]:
-        return await _active_documents(self._rest())
+        try:
+            return await _active_documents(self._rest())
+        except httpx.TransportError as exc:
+            raise self._unavailable(exc) from exc
+        except APIError as exc:
+            raise ActivityError(f"cannot read {_TABLE}: {exc.message}") from exc
 
     async def _insert_queued(self) -> None:
         client = self._rest()
-        while self._queue:
-            batch = [self._queue[i] for i in range(min(_BATCH, len(self._queue)))]
-            try:
-                await _insert(client, batch)
-            except APIError:
-                if len(batch) > 1:  # find the refused row: one at a time
-                    batch = batch[:1]
-                    try:
-                        await _insert(client, batch)
-                    except APIError as exc:
-                        log.error(  # noqa: TRY400  (the row is the news, not a traceback)
-                            "activity_row_refused", row=describe_event(batch[0]), error=exc.message
-                        )
-                else:
-                    raise
-            for _ in batch:
-                self._queue.popleft()
+        try:
+            while self._queue:
+                batch = [self._queue[i] for i in range(min(_BATCH, len(self._queue)))]
+                try:
+                    await _insert(client, batch)
+                except APIError as exc:
+                    if not _row_refused(exc):
+                        raise
+                    if len(batch) > 1:  # find the refused row: one at a time
+                        batch = batch[:1]
+                        try:
+                            await _insert(client, batch)
+                        except APIError as single:
+                            if not _row_refused(single):
+                                raise
+                            _log_refused(batch[0], single)
+                    else:
+                        _log_refused(batch[0], exc)
+                for _ in batch:
+                    self._queue.popleft()
+        except httpx.TransportError as exc:
+            raise self._unavailable(exc) from exc
+        except APIError as exc:
+            raise ActivityError(f"cannot write {_TABLE}: {exc.message}") from exc
 
     async def _close(self) -> None:
         if self._http is not None:
             http, self._http, self._client = self._http, None, None
             await http.aclose()
 
-    def _error_text(self, exc: BaseException) -> str:
-        return str(exc).replace(self._key.get_secret_value(), "<redacted>") or type(exc).__name__
-
     async def recent_documents(self, *, limit: int = 50) -> list[dict[str, object]]:
-        """The latest active/idle row of the most recently used documents (for the home page).
+        """The latest active/idle row of the most recently used documents (the home page).
 
-        Read from the newest active/idle rows (PostgREST has no GROUP BY here).
+        Read from the newest active/idle rows (PostgREST has no GROUP BY here), on
+        a client of its own, so a slow page never holds up the writer.
         """
         async with httpx.AsyncClient(
             timeout=self._timeout_s, event_hooks={"response": [_check_status]}
@@ -147,8 +158,11 @@ class SupabaseActivityWriter(BufferedActivityWriter):
             )
             try:
                 rows = (await query.execute()).data
-            except (httpx.HTTPError, _Unavailable, SupabaseKeyRefused, APIError) as exc:
-                raise ActivityUnavailable(str(exc) or type(exc).__name__) from exc
+            except ActivityUnavailable:
+                raise
+            except (httpx.HTTPError, ActivityError, APIError) as exc:
+                # for the page, a refused key is one more reason it cannot be read
+                raise self._unavailable(exc) from exc
         seen: dict[str, dict[str, object]] = {}
         for row in rows:
             if row["document_id"] not in seen:
@@ -163,16 +177,20 @@ class SupabaseActivityWriter(BufferedActivityWriter):
         return list(seen.values())
 
 
-async def _insert(client: AsyncClient, batch: list[ActivityEvent]) -> None:
+def _log_refused(row: ActivityRow, exc: APIError) -> None:
+    log.error("activity_row_refused", row=describe_row(row), error=exc.message)
+
+
+async def _insert(client: AsyncClient, batch: list[ActivityRow]) -> None:
     rows: list[dict[str, Any]] = [
         {
-            "document_id": event.document_id,
-            "event_type": event.event_type,
-            "user_count": event.user_count,
-            "timestamp": event.timestamp.isoformat(),
-            "metadata": json.loads(event.metadata),
+            "document_id": row.document_id,
+            "event_type": row.event_type,
+            "user_count": row.user_count,
+            "timestamp": row.timestamp.isoformat(),
+            "metadata": json.loads(row.metadata),
         }
-        for event in batch
+        for row in batch
     ]
     await client.table(_TABLE).insert(rows, returning=ReturnMethod.minimal).execute()
 
