@@ -26,7 +26,7 @@ from worker.agent import Agent
 from worker.config import WorkerSettings
 from worker.logs import configure_logging
 from worker.protocol import (
-    Error,
+    ErrorReport,
     MemoryHandover,
     Ping,
     Pong,
@@ -158,7 +158,7 @@ async def _serve_pipe(conn: Connection, reporter: PipeReporter, agent: Agent) ->
             message = decode(data)
         except ProtocolError as exc:
             log.warning("pipe_message_rejected", error=str(exc)[:300])
-            reporter.report(Error(message="rejected a malformed pipe message"))
+            reporter.report(ErrorReport(message="rejected a malformed pipe message"))
             continue
         if isinstance(message, Ping):
             reporter.report(Pong(seq=message.seq))
