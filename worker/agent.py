@@ -46,6 +46,8 @@ EDIT_REPORT_INTERVAL_S = 1.0
 
 
 class Agent:
+    """One document's agent: its ``Doc``, connection, view, router and reports."""
+
     def __init__(
         self,
         settings: WorkerSettings,
@@ -94,7 +96,7 @@ class Agent:
         self._llm_timings = LlmTimings()
         self._last_edit_report = -math.inf
         self._task_group: TaskGroup | None = None
-        #: the docserver fenced this agent (a newer life holds the document)
+        #: The docserver fenced this agent (a newer life holds the document).
         self.fenced = False
         #: Set after the first sync with the server (for tests and the standalone log).
         self.synced = anyio.Event()
