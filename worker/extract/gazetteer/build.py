@@ -32,6 +32,7 @@ from typing import Any
 
 import structlog
 
+from worker.extract.gazetteer.compiled import compile_gazetteer
 from worker.extract.gazetteer.entry import FOLDED_MIN_LENGTH, Entry, fold, name_key
 from worker.extract.lexicon import (
     ALIASES,
@@ -316,8 +317,6 @@ def build_gazetteer(cities_file: str = CITIES_FILE) -> bytes:
     small objects and no cycles, and the collector's passes over them would double
     the build's time.
     """
-    from worker.extract.gazetteer.compiled import compile_gazetteer
-
     enabled = gc.isenabled()
     gc.disable()
     try:
