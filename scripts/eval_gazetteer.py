@@ -36,8 +36,9 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worker.extract import gazetteer as gazetteer_module
-from worker.extract.gazetteer import Gazetteer, _build, load_gazetteer
+from worker.extract.gazetteer import CITIES_FILE, Gazetteer, load_gazetteer
+from worker.extract.gazetteer.build import build_gazetteer
+from worker.extract.gazetteer.cache import cache_path, map_cache
 from worker.extract.gazetteer_extractor import GazetteerExtractor
 
 DATA = Path(__file__).parent / "data"
@@ -121,7 +122,7 @@ def main() -> None:
     rows = load_rows()
     if args.cities:
         t0 = time.perf_counter()
-        data = _build(args.cities)
+        data = build_gazetteer(args.cities)
         print(
             f"gazetteer from {args.cities}: {len(data) / 2**20:.1f} MiB, "
             f"built in {time.perf_counter() - t0:.1f} s"
@@ -131,13 +132,13 @@ def main() -> None:
         t0 = time.perf_counter()
         gaz = load_gazetteer()
         first = time.perf_counter() - t0
-        path = gazetteer_module._cache_path()
+        path = cache_path()
         if path is not None and path.exists():
             t0 = time.perf_counter()
-            mapped = gazetteer_module._map(path)
+            mapped = map_cache(path)
             map_ms = (time.perf_counter() - t0) * 1000
             print(
-                f"gazetteer from {gazetteer_module.CITIES_FILE}: {len(gaz)} entries, file "
+                f"gazetteer from {CITIES_FILE}: {len(gaz)} entries, file "
                 f"{path.stat().st_size / 2**20:.1f} MiB ({path}), first load {first:.2f} s, "
                 f"map {map_ms:.1f} ms"
             )

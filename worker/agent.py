@@ -22,13 +22,14 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from pycrdt import Doc
 
+from worker.awareness import AgentAwareness
 from worker.backoff import Backoff
 from worker.config import AGENT_TOKEN_HEADER, WorkerSettings
-from worker.connection import DocumentConnection, Fenced
+from worker.connection import DocumentConnection
 from worker.document import DocumentView
+from worker.errors import Fenced
 from worker.extraction import SentenceRouter
 from worker.metrics import LlmTimings, ResourceSampler
-from worker.presence import Presence
 from worker.protocol import Activity, Connected, LlmCall, MemoryHandover, Metrics
 from worker.reporting import Reporter
 from worker.trigger import Debouncer
@@ -45,6 +46,8 @@ EDIT_REPORT_INTERVAL_S = 1.0
 
 
 class Agent:
+    """One document's agent: its ``Doc``, connection, view, router and reports."""
+
     def __init__(
         self,
         settings: WorkerSettings,
@@ -62,7 +65,7 @@ class Agent:
         self._extractor = extractor
         self._started = time.monotonic()
         self._doc = Doc()
-        self._presence = Presence(self._doc)
+        self._awareness = AgentAwareness(self._doc)
         self._view = DocumentView(
             self._doc,
             settings.ydoc_fragment,
@@ -72,7 +75,7 @@ class Agent:
         token = settings.docserver_agent_token
         self._connection = DocumentConnection(
             self._doc,
-            self._presence,
+            self._awareness,
             settings.document_url(document_id),
             headers={AGENT_TOKEN_HEADER: token.get_secret_value()} if token else None,
             on_synced=self._on_synced,
@@ -93,7 +96,7 @@ class Agent:
         self._llm_timings = LlmTimings()
         self._last_edit_report = -math.inf
         self._task_group: TaskGroup | None = None
-        #: the docserver fenced this agent (a newer life holds the document)
+        #: The docserver fenced this agent (a newer life holds the document).
         self.fenced = False
         #: Set after the first sync with the server (for tests and the standalone log).
         self.synced = anyio.Event()
@@ -148,7 +151,7 @@ class Agent:
     async def _work(self, task_status: TaskStatus[None]) -> None:
         async with anyio.create_task_group() as tg:
             self._task_group = tg
-            await tg.start(self._presence.awareness.start)
+            await tg.start(self._awareness.awareness.start)
             await tg.start(self._connection.run)
             tg.start_soon(self._extraction_loop)
             tg.start_soon(functools.partial(self._router.run_lane, urgent=True))
@@ -291,7 +294,7 @@ class Agent:
             if synced_at is None:
                 continue
             now = anyio.current_time()
-            if self._presence.humans():
+            if self._awareness.humans():
                 human_seen_at, reported = now, False
                 continue
             since = max(synced_at, human_seen_at or synced_at)

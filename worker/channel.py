@@ -1,8 +1,9 @@
 """A ``pycrdt.Channel`` over a ``websockets`` client connection.
 
 ``pycrdt.Provider`` only understands sync messages (type 0), so the channel hands
-it those and routes the rest itself: awareness (1) to :class:`~worker.presence.Presence`,
-y-websocket's awareness query (3) is answered, auth (2) denials are logged. A
+it those and routes the rest itself: awareness (1) to
+:class:`~worker.awareness.AgentAwareness`, y-websocket's awareness query (3) is
+answered, auth (2) denials are logged. A
 closed socket ends the iteration (the provider's receive loop then ends); sends on
 a closed socket are dropped, the next connection's sync repairs the difference.
 """
@@ -16,7 +17,7 @@ from pycrdt import YMessageType, create_awareness_message, read_message
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from worker.presence import Presence
+from worker.awareness import AgentAwareness
 
 __all__ = ["MESSAGE_AUTH", "MESSAGE_QUERY_AWARENESS", "WebsocketChannel"]
 
@@ -28,10 +29,10 @@ MESSAGE_QUERY_AWARENESS = 3
 
 
 class WebsocketChannel:
-    def __init__(self, websocket: ClientConnection, path: str, presence: Presence) -> None:
+    def __init__(self, websocket: ClientConnection, path: str, awareness: AgentAwareness) -> None:
         self._websocket = websocket
         self._path = path
-        self._presence = presence
+        self._awareness = awareness
 
     @property
     def path(self) -> str:
@@ -68,7 +69,7 @@ class WebsocketChannel:
             if kind == YMessageType.AWARENESS:
                 self._apply_awareness(message)
             elif kind == MESSAGE_QUERY_AWARENESS:
-                await self.send_awareness(self._presence.full_update())
+                await self.send_awareness(self._awareness.full_update())
             elif kind == MESSAGE_AUTH:
                 log.warning("yjs_auth_message", permission_denied=message[1:2] == b"\x00")
             else:
@@ -76,7 +77,7 @@ class WebsocketChannel:
 
     def _apply_awareness(self, message: bytes) -> None:
         try:
-            self._presence.apply_remote(read_message(message[1:]))
+            self._awareness.apply_remote(read_message(message[1:]))
         except (
             ValueError,
             IndexError,

@@ -12,14 +12,13 @@ expired or foreign credential for one agent life, a copy of it in use) is not
 retried: :class:`AccessRefused` ends :meth:`DocumentConnection.run`, the worker
 exits, and its manager starts a new life with a new credential. A server that
 fences this agent (4412: a newer agent life holds the document) raises
-:class:`Fenced`: the agent reports it and the worker exits without reconnecting.
+:class:`~worker.errors.Fenced`: the agent reports it and the worker exits without
+reconnecting.
 
-Exceptions::
-
-    ConnectionLost        the socket could not be opened or a session failed
-    └── SyncRejected      the server sent a message the Y.js decoder refused
-    AccessRefused         the server refused this agent's credential (not retried)
-    └── Fenced            a newer agent life took the document (4412)
+This is where websockets' and the OS's exceptions enter the worker: a failed
+connect or session becomes :class:`~worker.errors.ConnectionLost` (retried here), a
+message pycrdt cannot decode :class:`~worker.errors.SyncRejected` (see
+:mod:`worker.errors`).
 """
 
 from __future__ import annotations
@@ -34,11 +33,12 @@ from pycrdt import Doc, Provider
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from worker.awareness import AgentAwareness
 from worker.backoff import Backoff
 from worker.channel import WebsocketChannel
-from worker.presence import Presence
+from worker.errors import AccessRefused, ConnectionLost, Fenced, SyncRejected
 
-__all__ = ["AccessRefused", "ConnectionLost", "DocumentConnection", "Fenced", "SyncRejected"]
+__all__ = ["DocumentConnection"]
 
 log = structlog.get_logger(__name__)
 
@@ -50,27 +50,11 @@ REFUSED_CLOSE_CODES = frozenset({4401, 4403, 4409})
 FENCED_CLOSE_CODE = 4412
 
 
-class AccessRefused(Exception):
-    """The server refused this agent's credential; reconnecting with it cannot help."""
-
-
-class Fenced(AccessRefused):
-    """A newer agent life of this document connected: this one must not write again."""
-
-
-class ConnectionLost(Exception):
-    """The websocket could not be opened, or a session ended abnormally."""
-
-
-class SyncRejected(ConnectionLost):
-    """The server sent a Y.js message that could not be decoded or applied."""
-
-
 class DocumentConnection:
     def __init__(
         self,
         doc: Doc,
-        presence: Presence,
+        awareness: AgentAwareness,
         url: str,
         *,
         headers: dict[str, str] | None = None,
@@ -79,7 +63,7 @@ class DocumentConnection:
         keepalive_s: float = 10.0,
     ) -> None:
         self._doc = doc
-        self._presence = presence
+        self._awareness = awareness
         self._url = url
         self._headers = headers or {}
         self._on_synced = on_synced
@@ -92,7 +76,7 @@ class DocumentConnection:
         #: ``anyio.current_time()`` of the current session's sync, None when offline.
         self.synced_at: float | None = None
         self.sessions = 0
-        presence.on_local_update(lambda: self._awareness_dirty.set())
+        awareness.on_local_update(lambda: self._awareness_dirty.set())
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Stay connected until cancelled."""
@@ -132,10 +116,10 @@ class DocumentConnection:
 
     async def leave(self) -> None:
         """Publish the null awareness state and close the socket."""
-        self._presence.leave()
+        self._awareness.leave()
         channel, websocket = self._channel, self._websocket
         if channel is not None:
-            await channel.send_awareness(self._presence.local_update())
+            await channel.send_awareness(self._awareness.local_update())
         if websocket is not None:
             await websocket.close()
 
@@ -156,7 +140,7 @@ class DocumentConnection:
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise ConnectionLost(f"cannot connect to {self._url}") from exc
-        channel = WebsocketChannel(websocket, self._url, self._presence)
+        channel = WebsocketChannel(websocket, self._url, self._awareness)
         self._websocket, self._channel = websocket, channel
         self.sessions += 1
         log.info("websocket_connected", url=self._url, session=self.sessions)
@@ -165,7 +149,7 @@ class DocumentConnection:
         finally:
             self._websocket = self._channel = None
             self.synced_at = None
-            self._presence.forget_remote()
+            self._awareness.forget_remote()
             with anyio.CancelScope(shield=True):
                 await websocket.close()
             if websocket.close_code == FENCED_CLOSE_CODE:
@@ -201,11 +185,11 @@ class DocumentConnection:
             self._on_synced()
 
     async def _send_awareness(self, channel: WebsocketChannel) -> None:
-        await channel.send_awareness(self._presence.local_update())
+        await channel.send_awareness(self._awareness.local_update())
         while True:
             await self._awareness_dirty.wait()
             self._awareness_dirty = anyio.Event()
-            await channel.send_awareness(self._presence.local_update())
+            await channel.send_awareness(self._awareness.local_update())
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -142,7 +142,10 @@ class SentenceRouter:
             try:
                 result = await self._extractor.extract(texts, background=not urgent)
             except Exception as exc:
-                # A seam to foreign code (client, network): a failure like any other.
+                # Extractors return their failures (the LLM client's errors become a
+                # Failure); anything else an extractor raises is a bug or an error
+                # nobody translated: logged with its traceback, and the batch fails
+                # like a failed call instead of ending the lane.
                 log.exception("extraction_failed", sentences=len(batch))
                 result = Extraction(failure=Failure(f"{type(exc).__name__}"))
             self._count(result)

@@ -26,7 +26,7 @@ from worker.agent import Agent
 from worker.config import WorkerSettings
 from worker.logs import configure_logging
 from worker.protocol import (
-    Error,
+    ErrorReport,
     MemoryHandover,
     Ping,
     Pong,
@@ -87,8 +87,8 @@ async def warm_up(timeout_s: float = 2.0) -> bool:
 
     Run in a fresh fork before it has a document. A fork pays a copy-on-write
     fault on the first write to every page it shares with the template, and the
-    websocket handshake, the Y.js sync and the agent's set-up write to many (the
-    first handshake in a fresh fork took twice as long as the second). So the boot
+    websocket handshake, the Y.js sync and the agent's set-up write to many, so a
+    fork's first session is slower than its later ones. So the boot
     runs the real :class:`Agent` through connect, sync and leave, against a tiny
     y-websocket server on an ephemeral loopback port in this process; the attach
     that follows finds those pages copied already. Nothing leaves the process, and
@@ -158,7 +158,7 @@ async def _serve_pipe(conn: Connection, reporter: PipeReporter, agent: Agent) ->
             message = decode(data)
         except ProtocolError as exc:
             log.warning("pipe_message_rejected", error=str(exc)[:300])
-            reporter.report(Error(message="rejected a malformed pipe message"))
+            reporter.report(ErrorReport(message="rejected a malformed pipe message"))
             continue
         if isinstance(message, Ping):
             reporter.report(Pong(seq=message.seq))

@@ -160,11 +160,6 @@ class ExtractionQueue:
     def __len__(self) -> int:
         return len(self._items)
 
-    @property
-    def retrying(self) -> int:
-        """Sentences that failed at least once and wait for another try."""
-        return sum(1 for item in self._items.values() if item.attempts > 0)
-
     def want(self, key: str, text: str, *, urgent: bool, now: float, attempts: int = 0) -> None:
         """Queue a sentence (or make a queued one urgent)."""
         item = self._items.get(key)
@@ -215,11 +210,9 @@ class ExtractionQueue:
         return min(times) if times else None
 
     def done(self, keys: Iterable[str]) -> None:
+        """The model answered for ``keys``: they leave the queue."""
         for key in keys:
             self._items.pop(key, None)
-
-    def drop(self, key: str) -> None:
-        self._items.pop(key, None)
 
     def failed(
         self, batch: list[QueuedSentence], failure: Failure, now: float

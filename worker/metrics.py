@@ -25,11 +25,10 @@ class ResourceSampler:
     """RSS, PSS, USS and real CPU percent of this process since the previous sample.
 
     PSS and USS come from ``/proc/<pid>/smaps_rollup`` (psutil's
-    ``memory_full_info``), for which the kernel walks the page tables: 0.8 to
-    1.0 ms of CPU per sample for a process holding the worker's modules, against
-    20 to 30 µs for RSS alone (measured on the 2-core CI VM), once per
-    ``METRICS_INTERVAL_S`` (30 s: 0.003 % of a core per worker). Where the
-    kernel does not offer them (not Linux, or access refused), they are ``None``.
+    ``memory_full_info``), for which the kernel walks the page tables: about a
+    millisecond of CPU per sample, tens of times what RSS alone costs, affordable
+    once per ``METRICS_INTERVAL_S``. Where the kernel does not offer them (not
+    Linux, or access refused), they are ``None``.
     """
 
     def __init__(self) -> None:

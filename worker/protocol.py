@@ -10,7 +10,9 @@ worker -> manager: ``connected``, ``metrics``, ``llm_call``, ``location_marked``
 manager -> worker: ``ping``, ``shutdown``, ``memory``.
 
 Use :func:`encode` and :func:`decode`; :func:`decode` raises
-:class:`ProtocolError` for anything that is not exactly one valid message.
+:class:`~worker.errors.ProtocolError` for anything that is not exactly one valid
+message. It is importable from here too: the manager imports nothing of the worker's
+but this module and the settings.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from worker.errors import ProtocolError
+
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "Activity",
     "Connected",
-    "Error",
+    "ErrorReport",
     "ExtractionReport",
     "LlmCall",
     "LocationMarked",
@@ -44,10 +48,6 @@ __all__ = [
 
 #: Largest message either side accepts; anything bigger is a protocol error.
 MAX_MESSAGE_BYTES = 64 * 1024
-
-
-class ProtocolError(ValueError):
-    """A pipe carried bytes that are not one valid message."""
 
 
 class _Message(BaseModel):
@@ -116,8 +116,11 @@ class Activity(_Message):
     kind: Literal["edit", "abandoned", "fenced"] = "edit"
 
 
-class Error(_Message):
-    """A problem the worker survived (``fatal=False``) or is about to exit on."""
+class ErrorReport(_Message):
+    """A problem the worker survived (``fatal=False``) or is about to exit on.
+
+    A report of an error, not an exception: its wire ``type`` is ``error``.
+    """
 
     type: Literal["error"] = "error"
     message: str
@@ -208,7 +211,14 @@ class MemoryHandover(_Message):
 
 
 WorkerMessage = (
-    Connected | Metrics | LlmCall | LocationMarked | Activity | Error | Pong | ExtractionReport
+    Connected
+    | Metrics
+    | LlmCall
+    | LocationMarked
+    | Activity
+    | ErrorReport
+    | Pong
+    | ExtractionReport
 )
 ManagerMessage = Ping | Shutdown | MemoryHandover
 Message = WorkerMessage | ManagerMessage

@@ -36,7 +36,7 @@ from worker.config import WorkerSettings
 from worker.protocol import (
     Activity,
     Connected,
-    Error,
+    ErrorReport,
     LlmCall,
     LocationMarked,
     Metrics,
@@ -345,7 +345,7 @@ class LifeRunner:
                 self.writer.set_status(agent, "active", pid=worker.pid)
             self._dispatch(self.supervisor.worker_connected(life.document_id, agent, monotonic()))
             self._observer.worker_connected(life)
-        elif isinstance(message, Error):
+        elif isinstance(message, ErrorReport):
             log.warning(
                 "worker_reported_error",
                 document_id=life.document_id,

@@ -160,14 +160,15 @@ async def test_a_refused_credential_ends_the_connection_instead_of_retrying(
 ) -> None:
     from pycrdt import Doc
 
-    from worker.connection import AccessRefused, DocumentConnection
-    from worker.presence import Presence
+    from worker.awareness import AgentAwareness
+    from worker.connection import DocumentConnection
+    from worker.errors import AccessRefused
 
     async with docserver(tmp_path, database_url) as server:
         doc = Doc()
         connection = DocumentConnection(
             doc,
-            Presence(doc),
+            AgentAwareness(doc),
             server.ws_url("doc-x"),
             headers={AGENT_HEADER: credential("doc-x", ttl_s=-120)},
         )

