@@ -34,7 +34,9 @@ HIDDEN = (
     "SUPABASE_JWT_SECRET",
 )
 HANDOFF_VAR = "DOCAGENTS_SECRETS_FD"
-_PROGRAMS = ("docagents", "cli.py")
+#: argv[0] of a docagents command: the console script, or ``python -m manager.cli``
+#: (``manager/cli/__main__.py``) and ``python -m manager.cli.commands``.
+_PROGRAMS = ("docagents", "cli/__main__.py", "cli/commands.py")
 
 
 def load_credentials_directory(environ: MutableMapping[str, str]) -> list[str]:
@@ -92,9 +94,14 @@ def _receive(fd_text: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in received.items()} if isinstance(received, dict) else {}
 
 
+def _is_docagents(program: str) -> bool:
+    path = PurePath(program)
+    return any(path.match(pattern) for pattern in _PROGRAMS)
+
+
 def hide_secrets(argv: Sequence[str]) -> None:
     """In a docagents command: secrets out of the initial environment (may re-exec)."""
-    if len(argv) < 1 or PurePath(argv[0]).name not in _PROGRAMS:
+    if len(argv) < 1 or not _is_docagents(argv[0]):
         return
     handed = os.environ.pop(HANDOFF_VAR, None)
     if handed is not None:
