@@ -35,7 +35,7 @@ import anyio.abc
 import structlog
 import websockets.exceptions
 from pydantic import SecretStr
-from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
+from realtime import AsyncRealtimeClient, NotConnectedError, RealtimeSubscribeStates
 
 from manager.errors import ConfigurationError, DocagentsError, StoreError, redact
 from manager.events.cursor import CursorReader, CursorSource, OnEvents
@@ -179,7 +179,12 @@ class RealtimeActivitySource(CursorSource):
                 log.exception("realtime_key_refused")
             except _SubscriptionFailed as exc:
                 log.warning("realtime_subscription_failed", error=self._redact(exc))
-            except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
+            except (
+                OSError,
+                TimeoutError,
+                websockets.exceptions.WebSocketException,
+                NotConnectedError,  # the socket went away while the join was sent
+            ) as exc:
                 log.warning(
                     "realtime_connect_failed", error=self._redact(exc), attempt=failures + 1
                 )
