@@ -1,7 +1,10 @@
-"""The records the manager and its store exchange: one frozen dataclass per row kind.
+"""The records the manager and its store exchange, as frozen dataclasses.
 
-Both backends build them from their rows (:mod:`manager.store.rows`); the rest of
-the manager reads them and never sees a driver's row.
+What the store reads (events, agent rows, leases, statistics) both backends
+build from their rows with :mod:`manager.store.rows`, so the rest of the manager
+never sees a driver's row; what the manager hands in to be written (status
+changes, metrics records, batch ids, supersedes) says how it goes to the SQL
+function it is for.
 """
 
 from __future__ import annotations
