@@ -14,7 +14,7 @@ a factory of activity sources (``cursor -> source`` with the
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -23,7 +23,8 @@ import anyio.abc
 
 from manager.config import Settings
 from manager.errors import ConfigurationError
-from manager.store.base import ActivityEvent, Store
+from manager.events.cursor import OnEvents
+from manager.store.base import Store
 from manager.store.writer import StoreWriter
 
 __all__ = [
@@ -39,11 +40,15 @@ BackendKind = Literal["postgres", "embedded", "supabase"]
 
 
 class ActivitySource(Protocol):
-    """What the daemon needs from an activity source (ActivityListener, RealtimeActivitySource)."""
+    """What the daemon needs from an activity source (ActivityListener, RealtimeActivitySource).
+
+    Both take the properties from :class:`~manager.events.cursor.CursorSource`;
+    ``run`` is each one's own.
+    """
 
     async def run(
         self,
-        on_events: Callable[[Sequence[ActivityEvent]], Awaitable[None]],
+        on_events: OnEvents,
         *,
         task_status: anyio.abc.TaskStatus[None] = ...,
     ) -> None: ...
@@ -64,6 +69,8 @@ ActivitySourceFactory = Callable[[int], ActivitySource]
 
 @dataclass(frozen=True, slots=True)
 class Backend:
+    """An open backend: its store, a writer over it, and how to follow its activity."""
+
     kind: BackendKind
     store: Store
     writer: StoreWriter

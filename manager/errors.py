@@ -1,19 +1,38 @@
-"""The manager's exception tree.
+"""The manager's exception tree, and how its messages keep secrets out.
 
 ::
 
     DocagentsError                 base of everything the manager raises on purpose
-     ├── ConfigurationError        settings that cannot work (missing binaries, bad URL)
+     ├── ConfigurationError        settings that cannot work (missing binaries, bad URL,
+     │    │                        a key or password the server refuses)
+     │    └── ManagerAlreadyRunning   another live process holds this MANAGER_ID's lease
+     │                                (manager.fleet.leases)
      ├── EmbeddedPostgresError     the embedded Postgres could not be started or stopped
      ├── MigrationError            a migration file failed; nothing of it was applied
      └── StoreError                the database refused or could not be reached
           └── StoreUnavailable     transient: connection lost, retry later
 
-Foreign exceptions (psycopg, OS, subprocess) are translated where they are
-caught, with ``raise ... from``.
+Foreign exceptions (psycopg, httpx, postgrest, supabase, websockets, OS,
+subprocess) are translated where they are caught, with ``raise ... from``: the
+store backends translate every database and HTTP error into :class:`StoreError`,
+:class:`StoreUnavailable` or :class:`ConfigurationError`, and the activity
+sources log theirs and reconnect. A message never carries a password or a key:
+:func:`redact` takes one out of a foreign error's text before it is used.
 """
 
 from __future__ import annotations
+
+from pydantic import SecretStr
+
+__all__ = [
+    "ConfigurationError",
+    "DocagentsError",
+    "EmbeddedPostgresError",
+    "MigrationError",
+    "StoreError",
+    "StoreUnavailable",
+    "redact",
+]
 
 
 class DocagentsError(Exception):
@@ -38,3 +57,9 @@ class StoreError(DocagentsError):
 
 class StoreUnavailable(StoreError):
     """The database is unreachable right now; the caller may buffer and retry."""
+
+
+def redact(text: str, secret: SecretStr | str | None) -> str:
+    """``text`` with every occurrence of ``secret`` replaced by ``<redacted>``."""
+    value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+    return text.replace(value, "<redacted>") if value else text

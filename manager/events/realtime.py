@@ -16,7 +16,7 @@ client is disposed of and a new one subscribes, with backoff. While Realtime
 is down the timer keeps events flowing (``connected`` is False).
 
 Ordering and holes (an id taken by an INSERT that has not committed yet) are
-handled by the same :class:`~manager.events.listen.CursorReader` as the Postgres
+handled by the same :class:`~manager.events.cursor.CursorReader` as the Postgres
 listener. A refused key (HTTP 401/403 on the websocket upgrade, or a join
 refused before the first subscription) raises
 :class:`~manager.errors.ConfigurationError` from :meth:`run` before it reports
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -35,18 +35,15 @@ import anyio.abc
 import structlog
 import websockets.exceptions
 from pydantic import SecretStr
-from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
+from realtime import AsyncRealtimeClient, NotConnectedError, RealtimeSubscribeStates
 
-from manager.errors import ConfigurationError, StoreError
-from manager.events.listen import CursorReader, CursorSource
-from manager.store.base import ActivityEvent, Store
-from manager.store.supabase import redact
+from manager.errors import ConfigurationError, DocagentsError, StoreError, redact
+from manager.events.cursor import CursorReader, CursorSource, OnEvents
+from manager.store.base import Store
 
 __all__ = ["RealtimeActivitySource"]
 
 log = structlog.get_logger(__name__)
-
-OnEvents = Callable[[Sequence[ActivityEvent]], Awaitable[None]]
 
 CHANNEL_NAME = "docagents-activity"
 _AUTH_STATUS = frozenset({401, 403})
@@ -77,8 +74,11 @@ class _RedactSecret(logging.Filter):
         return True
 
 
-class _SubscriptionFailed(Exception):
-    """The join was refused, timed out, or the channel errored before SUBSCRIBED."""
+class _SubscriptionFailed(DocagentsError):
+    """The join was refused, timed out, or the channel errored before SUBSCRIBED.
+
+    It never leaves this module: the subscription loop logs it and subscribes again.
+    """
 
 
 class RealtimeActivitySource(CursorSource):
@@ -179,7 +179,12 @@ class RealtimeActivitySource(CursorSource):
                 log.exception("realtime_key_refused")
             except _SubscriptionFailed as exc:
                 log.warning("realtime_subscription_failed", error=self._redact(exc))
-            except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
+            except (
+                OSError,
+                TimeoutError,
+                websockets.exceptions.WebSocketException,
+                NotConnectedError,  # the socket went away while the join was sent
+            ) as exc:
                 log.warning(
                     "realtime_connect_failed", error=self._redact(exc), attempt=failures + 1
                 )

@@ -11,7 +11,8 @@ import psycopg
 import pytest
 
 from manager.embedded import EmbeddedPostgres
-from manager.events.listen import ActivityListener, EventCursor
+from manager.events.cursor import EventCursor
+from manager.events.listen import ActivityListener
 from manager.store.base import ActivityEvent
 from manager.store.migrations import apply_migrations
 from manager.store.postgres import PostgresStore

@@ -71,14 +71,14 @@ async def test_latest_events_stops_below_an_insert_in_flight(
         assert cursor == first  # following from here delivers b and c, in order
         assert [e.id for e in events] == [first]
         slow.commit()
-    assert [e.id for e in await store.events_after(cursor)] == [in_flight, later]
+    assert [e.id for e in (await store.read_events(cursor)).events] == [in_flight, later]
 
 
-async def test_events_after_pages_in_id_order(store: PostgresStore, db: psycopg.Connection) -> None:
+async def test_read_events_pages_in_id_order(store: PostgresStore, db: psycopg.Connection) -> None:
     ids = [insert_event(db, f"d{i}", "active") for i in range(5)]
-    assert [e.id for e in await store.events_after(0)] == ids
-    assert [e.id for e in await store.events_after(ids[1], limit=2)] == ids[2:4]
-    assert await store.events_after(ids[-1]) == []
+    assert [e.id for e in (await store.read_events(0)).events] == ids
+    assert [e.id for e in (await store.read_events(ids[1], limit=2)).events] == ids[2:4]
+    assert (await store.read_events(ids[-1])).events == []
 
 
 async def test_unusable_rows_are_logged_and_skipped(
