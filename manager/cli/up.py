@@ -41,14 +41,13 @@ import structlog
 from manager.backends import select_backend
 from manager.cli.agent_token import load_or_create_agent_token
 from manager.config import Settings
-from manager.daemon.driver import run_manager
+from manager.daemon.run import run_manager
 from manager.database import database_conninfo
 from manager.errors import ConfigurationError, DocagentsError
 from manager.ops.proctitle import printable_id, set_title
 from manager.ops.sdnotify import SystemdNotifier
 from manager.secret_env import spawn_env
-from manager.workers.forkserver import NOTIFY_ENV_VARS
-from manager.workers.processes import scrub_secret_environment
+from manager.workers.forkserver import NOTIFY_ENV_VARS, scrub_secret_environment
 
 __all__ = ["EX_CONFIG", "EX_UNAVAILABLE", "run_manager_foreground", "run_up"]
 
