@@ -31,13 +31,15 @@ CPython internals, pinned: this is the one module that uses private parts of
 - :func:`ensure_template` reads the forkserver's pid and stops one started without
   our template (``forkserver._forkserver``, ``_forkserver_pid``, ``_stop``).
 
-Those internals are the same in every version of :data:`VERIFIED_PYTHONS` (the
-sources of ``popen_forkserver``, ``forkserver`` and ``process`` were compared,
-and the tests run on them); Python 3.14 reworked the forkserver (an authenticated
-handshake, a new default start method). On any other interpreter this module
-refuses to import (:func:`check_python`, a
-:class:`~manager.errors.ConfigurationError`) rather than start workers through
-code it was never run with.
+The parts used are the same in every version of :data:`VERIFIED_PYTHONS`
+(``Popen._launch`` is identical, ``forkserver``'s and ``process``'s differ only
+in how a child runs its exit functions), and a started ``TemplateProcess`` was
+checked on each (its child has no re-imported ``__main__``, the registry does
+not hold it); the test suite runs on 3.11. Python 3.14 reworked the forkserver
+(an authenticated handshake, a new default start method). On any other
+interpreter this module refuses to import (:func:`check_python`, a
+:class:`~manager.errors.ConfigurationError`, also ``requires-python`` in
+``pyproject.toml``) rather than start workers through code it never ran with.
 """
 
 from __future__ import annotations

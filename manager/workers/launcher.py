@@ -76,7 +76,7 @@ class WorkerLauncher:
         #: Hands each life its document's extraction memory and stores its reports.
         self.memory: MemoryKeeper | None = None
         self._pool = WarmPool(warm_pool, lambda: _start_child(warm=True))
-        #: Starts served from the pool / started cold (for benchmarks and stats).
+        #: Starts served from the pool / forked on demand (the attach benchmark reads them).
         self.pool_hits = 0
         self.pool_misses = 0
 
@@ -108,10 +108,6 @@ class WorkerLauncher:
             log.info("forkserver_restarted_with_template")
         self._pool.start()
 
-    def close_pool(self) -> None:
-        """Stop refilling and let the pooled (unassigned) workers go (idempotent)."""
-        self._pool.close()
-
     def process(self, settings: WorkerSettings, document_id: str, agent_id: str) -> WorkerProcess:
         """A worker for one agent life, not started yet."""
         return WorkerProcess(self, settings, document_id, agent_id)
@@ -141,7 +137,7 @@ class WorkerLauncher:
 
         The warm pool is closed too: the manager is going down.
         """
-        self.close_pool()
+        self._pool.close()
         killed = 0
         for worker in list(self.workers):
             if worker.kill():

@@ -167,13 +167,14 @@ async def test_ps_names_every_docagents_process(stack: Any) -> None:
     forkserver = multiprocessing.forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
     assert ps_args(forkserver) == "docagents forkserver"
     # The warm pool: the forkserver's children that are no agent's worker, once the
-    # pool is full (the refill thread then starts nothing new).
+    # pool is full (the refill thread then starts nothing new). Launchers of earlier
+    # tests in this process share the forkserver: their pooled workers count too.
     launcher = daemon.launcher
     with anyio.fail_after(30):
         while launcher.pooled < launcher.warm_pool:  # noqa: ASYNC110 (refilled in a thread)
             await anyio.sleep(0.05)
     workers = {life.worker.pid for life in daemon.lives.values() if life.worker is not None}
     pooled = [p.pid for p in psutil.Process(forkserver).children() if p.pid not in workers]
-    assert len(pooled) == launcher.warm_pool
+    assert len(pooled) >= launcher.warm_pool
     for pid in pooled:
         assert ps_args(pid) == "docagents warm"
