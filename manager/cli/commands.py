@@ -1,8 +1,18 @@
-"""The ``docagents`` command.
+"""The ``docagents`` command: the group, and the commands that run or change things.
 
-Each subcommand loads :class:`~manager.config.Settings` (environment + ``.env``),
-configures logging, and resolves the database (``DATABASE_URL`` or the embedded
-Postgres under ``DOCAGENTS_HOME``). Secrets are never printed.
+``migrate``, ``psql``, ``drain``, ``worker``, ``down``, ``docserver``, ``manager``
+and ``up`` live here; the commands that print data (``stats``, ``agents``,
+``managers``, ``token``) live in :mod:`manager.cli.inspect` and are added to the
+group below. The group loads :class:`~manager.config.Settings` (environment +
+``.env``) and configures logging (:mod:`manager.cli.verbosity`); each command
+resolves the database (``DATABASE_URL`` or the embedded Postgres under
+``DOCAGENTS_HOME``) as it needs. Secrets are never printed.
+
+This module is the console script's entry (``manager.cli.commands:main``), so
+its first lines run before anything heavy is imported: the secrets leave the
+process's initial environment, and ``manager``/``up`` start the worker template
+(:func:`manager.workers.forkserver.start_early`) so that it imports its modules
+while this process imports its own.
 """
 
 from __future__ import annotations
@@ -18,24 +28,21 @@ hide_secrets(sys.argv)
 start_early(sys.argv)
 
 import functools  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
-import time  # noqa: E402
 
 import anyio  # noqa: E402
 import click  # noqa: E402
 import pydantic  # noqa: E402
-import structlog  # noqa: E402
 
+from manager.cli import inspect  # noqa: E402
+from manager.cli.exits import EX_CONFIG, config_failure, daemon_failure, fail  # noqa: E402
+from manager.cli.verbosity import log_level, verbose_option  # noqa: E402
 from manager.config import Settings  # noqa: E402
 from manager.database import database_conninfo  # noqa: E402
 from manager.embedded import EmbeddedPostgres  # noqa: E402
 from manager.errors import DocagentsError  # noqa: E402
 from worker.logs import configure_logging  # noqa: E402
-
-log = structlog.get_logger(__name__)
 
 
 def load_settings() -> Settings:
@@ -47,39 +54,8 @@ def load_settings() -> Settings:
             for err in exc.errors(include_url=False, include_input=False)
         )
         failure = click.ClickException(f"invalid configuration: {problems}")
-        failure.exit_code = 78  # EX_CONFIG: under systemd, RestartPreventExitStatus=78
+        failure.exit_code = EX_CONFIG  # under systemd: RestartPreventExitStatus=78
         raise failure from exc
-
-
-#: Commands that print data: their stdout is the data, and stderr stays empty
-#: unless something goes wrong or ``-v`` asks for the log (at ``LOG_LEVEL``).
-DATA_COMMANDS = frozenset({"stats", "agents", "psql", "migrate", "down", "managers", "token"})
-
-
-def _log_level(settings: Settings, command: str | None, verbose: bool) -> str:
-    if verbose or command not in DATA_COMMANDS:
-        return settings.log_level
-    configured = logging.getLevelName(settings.log_level.upper())
-    quiet = max(logging.WARNING, configured if isinstance(configured, int) else 0)
-    return logging.getLevelName(quiet)
-
-
-def _verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    """``-v`` after a data command: its log on stderr at ``LOG_LEVEL``."""
-    if value and isinstance(ctx.find_object(Settings), Settings):
-        settings = ctx.find_object(Settings)
-        assert settings is not None
-        configure_logging(settings.log_format, settings.log_level)
-
-
-verbose_option = click.option(
-    "-v",
-    "--verbose",
-    is_flag=True,
-    expose_value=False,
-    callback=_verbose,
-    help="Also log to stderr (at LOG_LEVEL).",
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,19 +65,9 @@ verbose_option = click.option(
 def main(ctx: click.Context, verbose: bool) -> None:
     """docagents: one AI agent per live collaborative document."""
     settings = load_settings()
-    level = _log_level(settings, ctx.invoked_subcommand, verbose)
+    level = log_level(settings, ctx.invoked_subcommand, verbose)
     configure_logging(settings.log_format, level)
     ctx.obj = settings
-
-
-def _fail(exc: DocagentsError) -> click.ClickException:
-    return click.ClickException(str(exc))
-
-
-def _config_failure(message: str) -> click.ClickException:
-    failure = click.ClickException(message)
-    failure.exit_code = 78  # EX_CONFIG
-    return failure
 
 
 @main.command()
@@ -115,7 +81,7 @@ def migrate(settings: Settings) -> None:
         with database_conninfo(settings) as conninfo:
             applied = anyio.run(apply_migrations, conninfo)
     except DocagentsError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     if applied:
         click.echo(f"applied migrations: {', '.join(applied)}")
     else:
@@ -141,7 +107,7 @@ def psql(settings: Settings, psql_args: tuple[str, ...]) -> None:
         with database_conninfo(settings) as conninfo:
             completed = _run_psql(executable, conninfo, psql_args)
     except DocagentsError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     sys.exit(completed)
 
 
@@ -153,133 +119,6 @@ def _run_psql(executable: str, conninfo: str, args: tuple[str, ...]) -> int:
     # The connection goes through the environment, not argv (ps shows argv).
     env = {**os.environ, **libpq_environment(conninfo)}
     return subprocess.call([executable, *args], env=env)
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-@click.option("--watch", is_flag=True, help="Refresh the box every --interval seconds.")
-@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
-@verbose_option
-@click.pass_obj
-def stats(settings: Settings, as_json: bool, watch: bool, interval: float) -> None:
-    """Print the system-wide agent figures (get_agent_system_stats()) and the
-    extraction figures (get_extraction_stats())."""
-    from manager.ops.stats import render_stats_box, stats_document
-    from manager.store.postgres import PostgresStore
-
-    async def fetch(conninfo: str):  # type: ignore[no-untyped-def]
-        store = await PostgresStore.connect(conninfo)
-        try:
-            return await store.system_stats(), await store.extraction_stats()
-        finally:
-            await store.aclose()
-
-    try:
-        with database_conninfo(settings) as conninfo:
-            while True:
-                figures, extraction = anyio.run(fetch, conninfo)
-                if as_json:
-                    click.echo(json.dumps(stats_document(figures, extraction=extraction)))
-                else:
-                    if watch:
-                        click.echo("\033[2J\033[H", nl=False)
-                    click.echo(render_stats_box(figures, extraction=extraction))
-                if not watch:
-                    return
-                time.sleep(interval)
-    except DocagentsError as exc:
-        raise _fail(exc) from exc
-    except KeyboardInterrupt:
-        return
-
-
-def _format_uptime(seconds: float) -> str:
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the agents as JSON lines.")
-@verbose_option
-@click.pass_obj
-def agents(settings: Settings, as_json: bool) -> None:
-    """List live agents: document, status, pid, uptime, memory, cpu, LLM calls, marks,
-    sentences pending and given up (extraction), manager."""
-    from manager.store.inspection import fetch_live_agents
-
-    try:
-        with database_conninfo(settings) as conninfo:
-            rows = anyio.run(fetch_live_agents, conninfo)
-    except DocagentsError as exc:
-        raise _fail(exc) from exc
-    if as_json:
-        for agent in rows:
-            record = {
-                **{k: getattr(agent, k) for k in agent.__slots__},  # type: ignore[attr-defined]
-                "connected_at": agent.connected_at.isoformat(),
-                "uptime": agent.uptime.total_seconds(),
-            }
-            click.echo(json.dumps(record))
-        return
-    header = (
-        "DOCUMENT",
-        "STATUS",
-        "PID",
-        "UPTIME",
-        "PSS MiB",
-        "CPU %",
-        "LLM",
-        "MARKS",
-        "PENDING",
-        "FAILED",
-        "MANAGER",
-    )
-    table = [header]
-    for agent in rows:
-        table.append(
-            (
-                agent.document_id if len(agent.document_id) <= 40 else agent.document_id[:39] + "…",
-                agent.status,
-                str(agent.agent_pid or "-"),
-                _format_uptime(agent.uptime.total_seconds()),
-                "-" if agent.pss_mb is None else f"{agent.pss_mb:.1f}",
-                "-" if agent.cpu_percent is None else f"{agent.cpu_percent:.1f}",
-                str(agent.llm_calls_count),
-                str(agent.locations_marked_count),
-                str(agent.extraction_pending),
-                str(agent.extraction_failed),
-                agent.manager_id,
-            )
-        )
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-    click.echo(f"{len(rows)} live agent(s)")
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the managers as JSON lines.")
-@click.pass_obj
-def managers(settings: Settings, as_json: bool) -> None:
-    """List the fleet's managers: id, host, pid, agents, free slots, lease age, state."""
-    from manager.backends import open_backend
-    from manager.fleet.report import lease_document, render_leases
-
-    async def fetch():  # type: ignore[no-untyped-def]
-        async with open_backend(settings) as backend:
-            return await backend.store.list_leases()
-
-    try:
-        leases = anyio.run(fetch)
-    except DocagentsError as exc:
-        raise _fail(exc) from exc
-    if as_json:
-        for lease in leases:
-            click.echo(json.dumps(lease_document(lease)))
-        return
-    click.echo(render_leases(leases))
 
 
 @main.command()
@@ -296,7 +135,7 @@ def drain(settings: Settings, manager_id: str) -> None:
     try:
         drained = anyio.run(ask)
     except DocagentsError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     if not drained:
         raise click.ClickException(f"no live manager {manager_id!r} (see `docagents managers`)")
     click.echo(f"{manager_id}: draining (its agents move to the other managers)")
@@ -318,9 +157,9 @@ def worker(settings: Settings, document_id: str) -> None:
         try:
             token = load_agent_token(settings.docagents_home)
         except DocagentsError as exc:
-            raise _config_failure(str(exc)) from exc
+            raise config_failure(str(exc)) from exc
         if token is None:
-            raise _config_failure(
+            raise config_failure(
                 "no agent credential: set DOCSERVER_AGENT_TOKEN (the docserver's), or run "
                 f"`docagents up` once so {agent_token_path(settings.docagents_home)} exists; "
                 "without one this worker would join as a person"
@@ -337,7 +176,7 @@ def down(settings: Settings) -> None:
     try:
         stopped = EmbeddedPostgres(settings.docagents_home).stop_now()
     except DocagentsError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     click.echo("embedded Postgres stopped" if stopped else "embedded Postgres was not running")
 
 
@@ -369,56 +208,13 @@ def docserver(settings: Settings) -> None:
             with database_conninfo(settings) as conninfo:
                 serve_docserver(docserver_settings, database_url=conninfo)
     except DocagentsError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     except DocserverConfigError as exc:
         failure = click.ClickException(f"configuration error: {exc}")
-        failure.exit_code = 78  # EX_CONFIG: systemd does not restart it
+        failure.exit_code = EX_CONFIG  # systemd does not restart it
         raise failure from exc
     except DocserverError as exc:
         raise click.ClickException(str(exc)) from exc
-
-
-_TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _parse_ttl(value: str) -> float:
-    unit = value[-1:].lower()
-    try:
-        return float(value[:-1]) * _TTL_UNITS[unit] if unit in _TTL_UNITS else float(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"{value!r}: use seconds or 30m, 1h, 2d") from exc
-
-
-@main.command()
-@click.option("--sub", "subject", required=True, help="The token's subject (a user id).")
-@click.option(
-    "--doc", "documents", multiple=True, required=True, help="Document id or pattern (demo-*)."
-)
-@click.option("--ttl", default="1h", show_default=True, help="Lifetime: seconds, or 30m, 1h, 2d.")
-@click.option("--read-only", is_flag=True, help="Grant read-only access (docs_ro claim).")
-def token(subject: str, documents: tuple[str, ...], ttl: str, read_only: bool) -> None:
-    """Mint a docserver JWT (HS256, DOCSERVER_JWT_SECRET or SUPABASE_JWT_SECRET)."""
-    from docserver.auth import mint_token
-    from docserver.server import load_settings as load_docserver_settings
-
-    docserver_settings = load_docserver_settings()
-    secret = docserver_settings.jwt_secret
-    if secret is None:
-        failure = click.ClickException("set DOCSERVER_JWT_SECRET (or SUPABASE_JWT_SECRET)")
-        failure.exit_code = 78
-        raise failure
-    click.echo(
-        mint_token(
-            secret=secret.get_secret_value(),
-            subject=subject,
-            documents=list(documents),
-            read_only=read_only,
-            ttl_s=_parse_ttl(ttl),
-            audience=docserver_settings.docserver_jwt_audience,
-            issuer=docserver_settings.docserver_jwt_issuer,
-            now=time.time(),
-        )
-    )
 
 
 @main.command(name="manager")
@@ -431,7 +227,7 @@ def manager_command(settings: Settings) -> None:
 
         code = run_manager_foreground(settings)
     except DocagentsError as exc:
-        raise _daemon_failure(exc) from exc
+        raise daemon_failure(exc) from exc
     sys.exit(code)
 
 
@@ -445,7 +241,7 @@ def up(settings: Settings) -> None:
 
         code = run_up(settings)
     except DocagentsError as exc:
-        raise _daemon_failure(exc) from exc
+        raise daemon_failure(exc) from exc
     sys.exit(code)
 
 
@@ -467,26 +263,8 @@ def _check_database_first(settings: Settings) -> None:
     )
 
 
-def _daemon_failure(exc: DocagentsError) -> click.ClickException:
-    """A start failure of ``manager``/``up``, with an exit code systemd can tell apart.
-
-    Configuration errors exit 78 (EX_CONFIG; the unit has ``RestartPreventExitStatus=78``,
-    so a wrong key is not restarted in a loop); an unreachable database exits 69.
-    The messages never contain secrets (the errors are built without them).
-    """
-    from manager.cli.up import EX_CONFIG, EX_UNAVAILABLE
-    from manager.errors import ConfigurationError, StoreUnavailable
-
-    if isinstance(exc, ConfigurationError):
-        failure = click.ClickException(f"configuration error: {exc}")
-        failure.exit_code = EX_CONFIG
-    elif isinstance(exc, StoreUnavailable):
-        failure = click.ClickException(f"database unavailable: {exc}")
-        failure.exit_code = EX_UNAVAILABLE
-    else:
-        failure = _fail(exc)
-    log.debug("manager_start_failed", error=str(exc), exit_code=failure.exit_code)
-    return failure
+for command in (inspect.stats, inspect.agents, inspect.managers, inspect.token):
+    main.add_command(command)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@ variables are taken out of the environment too, so no child talks to systemd
 in the manager's name.
 
 Exit codes (the ``manager``/``up`` commands): 0 after a clean stop, 1 after a
-second signal, :data:`EX_CONFIG` (78) when the configuration cannot work
-(systemd: ``RestartPreventExitStatus=78``, no restart loop), :data:`EX_UNAVAILABLE`
-(69) when the database is unreachable at start (systemd restarts later).
+second signal, 78 (:data:`~manager.cli.exits.EX_CONFIG`) when the configuration
+cannot work (systemd: ``RestartPreventExitStatus=78``, no restart loop), 69
+(:data:`~manager.cli.exits.EX_UNAVAILABLE`) when the database is unreachable at
+start (systemd restarts later).
 """
 
 from __future__ import annotations
@@ -40,24 +41,19 @@ import structlog
 
 from manager.backends import select_backend
 from manager.cli.agent_token import load_or_create_agent_token
+from manager.cli.exits import EX_CONFIG, EX_UNAVAILABLE
 from manager.config import Settings
-from manager.daemon.driver import run_manager
+from manager.daemon.run import run_manager
 from manager.database import database_conninfo
 from manager.errors import ConfigurationError, DocagentsError
 from manager.ops.proctitle import printable_id, set_title
 from manager.ops.sdnotify import SystemdNotifier
 from manager.secret_env import spawn_env
-from manager.workers.forkserver import NOTIFY_ENV_VARS
-from manager.workers.processes import scrub_secret_environment
+from manager.workers.forkserver import NOTIFY_ENV_VARS, scrub_secret_environment
 
 __all__ = ["EX_CONFIG", "EX_UNAVAILABLE", "run_manager_foreground", "run_up"]
 
 log = structlog.get_logger(__name__)
-
-#: sysexits.h: configuration error (systemd unit: RestartPreventExitStatus=78).
-EX_CONFIG = 78
-#: sysexits.h: a service is unavailable (the database, at start).
-EX_UNAVAILABLE = 69
 
 #: How long the docserver gets to stop after SIGTERM before SIGKILL.
 _DOCSERVER_STOP_S = 5.0

@@ -1,7 +1,15 @@
 """The running manager: the async driver that wires the supervisor to its shells.
 
-:mod:`manager.daemon.driver` owns the task group; :mod:`manager.daemon.monitor`
-turns what happens into metrics, health and sd_notify. May import every layer
-below it (fleet, supervise, workers, events, ops, store); only :mod:`manager.cli`
-imports it.
+- :mod:`~manager.daemon.run`: :func:`~manager.daemon.run.run_manager`, the
+  process-level entry (the worker launcher, the backend, the daemon).
+- :mod:`~manager.daemon.driver`: :class:`~manager.daemon.driver.ManagerDaemon`,
+  the task group, the signal loop, dispatch of the supervisor's actions, shutdown.
+- :mod:`~manager.daemon.start`: the state a start begins from (lease, recovery,
+  latest events) and the supervisor built from the settings.
+- :mod:`~manager.daemon.audit`: the periodic check of this manager's live rows.
+- :mod:`~manager.daemon.reports`: the stats box and the workers' memory gauges.
+- :mod:`~manager.daemon.monitor`: metrics, health and sd_notify from what happens.
+
+May import every layer below it (backends, fleet, supervise, workers, events,
+ops, store); only :mod:`manager.cli` imports it.
 """

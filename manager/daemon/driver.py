@@ -2,18 +2,18 @@
 
 One task group holds everything: the activity source, the store writer, one
 task per agent life (:mod:`manager.supervise.lives`), a ticker for backoffs and
-residencies, an audit of this manager's live rows (a row ended elsewhere stops
-its worker), the heartbeat (watchdog, STATUS, loop lag: :mod:`manager.daemon.monitor`),
-the stats loop, retention, the metrics server, and the signal loop. Decisions
-are the supervisor's; this module only executes them and reports back what
-happened.
+residencies, the row audit (:mod:`manager.daemon.audit`), the heartbeat
+(watchdog, STATUS, loop lag: :mod:`manager.daemon.monitor`), the stats box and
+memory gauges (:mod:`manager.daemon.reports`), retention, the metrics server,
+and the signal loop. Decisions are the supervisor's; this module only executes
+them and reports back what happened.
 
-Start-up: take this ``MANAGER_ID``'s lease (refusing to start beside a live
-process holding it), recover the lives a previous, dead run of this manager left
-behind, end the lives of every expired lease, read the latest event of every
-document, attach the wanted ones (most recent first, up to the cap), follow the
-event cursor, then tell systemd ``READY=1``. The lease is renewed by
-:class:`manager.fleet.keeper.LeaseKeeper` until shutdown, then released.
+Start-up: read the start state (:func:`manager.daemon.start.read_start_state`:
+the lease, recovery, the latest events), attach the wanted documents (most
+recent first, up to the cap), follow the event cursor, then tell systemd
+``READY=1``. The lease is renewed by :class:`manager.fleet.keeper.LeaseKeeper`
+until shutdown, then released. :func:`manager.daemon.run.run_manager` builds
+the daemon on the selected backend.
 
 Shutdown (SIGTERM/SIGINT): ``STOPPING=1``, stop reading events, detach every
 worker concurrently within ``shutdown_timeout_s`` (SIGKILL what is left), end
@@ -28,41 +28,45 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import anyio
 import anyio.abc
 import structlog
 
-from manager.backends import ActivitySource, ActivitySourceFactory, open_backend, select_backend
+from manager.backends import ActivitySource, ActivitySourceFactory
 from manager.config import Settings
+from manager.daemon.audit import RowAudit
 from manager.daemon.monitor import DaemonMonitor, OnConnected
-from manager.errors import ConfigurationError, DocagentsError, StoreError
+from manager.daemon.reports import ManagerReports
+from manager.daemon.start import (
+    listener_factory,
+    new_supervisor,
+    package_version,
+    read_start_state,
+    unwrap_start_error,
+)
+from manager.errors import ConfigurationError, StoreError
 from manager.fleet.keeper import LeaseKeeper
 from manager.ops.retention import run_retention
 from manager.ops.sdnotify import SystemdNotifier
-from manager.ops.stats import ManagerStats, WorkerMemory, render_stats_box
 from manager.ops.telemetry import ManagerMetrics, MetricsServer
 from manager.store.base import ActivityEvent, AgentRow, Store
 from manager.store.writer import StoreWriter
 from manager.supervise.lives import AgentLife, LifeRunner, monotonic
 from manager.supervise.memory import MemoryKeeper
-from manager.supervise.recovery import recover
 from manager.supervise.supervisor import (
     Action,
     Claim,
     EndLife,
     Kill,
-    RestartPolicy,
     Spawn,
     Stop,
-    Supervisor,
 )
-from manager.workers.processes import Target, WorkerFleet, scrub_secret_environment
+from manager.workers.launcher import WorkerLauncher
 
-__all__ = ["ManagerDaemon", "run_manager"]
+__all__ = ["ManagerDaemon"]
 
 log = structlog.get_logger(__name__)
 
@@ -83,7 +87,7 @@ class ManagerDaemon:
         settings: Settings,
         store: Store,
         conninfo: str | None,
-        fleet: WorkerFleet,
+        launcher: WorkerLauncher,
         *,
         activity_source: ActivitySourceFactory | None = None,
         writer: StoreWriter | None = None,
@@ -93,35 +97,27 @@ class ManagerDaemon:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.fleet = fleet
+        self.launcher = launcher
         self.host = socket.gethostname()
         if activity_source is None:
             if not conninfo:
                 raise ValueError("ManagerDaemon needs an activity_source or a conninfo")
-            activity_source = _listener_factory(settings, store, conninfo)
+            activity_source = listener_factory(settings, store, conninfo)
         self._activity_source = activity_source
-        self.supervisor = Supervisor(
-            settings.max_concurrent_agents,
-            min_residency_s=settings.min_residency_s,
-            policy=RestartPolicy(
-                backoff_min_s=settings.restart_backoff_min_s,
-                backoff_max_s=settings.restart_backoff_max_s,
-                stable_s=settings.restart_stable_s,
-                crash_loop_restarts=settings.crash_loop_restarts,
-                crash_loop_window_s=settings.crash_loop_window_s,
-                claim_retry_s=settings.claim_retry_s,
-            ),
-            new_agent_id=lambda: "agent-" + uuid.uuid4().hex,
-            manager_id=settings.manager_id,
-            holds_lease=False,  # until the lease is taken at start
-            placement_delay_s=min(1.0, settings.lease_renew_s),
-        )
+        self.supervisor = new_supervisor(settings)
         self.writer = writer or StoreWriter(store, flush_interval_s=settings.flush_interval_s)
         if metrics is None and settings.metrics_port is not None:
             metrics = ManagerMetrics()
         if metrics is not None:
-            metrics.info.labels(manager_id=settings.manager_id, version=_version()).set(1)
+            metrics.info.labels(manager_id=settings.manager_id, version=package_version()).set(1)
         self.metrics = metrics
+        self.audit = RowAudit(
+            store,
+            self.supervisor,
+            manager_id=settings.manager_id,
+            interval_s=settings.poll_interval_s,
+            dispatch=self._dispatch,
+        )
         self.leases = LeaseKeeper(
             settings,
             store,
@@ -131,7 +127,7 @@ class ManagerDaemon:
             on_failover=self._count_failovers,
             on_renew_failure=self._count_renew_failure,
             on_displaced=self.request_shutdown,
-            on_regained=self._audit_soon,
+            on_regained=self.audit.soon,
         )
         self.monitor = DaemonMonitor(
             self.supervisor,
@@ -150,12 +146,12 @@ class ManagerDaemon:
                 prune_interval_s=settings.retention_interval_s,
                 metrics=metrics,
             )
-        fleet.memory = self.memory
+        launcher.memory = self.memory
         self.runner = LifeRunner(
             settings,
             store,
             self.writer,
-            fleet,
+            launcher,
             self.supervisor,
             dispatch=self._dispatch,
             observer=self.monitor,
@@ -167,10 +163,18 @@ class ManagerDaemon:
         self.metrics_server: MetricsServer | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._wake = anyio.Event()
-        self._audit_now = anyio.Event()
         self._all_stopped = anyio.Event()
         self._running = False
         self.started_at = datetime.now(UTC)
+        self.reports = ManagerReports(
+            settings,
+            store,
+            self.supervisor,
+            lives=self.runner.lives,
+            event_lag_s=lambda: None if self.listener is None else self.listener.lag_s,
+            extraction=self.memory is not None,
+            started_at=self.started_at,
+        )
         self._requests_in, self._requests = anyio.create_memory_object_stream[int](64)
 
     @property
@@ -190,9 +194,11 @@ class ManagerDaemon:
                 signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2
             ) as signals,
         ):
-            ended, latest, cursor = await self._read_start_state()
+            ended, latest, cursor = await read_start_state(
+                self.leases, self.store, self.supervisor, self.settings.manager_id
+            )
             try:
-                with _unwrap_start_error():
+                with unwrap_start_error():
                     code = await self._run_services(signals, ended, latest, cursor, ready)
             finally:
                 self.monitor.notifier.close()
@@ -229,12 +235,12 @@ class ManagerDaemon:
             events_scope = anyio.CancelScope()
             await tg.start(self._follow_events, events_scope)
             tg.start_soon(self._ticker)
-            tg.start_soon(self._audit_loop)
+            tg.start_soon(self.audit.run)
             lease_scope = anyio.CancelScope()
             tg.start_soon(self._keep_lease, lease_scope)
-            tg.start_soon(self._stats_loop)
+            tg.start_soon(self.reports.run_stats_box)
             if self.metrics is not None:
-                tg.start_soon(self._memory_loop, self.metrics)
+                tg.start_soon(self.reports.run_memory_gauges, self.metrics)
             if settings.retention_days is not None:
                 tg.start_soon(self._retention, settings.retention_days)
             log.info("manager_ready", manager_id=settings.manager_id, attached=len(self.lives))
@@ -243,7 +249,7 @@ class ManagerDaemon:
                 ready()
             async for signum in self._requests:
                 if signum == signal.SIGUSR1:
-                    await self.print_stats()
+                    await self.reports.print_stats()
                     continue
                 if signum == signal.SIGUSR2:
                     self.leases.start_draining("SIGUSR2")
@@ -299,23 +305,6 @@ class ManagerDaemon:
         if self.metrics is not None:
             self.metrics.lease_renew_failures.inc()
 
-    async def _read_start_state(self) -> tuple[list[AgentRow], list[ActivityEvent], int]:
-        try:
-            # Raises ManagerAlreadyRunning (exit 78) beside a live holder: recovery
-            # only ever runs against a dead one.
-            await self.leases.acquire()
-            ended = await recover(self.store, self.settings.manager_id)
-            await self.leases.sweep()
-            self.supervisor.lease_regained(monotonic())  # nothing is tracked yet
-            latest, cursor = await self.store.latest_events()
-        except StoreError as exc:
-            if "does not exist" in str(exc):
-                raise ConfigurationError(
-                    "the database has no docagents schema: run `docagents migrate` first"
-                ) from exc
-            raise
-        return ended, latest, cursor
-
     async def _follow_events(
         self,
         scope: anyio.CancelScope,
@@ -346,14 +335,14 @@ class ManagerDaemon:
                         continue
                     log.warning("manager_killing_workers", signal=signal.Signals(signum).name)
                     code = 1
-                    self.fleet.kill_all()
+                    self.launcher.kill_all()
                     return
 
             tg.start_soon(second_signal)
             with anyio.move_on_after(self.settings.shutdown_timeout_s):
                 await self._all_stopped.wait()
             if not self._all_stopped.is_set():
-                killed = self.fleet.kill_all()
+                killed = self.launcher.kill_all()
                 log.warning("shutdown_timeout_workers_killed", killed=killed)
                 with anyio.move_on_after(_REAP_TIMEOUT_S):
                     await self._all_stopped.wait()
@@ -417,182 +406,3 @@ class ManagerDaemon:
             actions = self.supervisor.tick(monotonic())
             if actions:
                 self._dispatch(actions)
-
-    def _audit_soon(self) -> None:
-        self._audit_now.set()
-
-    async def _audit_loop(self) -> None:
-        """Every ``poll_interval_s`` (and at once after regaining the lease): are this
-        manager's working lives still its own?
-
-        A row ended by someone else (an operator, another manager taking the
-        document over) means this worker must go; the supervisor decides.
-        """
-        while True:
-            with anyio.move_on_after(self.settings.poll_interval_s):
-                await self._audit_now.wait()
-            self._audit_now = anyio.Event()
-            checked = self.supervisor.working_lives()
-            if not checked:
-                continue
-            try:
-                rows = await self.store.live_agents_of_manager(self.settings.manager_id)
-            except StoreError as exc:
-                log.debug("row_audit_skipped", error=str(exc))
-                continue
-            live = {row.agent_id for row in rows}
-            actions = self.supervisor.rows_audited(checked, live, monotonic())
-            for action in actions:
-                log.warning(
-                    "agent_row_ended_elsewhere",
-                    document_id=action.document_id,
-                    agent_id=action.agent_id,
-                )
-            if actions:
-                self._dispatch(actions)
-
-    async def _stats_loop(self) -> None:
-        while True:
-            await anyio.sleep(self.settings.stats_interval_s)
-            await self.print_stats()
-
-    def worker_memory(self) -> WorkerMemory:
-        """Sums of the live workers' latest reports (each worker measures itself).
-
-        The manager does not read the workers' ``smaps_rollup`` itself: the kernel
-        holds a worker's memory-map lock while it walks the page tables, and a
-        reader descheduled on a busy host stalls that worker's allocations.
-        """
-        rss = pss = 0.0
-        workers = 0
-        for life in list(self.lives.values()):
-            report = life.last_metrics
-            if report is None:
-                continue
-            workers += 1
-            rss += report.memory_mb
-            pss += report.memory_mb if report.pss_mb is None else report.pss_mb
-        return WorkerMemory(workers=workers, rss_mb=rss, pss_mb=pss)
-
-    async def _memory_loop(self, metrics: ManagerMetrics) -> None:
-        """The workers' memory for ``/metrics``, as often as they report it."""
-        while True:
-            memory = self.worker_memory()
-            metrics.memory_pss.set(memory.pss_mb * 2**20)
-            metrics.memory_rss.set(memory.rss_mb * 2**20)
-            await anyio.sleep(self.settings.metrics_interval_s)
-
-    async def manager_stats(self) -> ManagerStats:
-        sup = self.supervisor
-        memory = self.worker_memory()
-        return ManagerStats(
-            manager_id=self.settings.manager_id,
-            running=sup.running,
-            capacity=sup.capacity,
-            waiting=sup.waiting,
-            evictions=sup.evictions,
-            restarts=sup.restarts,
-            events_applied=sup.events_applied,
-            event_lag_s=None if self.listener is None else self.listener.lag_s,
-            worker_memory_mb=memory.pss_mb if memory.workers else None,
-            worker_memory_rss_mb=memory.rss_mb if memory.workers else None,
-            started_at=self.started_at,
-        )
-
-    async def print_stats(self) -> None:
-        try:
-            system = await self.store.system_stats()
-            extraction = None
-            if self.memory is not None:
-                extraction = await self.store.extraction_stats()
-        except StoreError as exc:
-            log.warning("stats_unavailable", error=str(exc))
-            return
-        print(
-            render_stats_box(system, await self.manager_stats(), extraction=extraction),
-            flush=True,
-        )
-
-
-@contextlib.contextmanager
-def _unwrap_start_error() -> Iterator[None]:
-    """A configuration error raised inside the task group comes out as itself (for the CLI)."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        cancelled = anyio.get_cancelled_exc_class()
-        leaves = _leaves(group)
-        errors = [e for e in leaves if not isinstance(e, cancelled)]
-        if len(errors) == 1 and isinstance(errors[0], DocagentsError):
-            raise errors[0] from group
-        raise
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return found
-
-
-def _listener_factory(settings: Settings, store: Store, conninfo: str) -> ActivitySourceFactory:
-    from manager.events.listen import ActivityListener
-
-    def activity_source(cursor: int) -> ActivitySource:
-        return ActivityListener(
-            conninfo, store, cursor=cursor, poll_interval_s=settings.poll_interval_s
-        )
-
-    return activity_source
-
-
-async def run_manager(
-    settings: Settings,
-    conninfo: str | None = None,
-    *,
-    ready: Callable[[], None] | None = None,
-    worker_target: Target | None = None,
-    on_connected: OnConnected | None = None,
-    notifier: SystemdNotifier | None = None,
-) -> int:
-    """Run the manager on the selected backend until SIGTERM/SIGINT; return the exit code.
-
-    ``conninfo``: a Postgres the caller already holds (``docagents up``); ignored
-    when the settings select Supabase. Raises :class:`ConfigurationError` for
-    settings that cannot work and :class:`~manager.errors.StoreUnavailable` when
-    the database cannot be reached at start.
-    """
-    kind = select_backend(settings)
-    fleet = WorkerFleet(target=worker_target, warm_pool=settings.warm_pool_size)
-    # The secrets leave the environment before any child starts (the template,
-    # if `start_early` did not start it already, and the docserver of `up`).
-    scrub_secret_environment()
-    try:
-        async with open_backend(settings, conninfo=conninfo) as backend:
-            # The worker template imports in its own process (started early by the
-            # CLI) while the backend opened; recovery runs while the pool fills. A
-            # database that is not there fails the start before any of that.
-            await anyio.to_thread.run_sync(fleet.warm_up)
-            log.info("manager_backend", kind=kind, database=backend.description)
-            daemon = ManagerDaemon(
-                settings,
-                backend.store,
-                backend.conninfo,
-                fleet,
-                activity_source=backend.activity_source,
-                writer=backend.writer,
-                notifier=notifier,
-                on_connected=on_connected,
-            )
-            return await daemon.run(ready=ready)
-    finally:
-        fleet.kill_all()
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("docagents")
-    except PackageNotFoundError:
-        return "unknown"

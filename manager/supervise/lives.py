@@ -31,7 +31,8 @@ from manager.store.base import Store, Supersede
 from manager.store.writer import StoreWriter
 from manager.supervise.claims import ClaimBatcher
 from manager.supervise.supervisor import Action, Claim, Spawn, Supervisor
-from manager.workers.processes import WorkerFleet, WorkerProcess
+from manager.workers.launcher import WorkerLauncher
+from manager.workers.process import WorkerProcess
 from worker.config import WorkerSettings
 from worker.protocol import (
     Activity,
@@ -97,7 +98,7 @@ class LifeRunner:
         settings: Settings,
         store: Store,
         writer: StoreWriter,
-        fleet: WorkerFleet,
+        launcher: WorkerLauncher,
         supervisor: Supervisor,
         *,
         dispatch: Callable[[Sequence[Action]], None],
@@ -108,7 +109,7 @@ class LifeRunner:
         self.settings = settings
         self.store = store
         self.writer = writer
-        self.fleet = fleet
+        self.launcher = launcher
         self.supervisor = supervisor
         self.host = host
         self.worker_settings = settings.worker_settings()
@@ -218,7 +219,7 @@ class LifeRunner:
             if life.stop_reason is not None:  # the Stop came before the process
                 self._dispatch(sup.worker_exited(doc, agent, "never started", monotonic()))
                 return
-            worker = self.fleet.process(self._life_settings(doc, agent, life.fence), doc, agent)
+            worker = self.launcher.process(self._life_settings(doc, agent, life.fence), doc, agent)
             try:
                 await worker.start()
             except (OSError, ValueError, RuntimeError, EOFError) as exc:

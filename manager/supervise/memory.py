@@ -47,7 +47,7 @@ _USAGE = ("sentences_sent", "cache_hits", "prompt_tokens", "completion_tokens", 
 
 
 class MemoryPeer(Protocol):
-    """The worker end the keeper talks to (a :class:`~manager.workers.processes.WorkerProcess`)."""
+    """The worker end the keeper talks to (a :class:`~manager.workers.process.WorkerProcess`)."""
 
     document_id: str
 

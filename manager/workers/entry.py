@@ -3,10 +3,11 @@
 Kept tiny so the manager can name them without importing the worker's modules;
 the forkserver has them preloaded (:mod:`manager.workers.preload`).
 
-:func:`run_pooled` is what the fleet forks: the worker boots, waits on its pipe
-for its assignment (the target, the settings, the document), then runs it. A
-worker in the warm pool spends its wait there; at EOF (the manager closed the
-pool or died) it exits without having done anything.
+:func:`run_pooled` is what :class:`~manager.workers.launcher.WorkerLauncher`
+starts: the worker boots, waits on its pipe for its assignment (the target, the
+settings, the document), then runs it. A worker in the warm pool spends its wait
+there; at EOF (the manager closed the pool or died) it exits without having done
+anything.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ from pydantic import ValidationError  # noqa: E402
 
 import manager.ops.proctitle  # noqa: E402
 import manager.workers.entry  # noqa: E402  (the Process target)
-import manager.workers.processes  # noqa: E402  (the Process class is unpickled in the child)
+import manager.workers.forkserver  # noqa: E402  (TemplateProcess is unpickled in the child)
 import worker.extract  # noqa: E402
 import worker.extract.gazetteer  # noqa: E402
 import worker.extract.gazetteer_extractor  # noqa: E402

@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import psutil
 
-from manager.workers.processes import scrub_secret_environment
+from manager.workers.forkserver import scrub_secret_environment
 from scripts.bench import attach, events, fleet, floors, marks, memory, recovery, report
 from scripts.bench.stack import REPO, Stack, raise_fd_limit
 from worker.logs import configure_logging

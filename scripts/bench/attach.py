@@ -57,12 +57,12 @@ async def run(stack: Stack, cfg: dict[str, Any]) -> dict[str, Any]:
     cap = max(cfg["capacity_steps"] + cfg["bursts"]) + cfg["probes"] + 20
     settings = stack.settings(max_concurrent_agents=cap, flush_interval_s=0.5)
     async with stack.manager(settings) as run_:
-        fleet = run_.fleet
+        launcher = run_.launcher
         # warm-up: the first worker and the docserver's first room
         await _one(stack, run_, "warm")
         await _idle_all(stack, run_, ["warm"])
         await anyio.sleep(1)  # the pool is full and booted: the floors run on a quiet machine
-        out["floor_forkserver_first_message_ms"] = await floors.forkserver_floor(fleet)
+        out["floor_forkserver_first_message_ms"] = await floors.forkserver_floor()
         out["floor_bare_python"] = floors.bare_python_memory()
 
         latencies: list[float] = []
@@ -74,9 +74,9 @@ async def run(stack: Stack, cfg: dict[str, Any]) -> dict[str, Any]:
         await run_.wait_running(0, within=60)
         out["sequential_ms"] = {**summary(latencies), "samples": latencies}
         out["pool"] = {
-            "hits": fleet.pool_hits,
-            "misses": fleet.pool_misses,
-            "size": fleet.warm_pool,
+            "hits": launcher.pool_hits,
+            "misses": launcher.pool_misses,
+            "size": launcher.warm_pool,
         }
 
         out["bursts"] = {}
@@ -87,7 +87,7 @@ async def run(stack: Stack, cfg: dict[str, Any]) -> dict[str, Any]:
                 # Its floor right before each trial: this machine's speed for forks
                 # and page faults moves by half within minutes.
                 await anyio.sleep(0.5)
-                floor_ms.append(await floors.forkserver_burst_floor(fleet, n))
+                floor_ms.append(await floors.forkserver_burst_floor(n))
                 await anyio.sleep(1.5)  # the pool refills, the machine settles
                 docs = [f"burst{n}-{t}-{i}" for i in range(n)]
                 trials.append(await _burst(stack, run_, docs))

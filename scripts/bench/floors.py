@@ -15,6 +15,7 @@ project's machine), and figures of two runs compare only next to it.
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
 import time
@@ -24,25 +25,28 @@ from multiprocessing.connection import Connection
 import anyio
 import psutil
 
-from manager.workers.processes import WorkerFleet, _TemplateProcess
+from manager.workers.forkserver import TemplateProcess
 from scripts.bench.stack import summary
 
 
-def _start_bare_child(fleet: WorkerFleet) -> tuple[_TemplateProcess, Connection]:
-    """A forkserver child of the workers' template that only sends one message."""
-    parent, child = fleet.context.Pipe(duplex=True)
-    proc = _TemplateProcess(target=child.send_bytes, args=(b"hello",), daemon=True)
+def _start_bare_child() -> tuple[TemplateProcess, Connection]:
+    """A forkserver child of the workers' template that only sends one message.
+
+    The template must be running (the manager under test started it).
+    """
+    parent, child = multiprocessing.Pipe(duplex=True)
+    proc = TemplateProcess(target=child.send_bytes, args=(b"hello",), daemon=True)
     proc.start()
     child.close()
     return proc, parent
 
 
-def forkserver_first_message(fleet: WorkerFleet, samples: int = 30) -> dict[str, float]:
+def forkserver_first_message(samples: int = 30) -> dict[str, float]:
     """ms from ``Process.start()`` to the first message read by the parent (blocking)."""
     times: list[float] = []
     for _ in range(samples):
         started = time.perf_counter()
-        proc, parent = _start_bare_child(fleet)
+        proc, parent = _start_bare_child()
         parent.recv_bytes()
         times.append((time.perf_counter() - started) * 1000)
         proc.join(5)
@@ -50,15 +54,15 @@ def forkserver_first_message(fleet: WorkerFleet, samples: int = 30) -> dict[str,
     return summary(times)
 
 
-def forkserver_burst_ms(fleet: WorkerFleet, n: int) -> float:
+def forkserver_burst_ms(n: int) -> float:
     """ms from the first ``Process.start()`` until all ``n`` bare children (started one
     after the other, as fast as the forkserver forks) sent their first message."""
     parents: list[Connection] = []
-    procs: list[_TemplateProcess] = []
+    procs: list[TemplateProcess] = []
     started = time.perf_counter()
     try:
         for _ in range(n):
-            proc, parent = _start_bare_child(fleet)
+            proc, parent = _start_bare_child()
             procs.append(proc)
             parents.append(parent)
         waiting = set(parents)
@@ -77,8 +81,8 @@ def forkserver_burst_ms(fleet: WorkerFleet, n: int) -> float:
             parent.close()
 
 
-async def forkserver_burst_floor(fleet: WorkerFleet, n: int) -> float:
-    return await anyio.to_thread.run_sync(forkserver_burst_ms, fleet, n)
+async def forkserver_burst_floor(n: int) -> float:
+    return await anyio.to_thread.run_sync(forkserver_burst_ms, n)
 
 
 def bare_python_memory() -> dict[str, float]:
@@ -108,8 +112,8 @@ def manager_import_s(samples: int = 3) -> float:
     return best
 
 
-async def forkserver_floor(fleet: WorkerFleet) -> dict[str, float]:
-    return await anyio.to_thread.run_sync(forkserver_first_message, fleet)
+async def forkserver_floor() -> dict[str, float]:
+    return await anyio.to_thread.run_sync(forkserver_first_message)
 
 
 def cpu_reference_ms(rounds: int = 5) -> float:

@@ -3,7 +3,7 @@
 :class:`Stack`: embedded Postgres (migrated) + the real docserver (a child process,
 ``python -m manager.cli docserver``) in one temporary ``DOCAGENTS_HOME``.
 :meth:`Stack.manager` runs the real manager (``ManagerDaemon`` with a forkserver
-``WorkerFleet`` and real workers) in this process, so the time a worker's
+``WorkerLauncher`` and real workers) in this process, so the time a worker's
 ``connected`` message arrives is taken where it arrives;
 :meth:`Stack.manager_process` runs ``python -m manager.cli manager`` as a child
 (for ``kill -9`` and for its CPU figures).
@@ -31,7 +31,7 @@ from manager.daemon.driver import ManagerDaemon
 from manager.embedded import EmbeddedPostgres
 from manager.store.migrations import apply_migrations
 from manager.store.postgres import PostgresStore
-from manager.workers.processes import WorkerFleet
+from manager.workers.launcher import WorkerLauncher
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
@@ -70,9 +70,9 @@ def raise_fd_limit(wanted: int = 65536) -> int:
 class ManagerRun:
     """An in-process manager: the daemon, and when each document's worker connected."""
 
-    def __init__(self, daemon: ManagerDaemon, fleet: WorkerFleet) -> None:
+    def __init__(self, daemon: ManagerDaemon, launcher: WorkerLauncher) -> None:
         self.daemon = daemon
-        self.fleet = fleet
+        self.launcher = launcher
         self.connected: dict[str, float] = {}
         self._arrived = anyio.Event()
 
@@ -93,7 +93,7 @@ class ManagerRun:
                 await anyio.sleep(0.05)
 
     def worker_pids(self) -> list[int]:
-        return [w.pid for w in list(self.fleet.workers) if w.pid is not None]
+        return [w.pid for w in list(self.launcher.workers) if w.pid is not None]
 
 
 class Stack:
@@ -169,12 +169,12 @@ class Stack:
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
     @contextlib.asynccontextmanager
-    async def manager(self, settings: Settings, **fleet_args: Any) -> AsyncIterator[ManagerRun]:
+    async def manager(self, settings: Settings, **launcher_args: Any) -> AsyncIterator[ManagerRun]:
         """The real manager in this process. Its template preloads the OpenAI client
         only when asked (``preload_llm=True``), as a manager with ``EXTRACTOR=llm``."""
-        fleet_args.setdefault("preload_llm", settings.resolved_extractor() == "llm")
-        fleet = WorkerFleet(**fleet_args)
-        await anyio.to_thread.run_sync(fleet.warm_up)
+        launcher_args.setdefault("preload_llm", settings.resolved_extractor() == "llm")
+        launcher = WorkerLauncher(**launcher_args)
+        await anyio.to_thread.run_sync(launcher.warm_up)
         store = await PostgresStore.connect(self.conninfo)
         run: ManagerRun | None = None
 
@@ -182,8 +182,8 @@ class Stack:
             assert run is not None
             run.on_connected(document_id, agent_id, at)
 
-        daemon = ManagerDaemon(settings, store, self.conninfo, fleet, on_connected=on_connected)
-        run = ManagerRun(daemon, fleet)
+        daemon = ManagerDaemon(settings, store, self.conninfo, launcher, on_connected=on_connected)
+        run = ManagerRun(daemon, launcher)
         ready = anyio.Event()
         try:
             async with anyio.create_task_group() as tg:
@@ -192,10 +192,7 @@ class Stack:
                 yield run
                 daemon.request_shutdown()
         finally:
-            fleet.kill_all()
-            shutdown = getattr(fleet, "shutdown", None)
-            if shutdown is not None:
-                shutdown()
+            launcher.kill_all()
             await store.aclose()
 
     def manager_env(self, **env: str) -> dict[str, str]:

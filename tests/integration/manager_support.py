@@ -14,14 +14,14 @@ import anyio
 from manager.config import Settings
 from manager.daemon.driver import ManagerDaemon
 from manager.store.postgres import PostgresStore
-from manager.workers.processes import WorkerFleet
+from manager.workers.launcher import WorkerLauncher
 
 
 @asynccontextmanager
 async def running_manager(
     settings: Settings,
     url: str,
-    fleet: WorkerFleet | None = None,
+    launcher: WorkerLauncher | None = None,
     *,
     ready_within: float = 30.0,
     wrap_store: Callable[[PostgresStore], Any] | None = None,
@@ -29,17 +29,17 @@ async def running_manager(
 ) -> AsyncIterator[ManagerDaemon]:
     """A daemon that is ready on entry and has stopped cleanly (exit 0) on exit.
 
-    Without ``fleet``, a fleet of real workers (``worker.main``) is started and
-    killed afterwards; a given fleet is left running for the caller.
+    Without ``launcher``, a launcher of real workers (``worker.main``) is started and
+    killed afterwards; a given launcher is left running for the caller.
     ``wrap_store`` may put a fault-injecting wrapper around the real store.
     """
-    own_fleet = fleet is None
-    if fleet is None:
-        fleet = WorkerFleet()
-        await anyio.to_thread.run_sync(fleet.warm_up)
+    own_launcher = launcher is None
+    if launcher is None:
+        launcher = WorkerLauncher()
+        await anyio.to_thread.run_sync(launcher.warm_up)
     store = await PostgresStore.connect(url)
     used = store if wrap_store is None else wrap_store(store)
-    daemon = ManagerDaemon(settings, used, url, fleet, **daemon_args)
+    daemon = ManagerDaemon(settings, used, url, launcher, **daemon_args)
     ready, finished = anyio.Event(), anyio.Event()
     codes: list[int] = []
     try:
@@ -58,8 +58,8 @@ async def running_manager(
                 await finished.wait()
         assert codes == [0]
     finally:
-        if own_fleet:
-            fleet.kill_all()
+        if own_launcher:
+            launcher.kill_all()
         await store.aclose()
 
 

@@ -25,7 +25,7 @@ from ywebsocket_server import HumanClient
 
 from manager.config import Settings
 from manager.workers.forkserver import PRELOAD_LLM_VAR
-from manager.workers.processes import WorkerFleet
+from manager.workers.launcher import WorkerLauncher
 from tests.integration.openai_double import OpenAIDouble, Reply, answer_from, serve
 from worker.memory import result_key
 
@@ -55,17 +55,17 @@ def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
 
 
 @pytest.fixture
-async def fleet(monkeypatch: pytest.MonkeyPatch) -> Any:
+async def launcher(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Workers from a template with the OpenAI client preloaded, as `docagents manager`
     starts them with EXTRACTOR=llm (else each worker imports it at start, a second or
     more of CPU on a busy machine, while its pings wait)."""
     monkeypatch.delenv(PRELOAD_LLM_VAR, raising=False)  # restored after the test
-    fleet = WorkerFleet(preload_llm=True)
-    await anyio.to_thread.run_sync(fleet.warm_up)
+    launcher = WorkerLauncher(preload_llm=True)
+    await anyio.to_thread.run_sync(launcher.warm_up)
     try:
-        yield fleet
+        yield launcher
     finally:
-        fleet.kill_all()
+        launcher.kill_all()
 
 
 async def until(predicate: Any, within: float = 30.0) -> Any:
@@ -214,7 +214,7 @@ def _settings(docserver: DocserverProcess, llm_url: str, **overrides: Any) -> Se
 
 
 async def test_every_occurrence_is_marked_and_each_text_is_paid_once(
-    database_url: str, tmp_path: Path, fleet: WorkerFleet
+    database_url: str, tmp_path: Path, launcher: WorkerLauncher
 ) -> None:
     docserver = DocserverProcess(tmp_path / "docserver", database_url, idle_timeout_ms=5000)
     await docserver.start()
@@ -222,7 +222,7 @@ async def test_every_occurrence_is_marked_and_each_text_is_paid_once(
         llm = OpenAIDouble([], answer=answer_from(KNOWN))
         async with (
             serve(llm),
-            running_manager(_settings(docserver, llm.base_url), database_url, fleet),
+            running_manager(_settings(docserver, llm.base_url), database_url, launcher),
         ):
             ann = HumanClient(docserver.ws_url("occurrences"))
             async with ann.connected():
@@ -252,7 +252,7 @@ async def test_failures_are_retried_and_the_gazetteer_marks_meanwhile(
     database_url: str,
     db: psycopg.Connection[dict[str, Any]],
     tmp_path: Path,
-    fleet: WorkerFleet,
+    launcher: WorkerLauncher,
 ) -> None:
     doc = "flaky-model"
     sentence = "Our friends live in Oslo and Gimmelwald."
@@ -262,7 +262,7 @@ async def test_failures_are_retried_and_the_gazetteer_marks_meanwhile(
     try:
         async with serve(OpenAIDouble([failing] * 3, answer=answer_from(KNOWN))) as llm:
             settings = _settings(docserver, llm.base_url, llm_max_retries=1)
-            async with running_manager(settings, database_url, fleet):
+            async with running_manager(settings, database_url, launcher):
                 ann = HumanClient(docserver.ws_url(doc))
                 async with ann.connected():
                     (run,) = ann.add_paragraph("")
@@ -289,7 +289,7 @@ async def test_a_refused_batch_is_split_and_only_the_offending_sentence_given_up
     database_url: str,
     db: psycopg.Connection[dict[str, Any]],
     tmp_path: Path,
-    fleet: WorkerFleet,
+    launcher: WorkerLauncher,
 ) -> None:
     doc = "refusals"
     good = answer_from(KNOWN)
@@ -306,7 +306,7 @@ async def test_a_refused_batch_is_split_and_only_the_offending_sentence_given_up
         llm = OpenAIDouble([], answer=answer)
         async with (
             serve(llm),
-            running_manager(_settings(docserver, llm.base_url), database_url, fleet) as daemon,
+            running_manager(_settings(docserver, llm.base_url), database_url, launcher) as daemon,
         ):
             ann = HumanClient(docserver.ws_url(doc))
             async with ann.connected():
@@ -335,14 +335,14 @@ async def test_a_refused_batch_is_split_and_only_the_offending_sentence_given_up
 
 
 async def test_with_the_model_unreachable_the_gazetteer_still_marks(
-    database_url: str, tmp_path: Path, fleet: WorkerFleet
+    database_url: str, tmp_path: Path, launcher: WorkerLauncher
 ) -> None:
     closed = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     docserver = DocserverProcess(tmp_path / "docserver", database_url, idle_timeout_ms=5000)
     await docserver.start()
     try:
         settings = _settings(docserver, closed, llm_max_retries=0)
-        async with running_manager(settings, database_url, fleet):
+        async with running_manager(settings, database_url, launcher):
             ann = HumanClient(docserver.ws_url("no-model"))
             async with ann.connected():
                 (run,) = ann.add_paragraph("")
@@ -354,7 +354,7 @@ async def test_with_the_model_unreachable_the_gazetteer_still_marks(
 
 
 async def test_a_long_document_goes_out_in_bounded_batches_and_typing_goes_first(
-    database_url: str, tmp_path: Path, fleet: WorkerFleet
+    database_url: str, tmp_path: Path, launcher: WorkerLauncher
 ) -> None:
     names = list(KNOWN)
     docserver = DocserverProcess(tmp_path / "docserver", database_url, idle_timeout_ms=5000)
@@ -385,7 +385,7 @@ async def test_a_long_document_goes_out_in_bounded_batches_and_typing_goes_first
                                 for i in range(10)
                             )
                         )
-                async with running_manager(settings, database_url, fleet):
+                async with running_manager(settings, database_url, launcher):
                     await until(lambda: len(llm.requests) >= 3)
                     (run,) = ann.add_paragraph("")
                     typed = "Typed now: a day trip to Gimmelwald."

@@ -26,7 +26,7 @@ from ywebsocket_server import YServer
 from manager.errors import StoreUnavailable
 from manager.store.postgres import PostgresStore
 from manager.supervise.supervisor import Phase
-from manager.workers.processes import WorkerFleet
+from manager.workers.launcher import WorkerLauncher
 from tests.integration.manager_support import running_manager, start_manager
 from tests.integration.test_manager import make_settings
 from tests.integration.test_manager_cli import active, alive, event, manager_env, stop, until
@@ -191,11 +191,11 @@ async def test_a_manager_that_cannot_renew_steps_down_and_keeps_its_workers(
         wrappers.append(RenewalsFail(store))
         return wrappers[-1]
 
-    fleet = WorkerFleet(target=manager_standin.main)
-    await anyio.to_thread.run_sync(fleet.warm_up)
+    launcher = WorkerLauncher(target=manager_standin.main)
+    await anyio.to_thread.run_sync(launcher.warm_up)
     settings = make_settings(lease_ttl_s=1.5, lease_renew_s=0.2, metrics_port=0)
     try:
-        async with running_manager(settings, database_url, fleet, wrap_store=wrap) as daemon:
+        async with running_manager(settings, database_url, launcher, wrap_store=wrap) as daemon:
             event(db, "kept")
             await until(lambda: active(db))
             (kept,) = active(db)
@@ -221,7 +221,7 @@ async def test_a_manager_that_cannot_renew_steps_down_and_keeps_its_workers(
             assert "docagents_lease_renew_failures_total" in text
             assert "docagents_failovers_total" in text
     finally:
-        fleet.kill_all()
+        launcher.kill_all()
 
 
 async def test_a_paused_manager_loses_its_documents_then_stops_its_old_workers_and_rejoins(

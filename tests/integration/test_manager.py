@@ -25,7 +25,7 @@ from manager.daemon.driver import ManagerDaemon
 from manager.errors import ConfigurationError, StoreUnavailable
 from manager.store.postgres import PostgresStore
 from manager.supervise.supervisor import Supervisor
-from manager.workers.processes import WorkerFleet
+from manager.workers.launcher import WorkerLauncher
 from tests.integration.lease_support import expire_lease, hold_lease
 
 pytestmark = pytest.mark.anyio
@@ -53,10 +53,10 @@ def make_settings(manager_id: str = "test-manager", **overrides: Any) -> Setting
 
 
 @pytest.fixture(scope="module")
-def fleet() -> WorkerFleet:
-    fleet = WorkerFleet(target=manager_standin.main)
-    fleet.warm_up()
-    return fleet
+def launcher() -> WorkerLauncher:
+    launcher = WorkerLauncher(target=manager_standin.main)
+    launcher.warm_up()
+    return launcher
 
 
 class Db:
@@ -114,9 +114,9 @@ def gone(pid: int) -> bool:
 
 
 async def test_attach_metrics_and_detach_on_idle(
-    database_url: str, db: Db, fleet: WorkerFleet
+    database_url: str, db: Db, launcher: WorkerLauncher
 ) -> None:
-    async with running_manager(make_settings(), database_url, fleet):
+    async with running_manager(make_settings(), database_url, launcher):
         db.event("doc-1")
         row = await until(lambda: db.active("doc-1"))
         pid = row["agent_pid"]
@@ -139,12 +139,12 @@ async def test_attach_metrics_and_detach_on_idle(
 
 
 async def test_wanted_documents_attach_at_start_most_recent_first(
-    database_url: str, db: Db, fleet: WorkerFleet
+    database_url: str, db: Db, launcher: WorkerLauncher
 ) -> None:
     for doc in ["old", "gone", "mid", "new"]:
         db.event(doc)
     db.event("gone", "idle")
-    async with running_manager(make_settings(max_concurrent_agents=2), database_url, fleet):
+    async with running_manager(make_settings(max_concurrent_agents=2), database_url, launcher):
         await until(
             lambda: {d for d, r in db.live().items() if r["status"] == "active"} == {"mid", "new"}
         )
@@ -152,10 +152,10 @@ async def test_wanted_documents_attach_at_start_most_recent_first(
 
 
 async def test_cap_lru_eviction_and_no_thrash(
-    database_url: str, db: Db, fleet: WorkerFleet
+    database_url: str, db: Db, launcher: WorkerLauncher
 ) -> None:
     settings = make_settings(max_concurrent_agents=2, min_residency_s=1.0)
-    async with running_manager(settings, database_url, fleet) as daemon:
+    async with running_manager(settings, database_url, launcher) as daemon:
         db.event("A")
         await until(lambda: db.active("A"))
         db.event("B")
@@ -178,8 +178,10 @@ async def test_cap_lru_eviction_and_no_thrash(
         assert daemon.supervisor.running <= 2
 
 
-async def test_worker_sigkill_is_restarted(database_url: str, db: Db, fleet: WorkerFleet) -> None:
-    async with running_manager(make_settings(), database_url, fleet) as daemon:
+async def test_worker_sigkill_is_restarted(
+    database_url: str, db: Db, launcher: WorkerLauncher
+) -> None:
+    async with running_manager(make_settings(), database_url, launcher) as daemon:
         db.event("doc-k")
         first = await until(lambda: db.active("doc-k"))
         os.kill(first["agent_pid"], signal.SIGKILL)
@@ -194,9 +196,9 @@ async def test_worker_sigkill_is_restarted(database_url: str, db: Db, fleet: Wor
 
 
 async def test_stopped_worker_is_detected_by_ping_killed_and_restarted(
-    database_url: str, db: Db, fleet: WorkerFleet
+    database_url: str, db: Db, launcher: WorkerLauncher
 ) -> None:
-    async with running_manager(make_settings(), database_url, fleet):
+    async with running_manager(make_settings(), database_url, launcher):
         db.event("doc-s")
         first = await until(lambda: db.active("doc-s"))
         os.kill(first["agent_pid"], signal.SIGSTOP)
@@ -206,10 +208,10 @@ async def test_stopped_worker_is_detected_by_ping_killed_and_restarted(
 
 
 async def test_crash_loop_backs_off_then_error_until_next_active(
-    database_url: str, db: Db, fleet: WorkerFleet
+    database_url: str, db: Db, launcher: WorkerLauncher
 ) -> None:
     settings = make_settings(crash_loop_restarts=3, crash_loop_window_s=60)
-    async with running_manager(settings, database_url, fleet) as daemon:
+    async with running_manager(settings, database_url, launcher) as daemon:
         db.event("crash-1")
         await until(lambda: any(r["status"] == "error" for r in db.rows("crash-1")))
         rows = db.rows("crash-1")
@@ -231,10 +233,10 @@ async def test_crash_loop_backs_off_then_error_until_next_active(
 
 
 async def test_garbage_on_pipe_restarts_only_that_worker(
-    database_url: str, db: Db, fleet: WorkerFleet
+    database_url: str, db: Db, launcher: WorkerLauncher
 ) -> None:
     settings = make_settings(crash_loop_restarts=2)
-    async with running_manager(settings, database_url, fleet):
+    async with running_manager(settings, database_url, launcher):
         db.event("doc-fine")
         fine = await until(lambda: db.active("doc-fine"))
         db.event("garbage-1")
@@ -245,9 +247,9 @@ async def test_garbage_on_pipe_restarts_only_that_worker(
 
 
 async def test_abandoned_document_is_detached_and_not_restarted(
-    database_url: str, db: Db, fleet: WorkerFleet
+    database_url: str, db: Db, launcher: WorkerLauncher
 ) -> None:
-    async with running_manager(make_settings(), database_url, fleet) as daemon:
+    async with running_manager(make_settings(), database_url, launcher) as daemon:
         db.event("abandon-1")
         await until(
             lambda: db.rows("abandon-1") and db.rows("abandon-1")[-1]["status"] == "disconnected"
@@ -259,25 +261,25 @@ async def test_abandoned_document_is_detached_and_not_restarted(
 
 
 async def test_two_managers_one_document_one_agent(
-    database_url: str, db: Db, fleet: WorkerFleet
+    database_url: str, db: Db, launcher: WorkerLauncher
 ) -> None:
-    before = {w.pid for w in fleet.workers}
+    before = {w.pid for w in launcher.workers}
     async with (
-        running_manager(make_settings("m1", claim_retry_s=0.2), database_url, fleet),
-        running_manager(make_settings("m2", claim_retry_s=0.2), database_url, fleet),
+        running_manager(make_settings("m1", claim_retry_s=0.2), database_url, launcher),
+        running_manager(make_settings("m2", claim_retry_s=0.2), database_url, launcher),
     ):
         db.event("shared")
         await until(lambda: db.active("shared"))
         await anyio.sleep(1.0)  # both retried their claims several times meanwhile
         rows = db.rows("shared")
         assert len(rows) == 1 and rows[0]["status"] == "active"
-        assert len({w.pid for w in fleet.workers} - before) == 1
+        assert len({w.pid for w in launcher.workers} - before) == 1
 
 
 async def test_shutdown_with_ten_agents_detaches_all(
-    database_url: str, db: Db, fleet: WorkerFleet
+    database_url: str, db: Db, launcher: WorkerLauncher
 ) -> None:
-    async with running_manager(make_settings(), database_url, fleet):
+    async with running_manager(make_settings(), database_url, launcher):
         for i in range(10):
             db.event(f"doc-{i}")
         await until(lambda: len([r for r in db.live().values() if r["status"] == "active"]) == 10)
@@ -292,7 +294,7 @@ async def test_shutdown_with_ten_agents_detaches_all(
 
 
 async def test_restart_ends_stale_rows_and_reattaches(
-    database_url: str, db: Db, fleet: WorkerFleet
+    database_url: str, db: Db, launcher: WorkerLauncher
 ) -> None:
     db.event("doc-r")
     hold_lease(db.conn, "test-manager")  # a previous run that died: its lease expired
@@ -301,17 +303,19 @@ async def test_restart_ends_stale_rows_and_reattaches(
     )
     expire_lease(db.conn, "test-manager")
     db.conn.execute("SELECT * FROM set_agent_status('stale-agent', 'active', 999999)")
-    async with running_manager(make_settings(), database_url, fleet):
+    async with running_manager(make_settings(), database_url, launcher):
         await until(lambda: db.active("doc-r"))
         stale = db.rows("doc-r")[0]
         assert stale["agent_id"] == "stale-agent"
         assert stale["status"] == "disconnected" and stale["error_message"] == "manager_restarted"
 
 
-async def test_missing_schema_is_a_clear_error(empty_database_url: str, fleet: WorkerFleet) -> None:
+async def test_missing_schema_is_a_clear_error(
+    empty_database_url: str, launcher: WorkerLauncher
+) -> None:
     store = await PostgresStore.connect(empty_database_url)
     try:
-        daemon = ManagerDaemon(make_settings(), store, empty_database_url, fleet)
+        daemon = ManagerDaemon(make_settings(), store, empty_database_url, launcher)
         with pytest.raises(ConfigurationError, match="docagents migrate"):
             await daemon.run()
     finally:
@@ -319,7 +323,7 @@ async def test_missing_schema_is_a_clear_error(empty_database_url: str, fleet: W
 
 
 async def test_an_idle_manager_does_not_spin(
-    database_url: str, db: Db, fleet: WorkerFleet, monkeypatch: pytest.MonkeyPatch
+    database_url: str, db: Db, launcher: WorkerLauncher, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With nothing to do, the ticker sleeps until its next deadline (about once a second).
 
@@ -335,7 +339,7 @@ async def test_an_idle_manager_does_not_spin(
         return original(self, now)
 
     monkeypatch.setattr(Supervisor, "tick", counting_tick)
-    async with running_manager(make_settings("idle-manager"), database_url, fleet):
+    async with running_manager(make_settings("idle-manager"), database_url, launcher):
         ticks = 0
         await anyio.sleep(1.5)
         seen = ticks
@@ -365,7 +369,7 @@ class LoseFirstClaimAnswer:
 
 
 async def test_a_lost_claim_answer_is_retried_as_the_same_life(
-    database_url: str, db: Db, fleet: WorkerFleet
+    database_url: str, db: Db, launcher: WorkerLauncher
 ) -> None:
     """#9: the claim committed, its answer was lost: the retry (same agent id) gets the
     row, well within CLAIM_RETRY_S; no 'owned by manager <self>' loop."""
@@ -376,7 +380,7 @@ async def test_a_lost_claim_answer_is_retried_as_the_same_life(
         return wrappers[-1]
 
     settings = make_settings(claim_retry_s=15.0)
-    async with running_manager(settings, database_url, fleet, wrap_store=wrap):
+    async with running_manager(settings, database_url, launcher, wrap_store=wrap):
         db.event("lost-1")
         row = await until(lambda: db.active("lost-1"), within=10)
         assert wrappers[0].lost == [row["agent_id"]]
@@ -384,11 +388,11 @@ async def test_a_lost_claim_answer_is_retried_as_the_same_life(
 
 
 async def test_a_row_ended_elsewhere_stops_its_worker(
-    database_url: str, db: Db, fleet: WorkerFleet
+    database_url: str, db: Db, launcher: WorkerLauncher
 ) -> None:
     """A life whose row someone else ended (an operator, or another manager taking
     the document over) does not keep a worker writing in the document."""
-    async with running_manager(make_settings(poll_interval_s=0.3), database_url, fleet):
+    async with running_manager(make_settings(poll_interval_s=0.3), database_url, launcher):
         db.event("taken-1")
         row = await until(lambda: db.active("taken-1"))
         db.conn.execute(
@@ -404,7 +408,7 @@ async def test_a_row_ended_elsewhere_stops_its_worker(
 
 
 async def test_two_managers_at_capacity_never_evict_for_each_others_documents(
-    database_url: str, db: Db, fleet: WorkerFleet
+    database_url: str, db: Db, launcher: WorkerLauncher
 ) -> None:
     """#6: each manager holds one document at its cap of one; the other's document is
     active too, and more recent. Once residencies have passed, neither evicts its
@@ -415,11 +419,11 @@ async def test_two_managers_at_capacity_never_evict_for_each_others_documents(
     two = make_settings(
         "manager-two", max_concurrent_agents=1, min_residency_s=10.0, claim_retry_s=0.5
     )
-    async with running_manager(one, database_url, fleet) as daemon_one:
+    async with running_manager(one, database_url, launcher) as daemon_one:
         db.event("doc-one")
         first = await until(lambda: db.active("doc-one"))
         assert first["manager_id"] == "manager-one"
-        async with running_manager(two, database_url, fleet) as daemon_two:
+        async with running_manager(two, database_url, launcher) as daemon_two:
             db.event("doc-two")  # manager-one is full with a young agent: manager-two gets it
             second = await until(lambda: db.active("doc-two"))
             assert second["manager_id"] == "manager-two"

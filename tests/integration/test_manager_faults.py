@@ -29,7 +29,7 @@ from manager.daemon.driver import ManagerDaemon
 from manager.embedded import EmbeddedPostgres
 from manager.store.migrations import apply_migrations
 from manager.store.postgres import PostgresStore
-from manager.workers.processes import WorkerFleet
+from manager.workers.launcher import WorkerLauncher
 
 pytestmark = pytest.mark.anyio
 
@@ -92,9 +92,9 @@ def alive(pid: int) -> bool:
 
 @asynccontextmanager
 async def running(
-    settings: Settings, url: str, fleet: WorkerFleet, store: PostgresStore
+    settings: Settings, url: str, launcher: WorkerLauncher, store: PostgresStore
 ) -> AsyncIterator[ManagerDaemon]:
-    daemon = ManagerDaemon(settings, store, url, fleet)
+    daemon = ManagerDaemon(settings, store, url, launcher)
     ready, finished = anyio.Event(), anyio.Event()
     codes: list[int] = []
     async with anyio.create_task_group() as tg:
@@ -118,15 +118,15 @@ async def test_postgres_restart_mid_run(tmp_path: Path) -> None:
     home = tmp_path / "pg"
     server = EmbeddedPostgres(home)
     url = await anyio.to_thread.run_sync(server.start)
-    fleet = WorkerFleet()  # the real worker
+    launcher = WorkerLauncher()  # the real worker
     try:
         await apply_migrations(url)
-        await anyio.to_thread.run_sync(fleet.warm_up)
+        await anyio.to_thread.run_sync(launcher.warm_up)
         store = await PostgresStore.connect(url, timeout_s=0.5)
         try:
             async with (
                 YServer().running() as ys,
-                running(make_settings(ws_port=ys.port), url, fleet, store) as daemon,
+                running(make_settings(ws_port=ys.port), url, launcher, store) as daemon,
             ):
                 event(url, "doc-a")
                 event(url, "doc-b")
@@ -205,7 +205,7 @@ async def test_postgres_restart_mid_run(tmp_path: Path) -> None:
         finally:
             await store.aclose()
     finally:
-        fleet.kill_all()
+        launcher.kill_all()
         server.stop_now()
         server.release()
 
@@ -230,12 +230,12 @@ async def test_rows_the_manager_cannot_use_are_logged_and_skipped(database_url: 
 
         insert("bad-at-start", "exploded")  # read by the start-up snapshot
         insert("fine-at-start", "active")
-        fleet = WorkerFleet(target=manager_standin.main)
-        await anyio.to_thread.run_sync(fleet.warm_up)
+        launcher = WorkerLauncher(target=manager_standin.main)
+        await anyio.to_thread.run_sync(launcher.warm_up)
         store = await PostgresStore.connect(database_url)
         try:
             with structlog.testing.capture_logs() as logs:
-                async with running(make_settings(), database_url, fleet, store) as daemon:
+                async with running(make_settings(), database_url, launcher, store) as daemon:
                     await until(lambda: "fine-at-start" in live(database_url))
                     applied_before = daemon.supervisor.events_applied
                     insert("bad-1", "exploded")
@@ -270,5 +270,5 @@ async def test_rows_the_manager_cannot_use_are_logged_and_skipped(database_url: 
             ]
             assert all(len(e["document_id"]) <= 80 for e in skipped)  # logged, bounded
         finally:
-            fleet.kill_all()
+            launcher.kill_all()
             await store.aclose()

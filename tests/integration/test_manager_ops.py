@@ -32,7 +32,7 @@ from ywebsocket_server import YServer
 from manager.cli.up import EX_CONFIG
 from manager.config import Settings
 from manager.ops.sdnotify import SystemdNotifier
-from manager.workers.processes import WorkerFleet
+from manager.workers.launcher import WorkerLauncher
 from tests.integration.lease_support import expire_lease, hold_lease
 
 pytestmark = pytest.mark.anyio
@@ -57,10 +57,10 @@ def make_settings(manager_id: str = "ops-manager", **overrides: Any) -> Settings
 
 
 @pytest.fixture(scope="module")
-def fleet() -> WorkerFleet:
-    fleet = WorkerFleet(target=manager_standin.main)
-    fleet.warm_up()
-    return fleet
+def launcher() -> WorkerLauncher:
+    launcher = WorkerLauncher(target=manager_standin.main)
+    launcher.warm_up()
+    return launcher
 
 
 @pytest.fixture
@@ -134,7 +134,7 @@ class NotifySocket:
 async def test_ready_after_recovery_watchdog_periodic_and_silent_while_loop_blocked(
     database_url: str,
     db: psycopg.Connection[dict[str, Any]],
-    fleet: WorkerFleet,
+    launcher: WorkerLauncher,
     tmp_path: Path,
 ) -> None:
     # A life this manager left behind (killed earlier): recovery must end it before READY.
@@ -160,7 +160,7 @@ async def test_ready_after_recovery_watchdog_periodic_and_silent_while_loop_bloc
     with NotifySocket(tmp_path / "notify.sock", on_message) as sock:
         notifier = SystemdNotifier({"NOTIFY_SOCKET": sock.path, "WATCHDOG_USEC": "400000"})
         async with running_manager(
-            make_settings(), database_url, fleet, notifier=notifier
+            make_settings(), database_url, launcher, notifier=notifier
         ) as daemon:
             assert daemon.monitor.period_s == pytest.approx(0.2)
             await until(lambda: len(sock.times("WATCHDOG=1")) >= 5, within=10)
@@ -189,13 +189,13 @@ async def test_ready_after_recovery_watchdog_periodic_and_silent_while_loop_bloc
 async def test_status_follows_counts(
     database_url: str,
     db: psycopg.Connection[dict[str, Any]],
-    fleet: WorkerFleet,
+    launcher: WorkerLauncher,
     tmp_path: Path,
 ) -> None:
     with NotifySocket(tmp_path / "n.sock") as sock:
         notifier = SystemdNotifier({"NOTIFY_SOCKET": sock.path})
         settings = make_settings(max_concurrent_agents=1, min_residency_s=30.0)
-        async with running_manager(settings, database_url, fleet, notifier=notifier):
+        async with running_manager(settings, database_url, launcher, notifier=notifier):
             assert sock.times("WATCHDOG=1") == []  # no WATCHDOG_USEC: no watchdog
             event(db, "s-1")
             await until(lambda: live(db, "s-1"))
@@ -280,7 +280,7 @@ async def test_real_manager_process_ready_watchdog_status_stopping_on_sigterm(
 
 
 async def test_retention_runs_in_the_daemon(
-    database_url: str, db: psycopg.Connection[dict[str, Any]], fleet: WorkerFleet
+    database_url: str, db: psycopg.Connection[dict[str, Any]], launcher: WorkerLauncher
 ) -> None:
     old = "now() - interval '10 days'"
     hold_lease(db, "elsewhere")
@@ -319,7 +319,7 @@ async def test_retention_runs_in_the_daemon(
         ).fetchall()
     }
     settings = make_settings(retention_days=1, retention_interval_s=0.2)
-    async with running_manager(settings, database_url, fleet):
+    async with running_manager(settings, database_url, launcher):
         await until(
             lambda: db.execute("SELECT count(*) AS n FROM document_activity").fetchone()["n"] == 3
         )

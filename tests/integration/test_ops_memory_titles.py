@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import psutil
 import psycopg
 import pytest
 from docserver_support import AGENT_TOKEN, DocserverProcess
@@ -140,7 +141,7 @@ async def test_agents_and_stats_box_show_pss_close_to_the_kernels(
 
     # The stats box: the average PSS from the database, the manager's own sum.
     system = await daemon.store.system_stats()
-    mine = await daemon.manager_stats()
+    mine = await daemon.reports.manager_stats()
     pids = [life.worker.pid for life in daemon.lives.values() if life.worker is not None]
     assert sorted(pids) == sorted(kernel)
     total = sum(kernel_pss_mb(pid) for pid in pids)
@@ -165,8 +166,15 @@ async def test_ps_names_every_docagents_process(stack: Any) -> None:
             assert args.startswith(f"docagents worker {life.document_id[:19]}…")
     forkserver = multiprocessing.forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
     assert ps_args(forkserver) == "docagents forkserver"
+    # The warm pool: the forkserver's children that are no agent's worker, once the
+    # pool is full (the refill thread then starts nothing new). Launchers of earlier
+    # tests in this process share the forkserver: their pooled workers count too.
+    launcher = daemon.launcher
     with anyio.fail_after(30):
-        while not daemon.fleet.pooled_pids():  # noqa: ASYNC110 (the pool refills in a thread)
+        while launcher.pooled < launcher.warm_pool:  # noqa: ASYNC110 (refilled in a thread)
             await anyio.sleep(0.05)
-    for pid in daemon.fleet.pooled_pids():
+    workers = {life.worker.pid for life in daemon.lives.values() if life.worker is not None}
+    pooled = [p.pid for p in psutil.Process(forkserver).children() if p.pid not in workers]
+    assert len(pooled) >= launcher.warm_pool
+    for pid in pooled:
         assert ps_args(pid) == "docagents warm"

@@ -1,4 +1,4 @@
-"""WorkerProcess and WorkerFleet with real forkserver processes (stand-in worker target)."""
+"""WorkerProcess and WorkerLauncher with real forkserver processes (stand-in worker target)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import anyio
 import manager_standin
 import pytest
 
-from manager.workers.processes import ExitInfo, WorkerFleet, WorkerProcess
+from manager.workers.launcher import WorkerLauncher
+from manager.workers.process import ExitInfo, WorkerProcess
 from worker.config import WorkerSettings
 from worker.protocol import Connected, Metrics, WorkerMessage
 
@@ -22,10 +23,10 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture(scope="module")
-def fleet() -> WorkerFleet:
-    fleet = WorkerFleet(target=manager_standin.main)
-    fleet.warm_up()
-    return fleet
+def launcher() -> WorkerLauncher:
+    launcher = WorkerLauncher(target=manager_standin.main)
+    launcher.warm_up()
+    return launcher
 
 
 class Run:
@@ -56,36 +57,36 @@ class Run:
         self.done.set()
 
 
-async def test_start_connect_ping_stop(fleet: WorkerFleet) -> None:
-    run = Run(fleet.process(WorkerSettings(), "doc-1", "agent-1"))
+async def test_start_connect_ping_stop(launcher: WorkerLauncher) -> None:
+    run = Run(launcher.process(WorkerSettings(), "doc-1", "agent-1"))
     async with anyio.create_task_group() as tg:
         tg.start_soon(run)
         with anyio.fail_after(10):
             await run.connected.wait()
         assert run.worker.pid is not None and run.worker.pid != os.getpid()
         assert run.worker.create_time is not None
-        assert run.worker in fleet.workers
+        assert run.worker in launcher.workers
         assert await run.worker.ping(2.0)
         assert run.worker.rss_mb() > 0
         with anyio.fail_after(5):
             await run.worker.stop("test", grace=3, kill_grace=1)
             await run.done.wait()
     assert run.exit == ExitInfo(0, "exited with code 0")
-    assert run.worker not in fleet.workers
+    assert run.worker not in launcher.workers
     connected = run.messages[0]
     assert isinstance(connected, Connected) and connected.agent_id == "agent-1"
     assert any(isinstance(m, Metrics) for m in run.messages)
 
 
-async def test_crash_is_reported_with_exit_code(fleet: WorkerFleet) -> None:
-    run = Run(fleet.process(WorkerSettings(), "crash-1", "agent-2"))
+async def test_crash_is_reported_with_exit_code(launcher: WorkerLauncher) -> None:
+    run = Run(launcher.process(WorkerSettings(), "crash-1", "agent-2"))
     with anyio.fail_after(10):
         await run()
     assert run.exit == ExitInfo(3, "exited with code 3")
 
 
-async def test_garbage_on_the_pipe_is_a_protocol_error(fleet: WorkerFleet) -> None:
-    run = Run(fleet.process(WorkerSettings(), "garbage-1", "agent-3"))
+async def test_garbage_on_the_pipe_is_a_protocol_error(launcher: WorkerLauncher) -> None:
+    run = Run(launcher.process(WorkerSettings(), "garbage-1", "agent-3"))
     with anyio.fail_after(10):
         await run()
     assert len(run.protocol_errors) == 1
@@ -93,9 +94,9 @@ async def test_garbage_on_the_pipe_is_a_protocol_error(fleet: WorkerFleet) -> No
 
 
 async def test_stop_escalates_to_sigkill_when_shutdown_and_sigterm_are_ignored(
-    fleet: WorkerFleet,
+    launcher: WorkerLauncher,
 ) -> None:
-    run = Run(fleet.process(WorkerSettings(), "deaf-1", "agent-4"))
+    run = Run(launcher.process(WorkerSettings(), "deaf-1", "agent-4"))
     async with anyio.create_task_group() as tg:
         tg.start_soon(run)
         with anyio.fail_after(10):
@@ -105,8 +106,8 @@ async def test_stop_escalates_to_sigkill_when_shutdown_and_sigterm_are_ignored(
     assert run.exit == ExitInfo(-signal.SIGKILL, "killed by SIGKILL")
 
 
-async def test_stopped_worker_misses_its_ping(fleet: WorkerFleet) -> None:
-    run = Run(fleet.process(WorkerSettings(), "doc-stopped", "agent-5"))
+async def test_stopped_worker_misses_its_ping(launcher: WorkerLauncher) -> None:
+    run = Run(launcher.process(WorkerSettings(), "doc-stopped", "agent-5"))
     async with anyio.create_task_group() as tg:
         tg.start_soon(run)
         with anyio.fail_after(10):
@@ -119,8 +120,8 @@ async def test_stopped_worker_misses_its_ping(fleet: WorkerFleet) -> None:
     assert run.exit == ExitInfo(-signal.SIGKILL, "killed by SIGKILL")
 
 
-async def test_many_workers_at_once_each_answers_pings(fleet: WorkerFleet) -> None:
-    runs = [Run(fleet.process(WorkerSettings(), f"doc-m{i}", f"agent-m{i}")) for i in range(20)]
+async def test_many_workers_at_once_each_answers_pings(launcher: WorkerLauncher) -> None:
+    runs = [Run(launcher.process(WorkerSettings(), f"doc-m{i}", f"agent-m{i}")) for i in range(20)]
     async with anyio.create_task_group() as tg:
         for run in runs:
             tg.start_soon(run)
@@ -137,7 +138,7 @@ async def test_many_workers_at_once_each_answers_pings(fleet: WorkerFleet) -> No
                 pings.start_soon(ping, run)
         assert results == [True] * 20
         assert len({r.worker.pid for r in runs}) == 20
-        # The fleet watches its workers itself: multiprocessing's registry, which
+        # The launcher watches its workers itself: multiprocessing's registry, which
         # every Process.start() polls in full, does not hold them.
         registered = {p.pid for p in multiprocessing.active_children()}
         assert registered.isdisjoint(r.worker.pid for r in runs)
@@ -153,14 +154,14 @@ def test_workers_never_see_database_credentials(tmp_path: Path) -> None:
         """
         import os, sys, anyio
         import manager_standin
-        from manager.workers.processes import WorkerFleet
+        from manager.workers.launcher import WorkerLauncher
         from worker.config import WorkerSettings
         from worker.protocol import Connected
 
         async def main():
-            fleet = WorkerFleet(target=manager_standin.main)
-            fleet.warm_up()
-            worker = fleet.process(WorkerSettings(), "doc-env", "agent-env")
+            launcher = WorkerLauncher(target=manager_standin.main)
+            launcher.warm_up()
+            worker = launcher.process(WorkerSettings(), "doc-env", "agent-env")
             await worker.start()
             connected = anyio.Event()
             async with anyio.create_task_group() as tg:
@@ -207,17 +208,17 @@ def test_the_template_loads_the_openai_client_only_when_asked(
         f"""
         import anyio
         import manager_standin
-        from manager.workers.processes import WorkerFleet
+        from manager.workers.launcher import WorkerLauncher
         from worker.config import WorkerSettings
 
         async def main():
-            fleet = WorkerFleet(
+            launcher = WorkerLauncher(
                 target=manager_standin.exit_with_openai_loaded,
                 warm_pool=0,
                 preload_llm={preload_llm},
             )
-            fleet.warm_up()
-            worker = fleet.process(WorkerSettings(), "doc-llm", "agent-llm")
+            launcher.warm_up()
+            worker = launcher.process(WorkerSettings(), "doc-llm", "agent-llm")
             await worker.start()
             info = await worker.run(on_message=print, on_protocol_error=print)
             print("EXIT", info.exitcode)

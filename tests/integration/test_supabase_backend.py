@@ -20,7 +20,7 @@ from manager.backends import Backend, open_backend, select_backend
 from manager.config import Settings
 from manager.daemon.driver import ManagerDaemon
 from manager.errors import ConfigurationError, StoreUnavailable
-from manager.workers.processes import WorkerFleet
+from manager.workers.launcher import WorkerLauncher
 from tests.integration.supabase_doubles import SupabaseDouble, serve_supabase
 
 pytestmark = [
@@ -129,8 +129,8 @@ async def supabase(database_url: str) -> AsyncIterator[SupabaseDouble]:
 async def test_manager_on_supabase_attaches_and_detaches(
     supabase: SupabaseDouble, database_url: str
 ) -> None:
-    fleet = WorkerFleet(target=manager_standin.main)
-    await anyio.to_thread.run_sync(fleet.warm_up)
+    launcher = WorkerLauncher(target=manager_standin.main)
+    await anyio.to_thread.run_sync(launcher.warm_up)
     config = settings(supabase_url=supabase.url, supabase_service_key=supabase.key)
     rows = Rows(database_url)
     rows.event("already-open")  # wanted before the manager starts
@@ -138,16 +138,16 @@ async def test_manager_on_supabase_attaches_and_detaches(
         async with open_backend(config) as backend:
             assert backend.kind == "supabase" and backend.conninfo is None
             assert supabase.key not in backend.description
-            await _run_daemon(config, backend, fleet, rows, supabase)
+            await _run_daemon(config, backend, launcher, rows, supabase)
     finally:
-        fleet.kill_all()
+        launcher.kill_all()
         rows.conn.close()
 
 
 async def _run_daemon(
     config: Settings,
     backend: Backend,
-    fleet: WorkerFleet,
+    launcher: WorkerLauncher,
     rows: Rows,
     supabase: SupabaseDouble,
 ) -> None:
@@ -155,7 +155,7 @@ async def _run_daemon(
         config,
         backend.store,
         backend.conninfo,
-        fleet,
+        launcher,
         activity_source=backend.activity_source,
         writer=backend.writer,
     )

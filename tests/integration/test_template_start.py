@@ -58,7 +58,9 @@ def probe(argv: list[str]) -> dict[str, object]:
     return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
 
 
-@pytest.mark.parametrize("argv", [["/venv/bin/docagents", "manager"], ["/x/manager/cli.py", "up"]])
+@pytest.mark.parametrize(
+    "argv", [["/venv/bin/docagents", "manager"], ["/x/manager/cli/__main__.py", "up"]]
+)
 def test_manager_commands_start_the_template_first_without_secrets(argv: list[str]) -> None:
     seen = probe(argv)
     assert seen["pid"]  # the forkserver runs ...
