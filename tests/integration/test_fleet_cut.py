@@ -173,8 +173,8 @@ async def test_a_manager_cut_from_its_database_is_taken_over_fenced_and_rejoins(
                 assert cli["cut"]["state"] == "expired" and cli["standby"]["state"] == "leading"
                 await anyio.sleep(max(0.0, cut_at + 3 * LEASE_TTL_S - time.monotonic()))
 
+                reopened_at = time.time()  # before: nothing it does can come earlier
                 await proxy.reopen()
-                reopened_at = time.time()
                 # It renews its lease (a live one again) and finds its documents gone.
                 await until(lambda: state_of(db, "cut") == "leading", within=RETURN_WITHIN_S)
                 back: dict[str, float | None] = {}
