@@ -141,14 +141,24 @@ async def test_a_manager_cut_from_its_database_is_taken_over_fenced_and_rejoins(
 
                 await proxy.cut()
                 cut_at = time.monotonic()
-                # Overdue renewals first (still valid: 'renewing'), then expiry.
+                # Overdue renewals first (still valid: 'renewing'), then expiry; the
+                # command, started at once, sees one or the other (it takes ~1 s).
+                listed: dict[str, dict[str, Any]] = {}
+
+                async def list_managers() -> None:
+                    listed.update(await managers_cli(database_url))
+
                 seen: list[str] = []
-                await until(
-                    lambda: seen.append(state_of(db, "cut")) or seen[-1] == "expired",
-                    within=LEASE_TTL_S + 2,
-                )
+                async with anyio.create_task_group() as cli_tg:
+                    cli_tg.start_soon(list_managers)
+                    await until(
+                        lambda: seen.append(state_of(db, "cut")) or seen[-1] == "expired",
+                        within=LEASE_TTL_S + 2,
+                    )
                 assert "renewing" in seen, seen
                 assert seen.index("renewing") < seen.index("expired")
+                assert listed["cut"]["state"] in ("renewing", "expired"), listed["cut"]
+                print(json.dumps({"listed_while_cut": listed["cut"]["state"]}))
                 # Within the TTL plus the attach time, the other manager holds every
                 # document, and the docserver has retired the cut manager's workers.
                 taken = await until(lambda: taken_over(active(db)), within=LEASE_TTL_S + 5)
