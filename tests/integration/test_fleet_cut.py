@@ -183,6 +183,7 @@ async def test_a_manager_cut_from_its_database_is_taken_over_fenced_and_rejoins(
                 assert cli["cut"]["state"] == "expired" and cli["standby"]["state"] == "leading"
                 await anyio.sleep(max(0.0, cut_at + 3 * LEASE_TTL_S - time.monotonic()))
 
+                forwarded = proxy.connections
                 reopened_at = time.time()  # before: nothing it does can come earlier
                 await proxy.reopen()
                 # It renews its lease (a live one again) and finds its documents gone.
@@ -199,6 +200,7 @@ async def test_a_manager_cut_from_its_database_is_taken_over_fenced_and_rejoins(
                     )
                 delays = {e: round(at - reopened_at, 2) for e, at in back.items() if at}
                 print(json.dumps({"back_after_reopen_s": delays}))
+                assert proxy.connections > forwarded  # it reconnected through the proxy
                 assert all(d <= RETURN_WITHIN_S for d in delays.values()), delays
                 cli = await managers_cli(database_url)
                 assert cli["cut"]["state"] == "leading" and cli["cut"]["free_slots"] == 10
