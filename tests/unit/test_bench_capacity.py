@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scripts.bench.capacity import projected_limit, saturated
+from scripts.bench.capacity import failure, projected_limit, saturated
 
 
 def use(**overrides: Any) -> dict[str, Any]:
@@ -62,3 +62,42 @@ def test_a_saturated_docserver_or_machine_explains_a_failed_step() -> None:
     assert why is not None and "docserver's single process" in why
     why = saturated({"manager_percent": 3.0}, use(load_1m=50.0))
     assert why is not None and why.startswith("CPU: load average 50.0")
+
+
+def step(**overrides: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "n": 1000,
+        "ramp_ok": True,
+        "probes_ok": True,
+        "ramp_s": 20.0,
+        "cpu": {"manager_percent": 4.0, "docserver_percent": 13.0},
+        "limits": use(load_1m=3.0),
+        "docserver_refusals": {},
+    }
+    values.update(overrides)
+    return values
+
+
+def test_a_slow_ramp_names_the_docservers_refusals() -> None:
+    why = failure(
+        step(
+            ramp_ok=False,
+            ramp_s=82.4,
+            docserver_refusals={"agent credential already in use": 2443},
+        ),
+        use(),
+        8.5,
+    )
+    assert why == (
+        "the ramp to 1000 took 82 s (> 60 s); the docserver refused 2443 agent connections"
+        " ('agent credential already in use'); no machine limit near"
+    )
+
+
+def test_a_slow_attach_names_a_saturated_docserver() -> None:
+    why = failure(
+        step(probes_ok=False, cpu={"manager_percent": 4.0, "docserver_percent": 99.0}),
+        use(),
+        8.5,
+    )
+    assert why.startswith("an attach took ≥ 1 s; the docserver's single process (99 %")
