@@ -143,9 +143,9 @@ def managers(settings: Settings, as_json: bool) -> None:
         raise fail(exc) from exc
     if as_json:
         for lease in leases:
-            click.echo(json.dumps(lease_document(lease)))
+            click.echo(json.dumps(lease_document(lease, renew_s=settings.lease_renew_s)))
         return
-    click.echo(render_leases(leases))
+    click.echo(render_leases(leases, renew_s=settings.lease_renew_s))
 
 
 _TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -16,6 +16,9 @@ without I/O, so they can be tested alone:
   holds a live lease. It is replaced only when it is provably dead: same host
   and its pid is gone, or is not a docagents manager of this user. Otherwise the
   new process refuses to start (:class:`ManagerAlreadyRunning`, exit 78).
+- :func:`lease_state`: what ``docagents managers`` calls a lease: ``leading``,
+  ``renewing`` (live, but its manager's renewals are overdue: a paused or cut-off
+  manager, or one whose database is slow), ``expired``, ``draining`` or ``stopped``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,14 @@ from dataclasses import dataclass
 from manager.errors import ConfigurationError
 from manager.store.base import ManagerLease
 
-__all__ = ["HolderVerdict", "LeaseClock", "ManagerAlreadyRunning", "judge_holder"]
+__all__ = [
+    "HolderVerdict",
+    "LeaseClock",
+    "ManagerAlreadyRunning",
+    "judge_holder",
+    "lease_state",
+    "renewal_overdue_after",
+]
 
 
 class ManagerAlreadyRunning(ConfigurationError):
@@ -98,3 +108,33 @@ class LeaseClock:
     def step_down_at(self) -> float | None:
         """When :meth:`holds` turns false without a renewal."""
         return None if self.valid_until is None else self.valid_until - self.margin_s
+
+
+def renewal_overdue_after(renew_s: float) -> float:
+    """Lease age (seconds) beyond which a renewal is overdue.
+
+    A healthy manager renews every ``renew_s`` and waits at most ``renew_s`` for the
+    answer, so its lease is never older than ``2 * renew_s`` when read; one that is
+    older has missed at least one renewal.
+    """
+    return 2 * renew_s
+
+
+def lease_state(lease: ManagerLease, *, renew_s: float) -> str:
+    """The state to report for ``lease``, read from ``list_manager_leases()``.
+
+    The database says ``leading``, ``draining``, ``expired`` or ``stopped``; a
+    ``leading`` lease whose last renewal is older than
+    :func:`renewal_overdue_after` is reported ``renewing``: still valid (its manager
+    still acts as owner until it steps down), but it expires within the TTL unless a
+    renewal gets through. ``renew_s`` is the reader's ``LEASE_RENEW_S`` (one fleet
+    shares its lease settings). A draining lease stays ``draining``: the drain is
+    what an operator asked for, and its agents are leaving either way.
+    """
+    if (
+        lease.state == "leading"
+        and lease.lease_age_s is not None
+        and lease.lease_age_s > renewal_overdue_after(renew_s)
+    ):
+        return "renewing"
+    return lease.state

@@ -1,10 +1,16 @@
-"""``docagents managers``: the fleet's leases as a table or JSON lines (pure rendering)."""
+"""``docagents managers``: the fleet's leases as a table or JSON lines (pure rendering).
+
+Each lease's state is :func:`manager.fleet.leases.lease_state`'s: ``leading``,
+``renewing`` (renewals overdue, not yet expired), ``expired``, ``draining`` or
+``stopped``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+from manager.fleet.leases import lease_state
 from manager.store.base import ManagerLease
 
 __all__ = ["lease_document", "render_leases"]
@@ -21,14 +27,15 @@ def _free_slots(lease: ManagerLease) -> int | None:
     return max(lease.capacity - _agents(lease), 0)
 
 
-def lease_document(lease: ManagerLease) -> dict[str, Any]:
-    """One manager as a JSON object (``docagents managers --json``, one per line)."""
+def lease_document(lease: ManagerLease, *, renew_s: float) -> dict[str, Any]:
+    """One manager as a JSON object (``docagents managers --json``, one per line);
+    ``renew_s`` is ``LEASE_RENEW_S`` (when a renewal is overdue)."""
     return {
         "manager_id": lease.manager_id,
         "instance_id": str(lease.instance_id),
         "host": lease.host,
         "pid": lease.pid,
-        "state": lease.state,
+        "state": lease_state(lease, renew_s=renew_s),
         "agents": _agents(lease),
         "capacity": lease.capacity,
         "free_slots": _free_slots(lease),
@@ -39,8 +46,9 @@ def lease_document(lease: ManagerLease) -> dict[str, Any]:
     }
 
 
-def render_leases(leases: Sequence[ManagerLease]) -> str:
-    """A table: id, host, pid, agents, free slots, lease age, state; then a summary."""
+def render_leases(leases: Sequence[ManagerLease], *, renew_s: float) -> str:
+    """A table: id, host, pid, agents, free slots, lease age, state; then a summary
+    (a live manager is one whose lease has not expired)."""
     header = ("MANAGER", "HOST", "PID", "AGENTS", "FREE", "LEASE AGE", "STATE")
     rows = [header]
     for lease in leases:
@@ -54,7 +62,7 @@ def render_leases(leases: Sequence[ManagerLease]) -> str:
                 str(_agents(lease)),
                 "-" if free is None else str(free),
                 "-" if age is None else f"{age:.1f}s",
-                lease.state,
+                lease_state(lease, renew_s=renew_s),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

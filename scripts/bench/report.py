@@ -12,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from scripts.bench import capacity
+
 
 def _get(d: dict[str, Any], *path: str) -> Any:
     for key in path:
@@ -142,8 +144,7 @@ def rows(r: dict[str, Any]) -> list[str]:
                 " MiB",
             )
         )
-    cap = _get(a, "capacity", "sustained")
-    out.append(_row("concurrent agents, every attach < 1 s", cap, "", "≥ 500", _ge(cap, 500)))
+    out += capacity.report_rows(a, _row)
     floor_rate = e.get("floor_bare_reader_per_s")
     for kind in ("noop_repeats", "transitions"):
         k = e.get(kind) or {}
