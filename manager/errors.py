@@ -22,7 +22,7 @@ sources log theirs and reconnect. A message never carries a password or a key:
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from typing import Protocol
 
 __all__ = [
     "ConfigurationError",
@@ -59,7 +59,15 @@ class StoreUnavailable(StoreError):
     """The database is unreachable right now; the caller may buffer and retry."""
 
 
-def redact(text: str, secret: SecretStr | str | None) -> str:
-    """``text`` with every occurrence of ``secret`` replaced by ``<redacted>``."""
-    value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+class _Secret(Protocol):
+    def get_secret_value(self) -> str: ...
+
+
+def redact(text: str, secret: _Secret | str | None) -> str:
+    """``text`` with every occurrence of ``secret`` (a ``SecretStr`` or its value)
+    replaced by ``<redacted>``.
+
+    Standard library only: this module is imported before the forkserver starts.
+    """
+    value = secret if secret is None or isinstance(secret, str) else secret.get_secret_value()
     return text.replace(value, "<redacted>") if value else text
