@@ -42,6 +42,7 @@ from manager.config import Settings  # noqa: E402
 from manager.database import database_conninfo  # noqa: E402
 from manager.embedded import EmbeddedPostgres  # noqa: E402
 from manager.errors import DocagentsError  # noqa: E402
+from manager.ops.limits import raise_open_files_limit  # noqa: E402
 from worker.logs import configure_logging  # noqa: E402
 
 
@@ -58,6 +59,10 @@ def load_settings() -> Settings:
         raise failure from exc
 
 
+#: The commands that hold a descriptor per agent or per connection.
+_LONG_RUNNING = frozenset({"up", "manager", "docserver"})
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="docagents", prog_name="docagents")
 @click.option("-v", "--verbose", is_flag=True, help="Data commands also log to stderr.")
@@ -67,6 +72,8 @@ def main(ctx: click.Context, verbose: bool) -> None:
     settings = load_settings()
     level = log_level(settings, ctx.invoked_subcommand, verbose)
     configure_logging(settings.log_format, level)
+    if ctx.invoked_subcommand in _LONG_RUNNING:
+        raise_open_files_limit()
     ctx.obj = settings
 
 
