@@ -7,10 +7,15 @@ handshake of the new connection pushes whatever was written offline, in both
 directions. A broken Y.js message from the server is logged, the socket closed and
 the connection re-established, so the worker survives it.
 
-A server that refuses the agent's credential (close codes 4401, 4403, 4409: an
-expired or foreign credential for one agent life, a copy of it in use) is not
-retried: :class:`AccessRefused` ends :meth:`DocumentConnection.run`, the worker
-exits, and its manager starts a new life with a new credential. A server that
+A server that refuses the agent's credential (close codes 4401, 4403: an
+expired or foreign credential for one agent life) is not retried:
+:class:`AccessRefused` ends :meth:`DocumentConnection.run`, the worker exits, and
+its manager starts a new life with a new credential. A credential "in use"
+(4409) is most often this worker's own previous socket, which the server has not
+closed yet (the client gave up on a slow handshake); it is retried with the
+usual backoff for :data:`IN_USE_RETRY_S` (longer than the docserver's ping
+interval plus timeout, after which it closes a dead socket) before it counts as
+refused. A server that
 fences this agent (4412: a newer agent life holds the document) raises
 :class:`~worker.errors.Fenced`: the agent reports it and the worker exits without
 reconnecting.
@@ -36,7 +41,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from worker.awareness import AgentAwareness
 from worker.backoff import Backoff
 from worker.channel import WebsocketChannel
-from worker.errors import AccessRefused, ConnectionLost, Fenced, SyncRejected
+from worker.errors import AccessRefused, ConnectionLost, CredentialInUse, Fenced, SyncRejected
 
 __all__ = ["DocumentConnection"]
 
@@ -45,7 +50,11 @@ log = structlog.get_logger(__name__)
 #: Largest websocket message accepted (a first sync carries the whole document).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: Close codes of a refused credential (docserver: not authenticated, not allowed, in use).
-REFUSED_CLOSE_CODES = frozenset({4401, 4403, 4409})
+REFUSED_CLOSE_CODES = frozenset({4401, 4403})
+#: Close code of a credential whose connection the server still holds.
+IN_USE_CLOSE_CODE = 4409
+#: How long a credential "in use" is retried before it counts as refused.
+IN_USE_RETRY_S = 60.0
 #: Close code of an agent fenced by a newer life of its document (docserver.fencing).
 FENCED_CLOSE_CODE = 4412
 
@@ -84,11 +93,19 @@ class DocumentConnection:
             raise RuntimeError("DocumentConnection already running")
         self._running = True
         task_status.started()
+        in_use_since: float | None = None
         try:
             while True:
                 try:
                     await self._session()
                     log.info("websocket_closed", url=self._url)
+                    in_use_since = None
+                except CredentialInUse:
+                    now = anyio.current_time()
+                    in_use_since = now if in_use_since is None else in_use_since
+                    if now - in_use_since >= IN_USE_RETRY_S:
+                        raise
+                    log.warning("agent_credential_in_use", url=self._url, retrying=True)
                 except SyncRejected as exc:
                     log.warning(
                         "yjs_message_rejected", url=self._url, error=_describe(exc.__cause__)
@@ -156,6 +173,8 @@ class DocumentConnection:
                 reason = websocket.close_reason or "fenced"
                 log.warning("agent_fenced", url=self._url, reason=reason)
                 raise Fenced(reason)
+            if websocket.close_code == IN_USE_CLOSE_CODE:
+                raise CredentialInUse(websocket.close_reason or "agent credential in use")
             if websocket.close_code in REFUSED_CLOSE_CODES:  # whatever ended the session
                 reason = websocket.close_reason or f"close code {websocket.close_code}"
                 log.error("agent_access_refused", url=self._url, reason=reason)

@@ -12,6 +12,7 @@ catch these names, never a library's.
     ├── ConnectionLost         the websocket could not be opened, or a session failed
     │   └── SyncRejected       the server sent a Y.js message the decoder refused
     ├── AccessRefused          the server refused this agent's credential (not retried)
+    │   ├── CredentialInUse    its connection is still open on the server (4409; retried a while)
     │   └── Fenced             a newer agent life took the document (close code 4412)
     └── LlmCallFailed          one call to the model server failed (may succeed later)
         └── LlmRequestRefused  the server refused the request itself (same answer again)
@@ -25,6 +26,7 @@ from __future__ import annotations
 __all__ = [
     "AccessRefused",
     "ConnectionLost",
+    "CredentialInUse",
     "Fenced",
     "LlmCallFailed",
     "LlmRequestRefused",
@@ -57,6 +59,13 @@ class AccessRefused(WorkerError):
     """The server refused this agent's credential (close codes 4401, 4403, 4409);
     reconnecting with it cannot help, so the worker exits and its manager starts a
     new life with a new credential."""
+
+
+class CredentialInUse(AccessRefused):
+    """The server still holds a connection with this life's credential (close code
+    4409). Usually it is this worker's own previous socket, given up on the client
+    side (a handshake that timed out on a loaded host) and not yet closed on the
+    server's; so it is retried for a while before it counts as refused."""
 
 
 class Fenced(AccessRefused):

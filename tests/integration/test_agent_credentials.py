@@ -176,6 +176,67 @@ async def test_a_refused_credential_ends_the_connection_instead_of_retrying(
             await connection.run()
 
 
+async def test_a_life_whose_stale_socket_is_still_open_retries_until_it_closes(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A worker that gave up on a slow handshake retries with the same credential
+    while the server still holds that first socket: 4409 is retried, and the
+    worker connects as soon as the server lets the stale socket go."""
+    from pycrdt import Doc
+
+    from worker.awareness import AgentAwareness
+    from worker.backoff import Backoff
+    from worker.connection import DocumentConnection
+
+    async with docserver(tmp_path, database_url) as server:
+        url, headers = server.ws_url("doc-s"), {AGENT_HEADER: credential("doc-s")}
+        doc, synced = Doc(), anyio.Event()
+        connection = DocumentConnection(
+            doc,
+            AgentAwareness(doc),
+            url,
+            headers=headers,
+            on_synced=synced.set,
+            backoff=Backoff(initial_s=0.2, max_s=0.5),
+        )
+        async with anyio.create_task_group() as tg:
+            async with connect(url, additional_headers=headers):  # the stale socket
+                await tg.start(connection.run)
+                await anyio.sleep(1.5)  # what must not happen meanwhile: a sync
+                assert connection.sessions >= 2  # refused (4409) and retried
+                assert not synced.is_set()
+            with anyio.fail_after(10):
+                await synced.wait()
+            tg.cancel_scope.cancel()
+
+
+async def test_a_credential_in_use_for_too_long_counts_as_refused(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pycrdt import Doc
+
+    import worker.connection
+    from worker.awareness import AgentAwareness
+    from worker.backoff import Backoff
+    from worker.connection import DocumentConnection
+    from worker.errors import CredentialInUse
+
+    monkeypatch.setattr(worker.connection, "IN_USE_RETRY_S", 1.0)
+    async with docserver(tmp_path, database_url) as server:
+        url, headers = server.ws_url("doc-u"), {AGENT_HEADER: credential("doc-u")}
+        doc = Doc()
+        connection = DocumentConnection(
+            doc,
+            AgentAwareness(doc),
+            url,
+            headers=headers,
+            backoff=Backoff(initial_s=0.2, max_s=0.3),
+        )
+        async with connect(url, additional_headers=headers):  # someone else holds it
+            with anyio.fail_after(20), pytest.raises(CredentialInUse, match="in use"):
+                await connection.run()
+
+
 async def test_a_newer_life_fences_the_older_one(tmp_path: Path, database_url: str) -> None:
     """Invariant 10: the docserver keeps the highest fencing token per document; an
     agent with a lower one is closed (4412) when the newer one connects, and cannot
