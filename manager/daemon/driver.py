@@ -366,7 +366,7 @@ class ManagerDaemon:
         return code
 
     def _check_all_stopped(self) -> None:
-        if self.supervisor.shutting_down and not self.lives and self.supervisor.idle:
+        if self.supervisor.shutting_down and not self.lives and self.supervisor.lives == 0:
             self._all_stopped.set()
 
     # --- actions ---------------------------------------------------------------------
@@ -487,7 +487,7 @@ class ManagerDaemon:
         memory = self.worker_memory()
         return ManagerStats(
             manager_id=self.settings.manager_id,
-            running=sup.running,
+            running=sup.lives,
             capacity=sup.capacity,
             waiting=sup.waiting,
             evictions=sup.evictions,

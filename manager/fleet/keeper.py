@@ -288,7 +288,7 @@ class LeaseKeeper:
             "manager_draining",
             manager_id=self.settings.manager_id,
             by=by,
-            agents=self.supervisor.running,
+            agents=self.supervisor.lives,
         )
         self._dispatch(self.supervisor.drain(monotonic()))
 
@@ -311,7 +311,7 @@ class LeaseKeeper:
             log.warning(
                 "manager_lease_lost",
                 manager_id=self.settings.manager_id,
-                running=self.supervisor.running,
+                running=self.supervisor.lives,
             )
             self._dispatch(self.supervisor.lease_lost(monotonic()))
 
@@ -323,7 +323,7 @@ class LeaseKeeper:
             pid=os.getpid(),
             ttl_s=self.settings.lease_ttl_s,
             capacity=self.supervisor.capacity,
-            agents=self.supervisor.running,
+            agents=self.supervisor.lives,
             state="draining" if self.draining else "leading",
             replaces=replaces,
         )

@@ -214,4 +214,4 @@ def test_drain_detaches_every_agent_and_takes_nothing_new() -> None:
         assert [a.reason for a in after if isinstance(a, EndLife)] == ["drained"]
         assert not [a for a in after if isinstance(a, Claim | Spawn)]
     assert sup.apply_events([Ev("d", "active")], 5) == []
-    assert sup.tick(100) == [] and sup.running == 0
+    assert sup.tick(100) == [] and sup.lives == 0

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -308,11 +311,11 @@ def test_shutdown_stops_everything_and_starts_nothing() -> None:
     assert sup.worker_exited("a", agent_a, "exited with code 0", 1) == [
         EndLife("a", agent_a, "disconnected", "manager_shutdown")
     ]
-    assert not sup.idle
+    assert sup.lives > 0
     assert sup.claimed("b", agent_b, 1) == [
         EndLife("b", agent_b, "disconnected", "manager_shutdown")
     ]
-    assert sup.idle
+    assert sup.lives == 0
 
 
 def test_load_attaches_most_recent_first_up_to_capacity() -> None:
@@ -400,7 +403,7 @@ def test_stop_before_start_ends_the_life_when_the_claim_answers() -> None:
     assert sup.claimed("d", claim.agent_id, 0.02) == [
         EndLife("d", claim.agent_id, "disconnected", "idle")
     ]
-    assert sup.tracked() == 0 and sup.idle
+    assert sup.tracked() == 0 and sup.lives == 0
 
 
 def test_next_claim_supersedes_the_previous_life_of_this_manager() -> None:
@@ -522,3 +525,29 @@ def test_a_fenced_worker_ends_its_life_as_owned_elsewhere() -> None:
     (end,) = sup.worker_exited("d", agent, "exited with code 0", 5.1)
     assert end == EndLife("d", agent, "disconnected", "owned_elsewhere")
     assert sup.restarts == 0 and sup.next_deadline(5.2) == 20
+
+
+#: The decision core: each module imports only the standard library and these.
+CORE = ("actions", "documents", "policy", "life_reports", "supervisor")
+#: Standard modules that would bring I/O, a clock or concurrency into it.
+NOT_IN_CORE = {"asyncio", "logging", "os", "socket", "subprocess", "threading", "time"}
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_the_decision_core_imports_only_itself_and_the_standard_library(module: str) -> None:
+    """Sans-IO (STYLE.md): no store, no processes, no logging, no clock of its own."""
+    package = Path(__file__).resolve().parents[2] / "manager" / "supervise"
+    tree = ast.parse((package / f"{module}.py").read_text())
+    allowed = {f"manager.supervise.{name}" for name in CORE}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        else:
+            continue
+        for name in names:
+            top = name.split(".", 1)[0]
+            assert name in allowed or (top in sys.stdlib_module_names and top not in NOT_IN_CORE), (
+                f"{module} imports {name}"
+            )
