@@ -22,8 +22,11 @@ probably expired with it: a manager that regains its lease neither sweeps nor
 probes for one ``LEASE_TTL_S``, so the others renew theirs first and a database
 outage takes no agent away (invariant 10).
 
-Decisions (holds the lease? is the other holder dead?) are
-:mod:`manager.fleet.leases`'; this module only does the I/O.
+What the leases mean (does this process hold its lease? is the other holder
+dead? how many free slots has each manager? when does the next peer expire?) is
+decided in :mod:`manager.fleet.leases`, without I/O. This module does the I/O and
+the timing: when to renew, sweep and probe (the quiet period above included),
+and how long one renewal may take before this manager must step down.
 """
 
 from __future__ import annotations
@@ -38,8 +41,15 @@ import structlog
 
 from manager.config import Settings
 from manager.errors import StoreError
-from manager.fleet.leases import HolderVerdict, LeaseClock, ManagerAlreadyRunning, judge_holder
-from manager.store.base import LeaseAnswer, ManagerLease, Store
+from manager.fleet.leases import (
+    HolderVerdict,
+    LeaseClock,
+    ManagerAlreadyRunning,
+    judge_holder,
+    next_peer_expiry,
+    placement_slots,
+)
+from manager.store.base import LeaseAnswer, Store
 from manager.supervise.lives import monotonic
 from manager.supervise.supervisor import Action, Supervisor
 
@@ -66,16 +76,6 @@ def is_live_manager(pid: int) -> bool:
 
 #: Probe this long after a peer's lease is due to expire (the database's clock decides).
 _EXPIRY_SLACK_S = 0.05
-
-
-def _expires_in(lease: ManagerLease) -> float:
-    """Seconds until the lease expires, by the database's clock at the time it was read."""
-    age = lease.lease_age_s or 0.0
-    return max((lease.expires_at - lease.renewed_at).total_seconds() - age, 0.0)
-
-
-def _agents(lease: ManagerLease) -> int:
-    return lease.live_agents if lease.live_agents is not None else lease.agents
 
 
 class LeaseKeeper:
@@ -220,24 +220,11 @@ class LeaseKeeper:
         except StoreError as exc:
             log.debug("fleet_read_failed", error=str(exc))
             return
-        self.supervisor.fleet_changed(
-            {
-                lease.manager_id: max(lease.capacity - _agents(lease), 0)
-                for lease in leases
-                if lease.state == "leading"
-            }
-        )
+        self.supervisor.fleet_changed(placement_slots(leases))
         # A peer holding documents that stops renewing is swept the moment its lease
         # expires, not at this manager's next renewal.
-        now = monotonic()
-        due = [
-            now + _expires_in(lease) + _EXPIRY_SLACK_S
-            for lease in leases
-            if lease.manager_id != self.settings.manager_id
-            and lease.state in ("leading", "draining")
-            and _agents(lease) > 0
-        ]
-        self._expiry_due = min(due, default=None)
+        expiry = next_peer_expiry(leases, self.settings.manager_id)
+        self._expiry_due = None if expiry is None else monotonic() + expiry + _EXPIRY_SLACK_S
 
     async def renew(self) -> None:
         sent = monotonic()

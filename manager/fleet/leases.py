@@ -16,18 +16,32 @@ without I/O, so they can be tested alone:
   holds a live lease. It is replaced only when it is provably dead: same host
   and its pid is gone, or is not a docagents manager of this user. Otherwise the
   new process refuses to start (:class:`ManagerAlreadyRunning`, exit 78).
+- What the fleet's leases say: a manager's agents and free slots
+  (:func:`lease_agents`, :func:`free_slots`), the weights placement uses
+  (:func:`placement_slots`: leading managers only, so a draining one gets
+  nothing), and when the next peer holding agents expires unless it renews
+  (:func:`next_peer_expiry`).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from manager.errors import ConfigurationError
 from manager.store.base import ManagerLease
 
-__all__ = ["HolderVerdict", "LeaseClock", "ManagerAlreadyRunning", "judge_holder"]
+__all__ = [
+    "HolderVerdict",
+    "LeaseClock",
+    "ManagerAlreadyRunning",
+    "free_slots",
+    "judge_holder",
+    "lease_agents",
+    "next_peer_expiry",
+    "placement_slots",
+]
 
 
 class ManagerAlreadyRunning(ConfigurationError):
@@ -98,3 +112,47 @@ class LeaseClock:
     def step_down_at(self) -> float | None:
         """When :meth:`holds` turns false without a renewal."""
         return None if self.valid_until is None else self.valid_until - self.margin_s
+
+
+def lease_agents(lease: ManagerLease) -> int:
+    """Live rows of the manager (the database's count), else what it last reported."""
+    return lease.live_agents if lease.live_agents is not None else lease.agents
+
+
+def free_slots(lease: ManagerLease) -> int | None:
+    """Slots the manager has left; None for an expired or stopped one (it takes nothing)."""
+    if lease.state in ("expired", "stopped"):
+        return None
+    return max(lease.capacity - lease_agents(lease), 0)
+
+
+def placement_slots(leases: Iterable[ManagerLease]) -> dict[str, int]:
+    """Free slots of every manager that takes documents (``leading``): placement's weights."""
+    return {
+        lease.manager_id: max(lease.capacity - lease_agents(lease), 0)
+        for lease in leases
+        if lease.state == "leading"
+    }
+
+
+def next_peer_expiry(leases: Iterable[ManagerLease], manager_id: str) -> float | None:
+    """Seconds until the first other live manager holding agents loses its lease unless
+    it renews (by the database's clock when the leases were read); None if there is none.
+
+    Its documents can be swept and claimed the moment that happens, not at the next
+    renewal of ``manager_id``.
+    """
+    due = [
+        _expires_in(lease)
+        for lease in leases
+        if lease.manager_id != manager_id
+        and lease.state in ("leading", "draining")
+        and lease_agents(lease) > 0
+    ]
+    return min(due, default=None)
+
+
+def _expires_in(lease: ManagerLease) -> float:
+    """Seconds until the lease expires, by the database's clock at the time it was read."""
+    age = lease.lease_age_s or 0.0
+    return max((lease.expires_at - lease.renewed_at).total_seconds() - age, 0.0)
