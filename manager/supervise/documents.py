@@ -152,7 +152,8 @@ class DocumentBook:
     @property
     def lives(self) -> int:
         """Documents with a life here (claiming, claimed, starting, running, stopping
-        or killing): what counts against the capacity and what the lease reports."""
+        or killing): what the lease reports as this manager's agents. Above the
+        capacity only by claims that will evict a worker."""
         return sum(1 for d in self._docs.values() if d.phase in HAS_LIFE)
 
     @property

@@ -18,8 +18,9 @@ Rules decided here:
   as a whole before deciding, so a storm of events for one document costs no
   process churn. The docserver alone decides who is a person; the manager
   follows its rows.
-- At most ``capacity`` lives (claiming, claimed, starting, running, stopping or
-  killing) at once. Recency is the latest sign of people at work: an activity
+- At most ``capacity`` worker processes at once (invariant 2), and at most
+  ``capacity`` lives besides the claims that will evict a worker (each borrows
+  its victim's slot). Recency is the latest sign of people at work: an activity
   row (a visit, or the docserver's ``edit`` rows for documents without an agent)
   or a running worker's ``activity`` report; slots go to the most recent
   (:func:`~manager.supervise.policy.allot_slots`).
@@ -265,6 +266,8 @@ class Supervisor(LifeReports):
         members = [*self._peers.items(), (self.manager_id, self.capacity - self.lives)]
         pick = placement_pick(document_id, members)
         return pick is None or pick == self.manager_id
+
+    # --- inputs: time and shutdown -------------------------------------------------
 
     def tick(self, now: float) -> list[Action]:
         """Time passed: backoffs and residencies may have ended."""
