@@ -159,6 +159,8 @@ class ManagerMetrics:
 
 @dataclass(frozen=True, slots=True)
 class Health:
+    """The ``/healthz`` answer: 200 when healthy, else 503; ``details`` go into its JSON."""
+
     healthy: bool
     details: dict[str, Any] = field(default_factory=dict)
 
