@@ -22,11 +22,11 @@ probably expired with it: a manager that regains its lease neither sweeps nor
 probes for one ``LEASE_TTL_S``, so the others renew theirs first and a database
 outage takes no agent away (invariant 10).
 
-What the leases mean (does this process hold its lease? is the other holder
-dead? how many free slots has each manager? when does the next peer expire?) is
-decided in :mod:`manager.fleet.leases`, without I/O. This module does the I/O and
-the timing: when to renew, sweep and probe (the quiet period above included),
-and how long one renewal may take before this manager must step down.
+What the leases mean (does this process hold its lease, and may it sweep? how
+long may a renewal take? is the other holder dead? how many free slots has each
+manager? when does the next peer expire?) is decided in
+:mod:`manager.fleet.leases`, without I/O; this module does the I/O and sleeps
+until the next of those moments.
 """
 
 from __future__ import annotations
@@ -105,8 +105,6 @@ class LeaseKeeper:
         #: when the latest renewal was answered (monotonic), None before the first
         self.renewed_at: float | None = None
         self.failovers = 0
-        #: no sweep and no probe before this (monotonic), after regaining the lease
-        self._quiet_until = 0.0
         #: when the next other manager's lease expires unless renewed (monotonic)
         self._expiry_due: float | None = None
         self._dispatch = dispatch
@@ -193,7 +191,7 @@ class LeaseKeeper:
             elif self._expiry_due is not None and monotonic() >= self._expiry_due:
                 # Another manager's lease has just expired: its documents, now.
                 self._expiry_due = None
-                if self.supervisor.holds_lease and monotonic() >= self._quiet_until:
+                if self.supervisor.holds_lease and self.clock.may_sweep(monotonic()):
                     await self.sweep()
                     await self.probe()
             wake = next_renewal
@@ -208,7 +206,7 @@ class LeaseKeeper:
 
     async def tick(self) -> None:
         await self.renew()
-        if self.supervisor.holds_lease and monotonic() >= self._quiet_until:
+        if self.supervisor.holds_lease and self.clock.may_sweep(monotonic()):
             await self.sweep()
             await self.probe()
         await self.read_fleet()
@@ -228,10 +226,7 @@ class LeaseKeeper:
 
     async def renew(self) -> None:
         sent = monotonic()
-        step_down = self.clock.step_down_at()
-        budget = self.settings.lease_renew_s
-        if step_down is not None and step_down > sent:
-            budget = min(budget, max(step_down - sent, 0.05))
+        budget = self.clock.renewal_budget(sent)
         answer: LeaseAnswer | None = None
         try:
             with anyio.fail_after(budget):
@@ -248,7 +243,7 @@ class LeaseKeeper:
                 self.start_draining("docagents drain")
             if not self.supervisor.holds_lease and self.clock.holds(now):
                 log.info("manager_lease_regained", manager_id=self.settings.manager_id)
-                self._quiet_until = now + self.settings.lease_ttl_s
+                self.clock.regained(now)
                 self._on_regained()  # the daemon audits its rows at once
                 self._dispatch(self.supervisor.lease_regained(now))
         elif answer is not None:

@@ -11,7 +11,11 @@ without I/O, so they can be tested alone:
   after ``t``). The manager steps down ``margin`` before that point unless a
   later renewal was answered; it holds the lease again at the next answered
   renewal. The database enforces the same rule on every claim, so a manager
-  whose clock drifts cannot claim with an expired lease either.
+  whose clock drifts cannot claim with an expired lease either. A renewal waits
+  for its answer at most until the step-down (:meth:`LeaseClock.renewal_budget`);
+  after regaining a lost lease the manager neither sweeps nor probes for one TTL
+  (:meth:`LeaseClock.regained`), so after a database outage the others renew
+  before anyone's rows end.
 - :func:`judge_holder`: at start, another process of the same ``MANAGER_ID``
   holds a live lease. It is replaced only when it is provably dead: same host
   and its pid is gone, or is not a docagents manager of this user. Otherwise the
@@ -86,6 +90,8 @@ class LeaseClock:
     renew_s: float
     #: the end of validity of the latest answered renewal (monotonic seconds)
     valid_until: float | None = None
+    #: no sweep and no probe before this (monotonic seconds), after regaining the lease
+    quiet_until: float = 0.0
 
     def __post_init__(self) -> None:
         if self.renew_s <= 0 or self.ttl_s <= self.renew_s:
@@ -112,6 +118,25 @@ class LeaseClock:
     def step_down_at(self) -> float | None:
         """When :meth:`holds` turns false without a renewal."""
         return None if self.valid_until is None else self.valid_until - self.margin_s
+
+    def renewal_budget(self, sent_at: float) -> float:
+        """How long a renewal sent at ``sent_at`` may wait for its answer: one renewal
+        interval, but never past the step-down (at least 50 ms), so a stuck renewal
+        cannot keep a manager claiming on a lease that may have expired."""
+        step_down = self.step_down_at()
+        if step_down is None or step_down <= sent_at:
+            return self.renew_s
+        return min(self.renew_s, max(step_down - sent_at, 0.05))
+
+    def regained(self, now: float) -> None:
+        """The lease is held again after it was lost: after an outage long enough to
+        lose it, every other lease probably expired too, so no sweep and no probe for
+        one TTL (the others renew theirs first; a database outage takes no agent away)."""
+        self.quiet_until = now + self.ttl_s
+
+    def may_sweep(self, now: float) -> bool:
+        """Whether sweeping expired leases and probing owners is allowed now."""
+        return now >= self.quiet_until
 
 
 def lease_agents(lease: ManagerLease) -> int:

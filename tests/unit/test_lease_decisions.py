@@ -83,6 +83,24 @@ def test_clock_holds_until_the_margin_before_ttl_after_the_send() -> None:
     assert not clock.holds(104) and clock.step_down_at() is None
 
 
+def test_a_renewal_waits_at_most_until_the_step_down() -> None:
+    clock = LeaseClock(ttl_s=10, renew_s=2)
+    assert clock.renewal_budget(0) == 2  # never held: one interval
+    clock.renewed(sent_at=100)  # steps down at 109
+    assert clock.renewal_budget(102) == 2
+    assert clock.renewal_budget(108) == pytest.approx(1)
+    assert clock.renewal_budget(108.99) == 0.05  # never less than 50 ms
+    assert clock.renewal_budget(110) == 2  # already stepped down: one interval
+
+
+def test_no_sweep_for_one_ttl_after_the_lease_is_regained() -> None:
+    clock = LeaseClock(ttl_s=10, renew_s=2)
+    assert clock.may_sweep(0)
+    clock.regained(50)
+    assert not clock.may_sweep(59.9)
+    assert clock.may_sweep(60)
+
+
 def test_clock_needs_ttl_above_renewal() -> None:
     with pytest.raises(ValueError, match="LEASE_TTL_S"):
         LeaseClock(ttl_s=2, renew_s=2)
