@@ -6,8 +6,25 @@ error, stopped answering pings, exited; its row was ended by someone else) into
 that document's next phase, and asks the
 :class:`~manager.supervise.supervisor.Supervisor` built on it to reconcile the
 whole manager afterwards. A report of an earlier life of the document is
-ignored. Pure: no I/O, imports only the other pure modules of
-:mod:`manager.supervise`.
+ignored.
+
+- A claim is idempotent per life: when its answer is lost, the same agent id is
+  claimed again (backoff from 1 s up to ``claim_retry_s``), and ended if the
+  document stops being wanted meanwhile. A life's claim also ends
+  (``supersedes``) this manager's previous row of the document, whose end may
+  still sit in the writer's buffer. A stop that arrives while the claim is in
+  flight ends the life as soon as the claim answers, before any process.
+- Refused by another manager's live row: ``OWNED_ELSEWHERE``, tried again after
+  ``claim_retry_s`` (or when the lease renewal's probe finds the owner gone).
+  Refused by a row of this manager's id that no life here knows (left over by a
+  run whose recovery missed it): claimed again at once, superseding that row.
+- A worker that exits unasked is a crash
+  (:meth:`~manager.supervise.policy.RestartPolicy.crashed`); one that exits
+  after a ``Stop`` ends with the stop's reason. A row ended by someone else, or
+  a worker the docserver fenced, stops the worker (``owned_elsewhere``) and
+  waits ``claim_retry_s``.
+
+Pure: no I/O, imports only the other pure modules of :mod:`manager.supervise`.
 """
 
 from __future__ import annotations

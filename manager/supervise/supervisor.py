@@ -3,7 +3,7 @@
 Pure code (STYLE.md, "Sans-IO cores"): the daemon feeds it what happened
 (activity events, claim answers, worker reports and exits, the lease, the clock)
 and executes the actions it returns (:mod:`~manager.supervise.actions`). It never
-sleeps and never does I/O. The core is four modules, each importing only the ones
+sleeps and never does I/O. The core is five modules, each importing only the ones
 before it: :mod:`~manager.supervise.actions` (the records),
 :mod:`~manager.supervise.documents` (phases and per-document state),
 :mod:`~manager.supervise.policy` (restarts, placement, eviction),
