@@ -65,7 +65,8 @@ class Settings(WorkerSettings):
     #: Workers started and booted ahead of need; a newly active document gets one
     #: over its pipe (fork and boot off the attach path). 0 disables the pool.
     warm_pool_size: int = Field(default=4, ge=0)
-    #: Retry delay for a wanted document that another manager owns.
+    #: Retry delay for a wanted document that another manager owns (or whose worker was
+    #: fenced), and the longest wait between retries of a claim whose answer was lost.
     claim_retry_s: float = Field(default=15.0, gt=0)
     #: The fleet: every manager process holds a lease, renewed every ``lease_renew_s``,
     #: valid ``lease_ttl_s`` (by the database's clock); a dead manager's documents go

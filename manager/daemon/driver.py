@@ -355,7 +355,7 @@ class ManagerDaemon:
         return code
 
     def _check_all_stopped(self) -> None:
-        if self.supervisor.shutting_down and not self.lives and self.supervisor.idle:
+        if self.supervisor.shutting_down and not self.lives and self.supervisor.lives == 0:
             self._all_stopped.set()
 
     # --- actions ---------------------------------------------------------------------

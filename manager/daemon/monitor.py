@@ -141,7 +141,7 @@ class DaemonMonitor:
         if metrics is None:
             return
         sup = self.supervisor
-        metrics.running.set(sup.running)
+        metrics.running.set(sup.lives)
         metrics.waiting.set(sup.waiting)
         evictions, restarts, applied = self._synced
         if sup.evictions > evictions:
@@ -167,7 +167,7 @@ class DaemonMonitor:
 
     def status_text(self) -> str:
         sup = self.supervisor
-        text = f"running {sup.running}/{sup.capacity}, waiting {sup.waiting}"
+        text = f"running {sup.lives}/{sup.capacity}, waiting {sup.waiting}"
         if not self.writer.healthy or (self.source is not None and not self.source.connected):
             text += ", database unreachable (buffering)"
         return text
@@ -235,7 +235,7 @@ class DaemonMonitor:
                 "database": "reachable" if database_ok else "unreachable",
                 "writer_pending": self.writer.pending,
                 "writer_dropped": self.writer.dropped,
-                "running": sup.running,
+                "running": sup.lives,
                 "waiting": sup.waiting,
                 "capacity": sup.capacity,
             },

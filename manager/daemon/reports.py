@@ -77,7 +77,7 @@ class ManagerReports:
         memory = self.worker_memory()
         return ManagerStats(
             manager_id=self.settings.manager_id,
-            running=sup.running,
+            running=sup.lives,
             capacity=sup.capacity,
             waiting=sup.waiting,
             evictions=sup.evictions,

@@ -22,8 +22,11 @@ probably expired with it: a manager that regains its lease neither sweeps nor
 probes for one ``LEASE_TTL_S``, so the others renew theirs first and a database
 outage takes no agent away (invariant 10).
 
-Decisions (holds the lease? is the other holder dead?) are
-:mod:`manager.fleet.leases`'; this module only does the I/O.
+What the leases mean (does this process hold its lease, and may it sweep? how
+long may a renewal take? is the other holder dead? how many free slots has each
+manager? when does the next peer expire?) is decided in
+:mod:`manager.fleet.leases`, without I/O; this module does the I/O and sleeps
+until the next of those moments.
 """
 
 from __future__ import annotations
@@ -38,8 +41,15 @@ import structlog
 
 from manager.config import Settings
 from manager.errors import StoreError
-from manager.fleet.leases import HolderVerdict, LeaseClock, ManagerAlreadyRunning, judge_holder
-from manager.store.base import LeaseAnswer, ManagerLease, Store
+from manager.fleet.leases import (
+    HolderVerdict,
+    LeaseClock,
+    ManagerAlreadyRunning,
+    judge_holder,
+    next_peer_expiry,
+    placement_slots,
+)
+from manager.store.base import LeaseAnswer, Store
 from manager.supervise.lives import monotonic
 from manager.supervise.supervisor import Action, Supervisor
 
@@ -66,16 +76,6 @@ def is_live_manager(pid: int) -> bool:
 
 #: Probe this long after a peer's lease is due to expire (the database's clock decides).
 _EXPIRY_SLACK_S = 0.05
-
-
-def _expires_in(lease: ManagerLease) -> float:
-    """Seconds until the lease expires, by the database's clock at the time it was read."""
-    age = lease.lease_age_s or 0.0
-    return max((lease.expires_at - lease.renewed_at).total_seconds() - age, 0.0)
-
-
-def _agents(lease: ManagerLease) -> int:
-    return lease.live_agents if lease.live_agents is not None else lease.agents
 
 
 class LeaseKeeper:
@@ -105,8 +105,6 @@ class LeaseKeeper:
         #: when the latest renewal was answered (monotonic), None before the first
         self.renewed_at: float | None = None
         self.failovers = 0
-        #: no sweep and no probe before this (monotonic), after regaining the lease
-        self._quiet_until = 0.0
         #: when the next other manager's lease expires unless renewed (monotonic)
         self._expiry_due: float | None = None
         self._dispatch = dispatch
@@ -193,7 +191,7 @@ class LeaseKeeper:
             elif self._expiry_due is not None and monotonic() >= self._expiry_due:
                 # Another manager's lease has just expired: its documents, now.
                 self._expiry_due = None
-                if self.supervisor.holds_lease and monotonic() >= self._quiet_until:
+                if self.supervisor.holds_lease and self.clock.may_sweep(monotonic()):
                     await self.sweep()
                     await self.probe()
             wake = next_renewal
@@ -208,7 +206,7 @@ class LeaseKeeper:
 
     async def tick(self) -> None:
         await self.renew()
-        if self.supervisor.holds_lease and monotonic() >= self._quiet_until:
+        if self.supervisor.holds_lease and self.clock.may_sweep(monotonic()):
             await self.sweep()
             await self.probe()
         await self.read_fleet()
@@ -220,31 +218,15 @@ class LeaseKeeper:
         except StoreError as exc:
             log.debug("fleet_read_failed", error=str(exc))
             return
-        self.supervisor.fleet_changed(
-            {
-                lease.manager_id: max(lease.capacity - _agents(lease), 0)
-                for lease in leases
-                if lease.state == "leading"
-            }
-        )
+        self.supervisor.fleet_changed(placement_slots(leases))
         # A peer holding documents that stops renewing is swept the moment its lease
         # expires, not at this manager's next renewal.
-        now = monotonic()
-        due = [
-            now + _expires_in(lease) + _EXPIRY_SLACK_S
-            for lease in leases
-            if lease.manager_id != self.settings.manager_id
-            and lease.state in ("leading", "draining")
-            and _agents(lease) > 0
-        ]
-        self._expiry_due = min(due, default=None)
+        expiry = next_peer_expiry(leases, self.settings.manager_id)
+        self._expiry_due = None if expiry is None else monotonic() + expiry + _EXPIRY_SLACK_S
 
     async def renew(self) -> None:
         sent = monotonic()
-        step_down = self.clock.step_down_at()
-        budget = self.settings.lease_renew_s
-        if step_down is not None and step_down > sent:
-            budget = min(budget, max(step_down - sent, 0.05))
+        budget = self.clock.renewal_budget(sent)
         answer: LeaseAnswer | None = None
         try:
             with anyio.fail_after(budget):
@@ -261,7 +243,7 @@ class LeaseKeeper:
                 self.start_draining("docagents drain")
             if not self.supervisor.holds_lease and self.clock.holds(now):
                 log.info("manager_lease_regained", manager_id=self.settings.manager_id)
-                self._quiet_until = now + self.settings.lease_ttl_s
+                self.clock.regained(now)
                 self._on_regained()  # the daemon audits its rows at once
                 self._dispatch(self.supervisor.lease_regained(now))
         elif answer is not None:
@@ -288,7 +270,7 @@ class LeaseKeeper:
             "manager_draining",
             manager_id=self.settings.manager_id,
             by=by,
-            agents=self.supervisor.running,
+            agents=self.supervisor.lives,
         )
         self._dispatch(self.supervisor.drain(monotonic()))
 
@@ -311,7 +293,7 @@ class LeaseKeeper:
             log.warning(
                 "manager_lease_lost",
                 manager_id=self.settings.manager_id,
-                running=self.supervisor.running,
+                running=self.supervisor.lives,
             )
             self._dispatch(self.supervisor.lease_lost(monotonic()))
 
@@ -323,7 +305,7 @@ class LeaseKeeper:
             pid=os.getpid(),
             ttl_s=self.settings.lease_ttl_s,
             capacity=self.supervisor.capacity,
-            agents=self.supervisor.running,
+            agents=self.supervisor.lives,
             state="draining" if self.draining else "leading",
             replaces=replaces,
         )

@@ -10,21 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from manager.fleet.leases import lease_state
+from manager.fleet.leases import free_slots, lease_agents, lease_state
 from manager.store.base import ManagerLease
 
 __all__ = ["lease_document", "render_leases"]
-
-
-def _agents(lease: ManagerLease) -> int:
-    """Live rows of the manager (the database's count), else what it last reported."""
-    return lease.live_agents if lease.live_agents is not None else lease.agents
-
-
-def _free_slots(lease: ManagerLease) -> int | None:
-    if lease.state in ("expired", "stopped"):
-        return None  # a dead or stopped manager takes nothing
-    return max(lease.capacity - _agents(lease), 0)
 
 
 def lease_document(lease: ManagerLease, *, renew_s: float) -> dict[str, Any]:
@@ -36,9 +25,9 @@ def lease_document(lease: ManagerLease, *, renew_s: float) -> dict[str, Any]:
         "host": lease.host,
         "pid": lease.pid,
         "state": lease_state(lease, renew_s=renew_s),
-        "agents": _agents(lease),
+        "agents": lease_agents(lease),
         "capacity": lease.capacity,
-        "free_slots": _free_slots(lease),
+        "free_slots": free_slots(lease),
         "lease_age_s": None if lease.lease_age_s is None else round(lease.lease_age_s, 3),
         "started_at": lease.started_at.isoformat(),
         "renewed_at": lease.renewed_at.isoformat(),
@@ -52,14 +41,14 @@ def render_leases(leases: Sequence[ManagerLease], *, renew_s: float) -> str:
     header = ("MANAGER", "HOST", "PID", "AGENTS", "FREE", "LEASE AGE", "STATE")
     rows = [header]
     for lease in leases:
-        free = _free_slots(lease)
+        free = free_slots(lease)
         age = lease.lease_age_s
         rows.append(
             (
                 lease.manager_id,
                 lease.host or "-",
                 "-" if lease.pid is None else str(lease.pid),
-                str(_agents(lease)),
+                str(lease_agents(lease)),
                 "-" if free is None else str(free),
                 "-" if age is None else f"{age:.1f}s",
                 lease_state(lease, renew_s=renew_s),

@@ -19,6 +19,8 @@ log = structlog.get_logger(__name__)
 
 
 class SystemdNotifier:
+    """Readiness, status, watchdog and stopping notices to systemd (no-ops outside it)."""
+
     def __init__(self, environ: dict[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         path = env.get("NOTIFY_SOCKET", "")

@@ -34,8 +34,10 @@ class ManagerStats:
     """Figures only a running manager knows."""
 
     manager_id: str
+    #: agent lives here (claiming, starting, running or stopping), against ``capacity``
     running: int
     capacity: int
+    #: wanted documents without a life here
     waiting: int
     #: since this manager process started
     evictions: int

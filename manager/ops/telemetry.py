@@ -93,7 +93,11 @@ class ManagerMetrics:
             "Sum of the live workers' RSS (shared pages counted once per worker)",
             registry=r,
         )
-        self.running = Gauge("docagents_agents_running", "Workers running", registry=r)
+        self.running = Gauge(
+            "docagents_agents_running",
+            "Agent lives on this manager (claiming, starting, running or stopping)",
+            registry=r,
+        )
         self.waiting = Gauge("docagents_agents_waiting", "Wanted documents waiting", registry=r)
         self.capacity = Gauge("docagents_agents_capacity", "MAX_CONCURRENT_AGENTS", registry=r)
         self.spawns = Counter("docagents_worker_spawns", "Workers started", registry=r)
@@ -155,6 +159,8 @@ class ManagerMetrics:
 
 @dataclass(frozen=True, slots=True)
 class Health:
+    """The ``/healthz`` answer: 200 when healthy, else 503; ``details`` go into its JSON."""
+
     healthy: bool
     details: dict[str, Any] = field(default_factory=dict)
 

@@ -1,10 +1,10 @@
 """Claims batched: the lives that want a claim while one is in flight go together.
 
-A burst of starts (crash recovery, a meeting that opens 100 documents) used to be
-100 ``claim_document`` round trips, three at a time: on a busy machine each one
-waits its turn on the CPU beside the booting workers, and the last worker could
-only start a second later. :class:`ClaimBatcher` sends whatever has queued up as
-one :meth:`~manager.store.base.Store.claim_documents` call (one statement on
+A burst of starts (crash recovery, a meeting that opens 100 documents) would
+otherwise be one ``claim_document`` round trip per life, each waiting its turn
+on the store's pool and on a CPU busy booting workers. :class:`ClaimBatcher`
+sends whatever has queued up as one
+:meth:`~manager.store.base.Store.claim_documents` call (one statement on
 Postgres), so a burst costs a round trip or two.
 
 A batch the store refuses (``StoreError``: one claim of it failed, and on

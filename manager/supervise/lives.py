@@ -4,10 +4,12 @@
 ``Spawn`` (start the worker, read its pipe, ping it, stop it when asked, wait
 for its exit), ``Stop`` and ``Kill``, and reports back what happened
 (``claimed``, ``claim_refused``, ``claim_unanswered``, ``worker_connected``,
-``worker_activity``, ``worker_unhealthy``, ``worker_exited``) through the
-daemon's ``dispatch``. Every message a worker sends is turned into writer calls
-(buffered rows) and observer calls (telemetry). Whether to start, stop, retry or
-give up is the supervisor's call, never this module's.
+``worker_activity``, ``worker_error``, ``worker_unhealthy``, ``worker_exited``),
+passing the actions the supervisor answers to the daemon's ``dispatch``. Every
+message a worker sends is turned into writer calls (buffered rows) and observer
+calls (telemetry). Whether to start, stop, retry or give up is the supervisor's
+call, never this module's: a lost claim, a failed start, a missed pong or a
+fenced worker is reported, and the supervisor answers with what follows.
 """
 
 from __future__ import annotations

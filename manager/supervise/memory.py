@@ -65,6 +65,9 @@ class _Pending:
 
 
 class MemoryKeeper:
+    """Hands each new life its document's memory and writes what lives report back
+    (the module docstring says how)."""
+
     def __init__(
         self,
         store: Store,

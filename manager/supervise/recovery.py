@@ -24,12 +24,12 @@ import psutil
 import structlog
 
 from manager.store.base import AgentRow, Store
+from manager.supervise.actions import EndReason
 
-__all__ = ["RECOVERY_REASON", "WORKER_CMDLINE_MARKERS", "looks_like_our_worker", "recover"]
+__all__ = ["WORKER_CMDLINE_MARKERS", "looks_like_our_worker", "recover"]
 
 log = structlog.get_logger(__name__)
 
-RECOVERY_REASON = "manager_restarted"
 #: A worker's command line contains one of these (forkserver children inherit the
 #: forkserver's command line; ``docagents worker DOC`` runs one by hand).
 WORKER_CMDLINE_MARKERS = ("multiprocessing.forkserver", "multiprocessing.spawn", "docagents")
@@ -84,7 +84,7 @@ async def recover(
     # One round trip for all of them: a restarted manager attaches its documents
     # again right after this.
     ended = await store.end_agent_lives(
-        [row.agent_id for row in rows], "disconnected", RECOVERY_REASON
+        [row.agent_id for row in rows], "disconnected", str(EndReason.MANAGER_RESTARTED)
     )
     for row in rows:
         log.info(

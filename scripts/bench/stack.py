@@ -89,7 +89,7 @@ class ManagerRun:
 
     async def wait_running(self, count: int, within: float = 60.0) -> None:
         with anyio.fail_after(within):
-            while self.daemon.supervisor.running != count:  # noqa: ASYNC110 (polling a figure)
+            while self.daemon.supervisor.lives != count:  # noqa: ASYNC110 (polling a figure)
                 await anyio.sleep(0.05)
 
     def worker_pids(self) -> list[int]:

@@ -255,7 +255,7 @@ async def test_docagents_worker_joins_as_an_agent_not_a_person(
             ).fetchall()
             assert rows == []
             assert lives(db, "debug-doc") == []
-            assert daemon.supervisor.running == 0
+            assert daemon.supervisor.lives == 0
         finally:
             worker.terminate()
             output = worker.communicate(timeout=10)[0].decode(errors="replace")

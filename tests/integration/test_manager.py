@@ -175,7 +175,7 @@ async def test_cap_lru_eviction_and_no_thrash(
         db.event("B", "idle")
         await until(lambda: db.active("A"))
         assert len(db.rows("A")) == 2
-        assert daemon.supervisor.running <= 2
+        assert daemon.supervisor.lives <= 2
 
 
 async def test_worker_sigkill_is_restarted(

@@ -12,7 +12,8 @@ import psutil
 import pytest
 
 from manager.store.postgres import PostgresStore
-from manager.supervise.recovery import RECOVERY_REASON, recover
+from manager.supervise.actions import EndReason
+from manager.supervise.recovery import recover
 from tests.integration.lease_support import hold_lease
 
 pytestmark = pytest.mark.anyio
@@ -77,7 +78,7 @@ async def test_recover_kills_our_worker_spares_others_ends_all_rows(
 
         assert {r.agent_id for r in ended} == {ours, reused, other, gone, nopid}
         assert all(r.status == "disconnected" for r in ended)
-        assert all(r.error_message == RECOVERY_REASON for r in ended)
+        assert all(r.error_message == EndReason.MANAGER_RESTARTED for r in ended)
         worker.join(timeout=5)
         assert worker.exitcode == -9
         assert unrelated.poll() is None

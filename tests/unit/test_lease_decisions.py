@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from manager.fleet.leases import HolderVerdict, LeaseClock, ManagerAlreadyRunning, judge_holder
+from manager.fleet.leases import (
+    HolderVerdict,
+    LeaseClock,
+    ManagerAlreadyRunning,
+    free_slots,
+    judge_holder,
+    lease_agents,
+    next_peer_expiry,
+    placement_slots,
+)
 from manager.store.base import ManagerLease
 from manager.supervise.supervisor import (
     Claim,
@@ -72,6 +81,24 @@ def test_clock_holds_until_the_margin_before_ttl_after_the_send() -> None:
     assert clock.holds(112)
     clock.lost()
     assert not clock.holds(104) and clock.step_down_at() is None
+
+
+def test_a_renewal_waits_at_most_until_the_step_down() -> None:
+    clock = LeaseClock(ttl_s=10, renew_s=2)
+    assert clock.renewal_budget(0) == 2  # never held: one interval
+    clock.renewed(sent_at=100)  # steps down at 109
+    assert clock.renewal_budget(102) == 2
+    assert clock.renewal_budget(108) == pytest.approx(1)
+    assert clock.renewal_budget(108.99) == 0.05  # never less than 50 ms
+    assert clock.renewal_budget(110) == 2  # already stepped down: one interval
+
+
+def test_no_sweep_for_one_ttl_after_the_lease_is_regained() -> None:
+    clock = LeaseClock(ttl_s=10, renew_s=2)
+    assert clock.may_sweep(0)
+    clock.regained(50)
+    assert not clock.may_sweep(59.9)
+    assert clock.may_sweep(60)
 
 
 def test_clock_needs_ttl_above_renewal() -> None:
@@ -214,4 +241,49 @@ def test_drain_detaches_every_agent_and_takes_nothing_new() -> None:
         assert [a.reason for a in after if isinstance(a, EndLife)] == ["drained"]
         assert not [a for a in after if isinstance(a, Claim | Spawn)]
     assert sup.apply_events([Ev("d", "active")], 5) == []
-    assert sup.tick(100) == [] and sup.running == 0
+    assert sup.tick(100) == [] and sup.lives == 0
+
+
+def lease(
+    manager_id: str, state: str = "leading", *, agents: int = 3, **changes: object
+) -> ManagerLease:
+    return replace(holder(), manager_id=manager_id, state=state, agents=agents, **changes)  # type: ignore[arg-type]
+
+
+def test_a_lease_counts_the_databases_live_rows_before_what_the_manager_reported() -> None:
+    assert lease_agents(lease("m1", agents=3)) == 3
+    assert lease_agents(lease("m1", agents=3, live_agents=5)) == 5
+    assert free_slots(lease("m1", agents=3, live_agents=12)) == 0  # never negative
+    assert free_slots(lease("m1", "draining", agents=3)) == 7
+    assert free_slots(lease("m1", "expired")) is None
+    assert free_slots(lease("m1", "stopped")) is None
+
+
+def test_placement_weighs_only_leading_managers_by_their_free_slots() -> None:
+    leases = [
+        lease("m1", agents=3),
+        lease("m2", "draining", agents=0),
+        lease("m3", "expired", agents=0),
+        lease("m4", agents=10),
+    ]
+    assert placement_slots(leases) == {"m1": 7, "m4": 0}
+
+
+def test_the_next_peer_expiry_is_the_first_live_peer_with_agents() -> None:
+    now = datetime.now(UTC)
+
+    def expiring(manager_id: str, in_s: float, **changes: object) -> ManagerLease:
+        return lease(
+            manager_id, renewed_at=now, expires_at=now + timedelta(seconds=in_s), **changes
+        )
+
+    leases = [
+        expiring("me", 1.0),  # this manager's own lease
+        expiring("idle", 2.0, agents=0),  # no documents to take over
+        expiring("gone", 3.0, state="expired"),  # already swept
+        expiring("late", 8.0, lease_age_s=2.0),  # read 2 s after its renewal: 6 s left
+        expiring("soon", 9.0, state="draining", lease_age_s=4.0),  # 5 s left
+    ]
+    assert next_peer_expiry(leases, "me") == pytest.approx(5.0)
+    assert next_peer_expiry(leases[:3], "me") is None
+    assert next_peer_expiry([expiring("past", 1.0, lease_age_s=3.0)], "me") == 0.0
