@@ -115,7 +115,8 @@ def allot_slots(
 ) -> list[tuple[DocumentState, DocumentState | None]]:
     """Which waiting documents to claim now, each with the worker its claim evicts.
 
-    ``candidates``: wanted documents without a life whose backoff is over;
+    ``candidates``: wanted documents without a life whose backoff is over (those
+    another manager holds come last);
     ``evictable``: running workers past their minimum residency and not already
     being evicted; ``free``: unused slots; ``terminating``: workers already on
     their way out, whose slots go to the most recent candidates without an
@@ -124,7 +125,15 @@ def allot_slots(
     """
     plan: list[tuple[DocumentState, DocumentState | None]] = []
     victims = iter(sorted(evictable, key=lambda d: d.recency))
-    for doc in sorted(candidates, key=lambda d: d.recency, reverse=True):
+    # A document another manager holds has an agent already: it is retried only
+    # with slots no document without an agent wants, whatever their recency (else
+    # two such retries can take turns on the one free slot forever).
+    order = sorted(
+        candidates,
+        key=lambda d: (d.phase is not Phase.OWNED_ELSEWHERE, d.recency),
+        reverse=True,
+    )
+    for doc in order:
         if free > 0:
             plan.append((doc, None))
             free -= 1

@@ -55,6 +55,21 @@ def test_no_eviction_for_a_document_owned_elsewhere_and_a_slot_on_its_way_out_is
     assert names(plan) == [("d7", "w1")]
 
 
+def test_a_document_without_an_agent_gets_a_free_slot_before_retries_of_owned_ones() -> None:
+    """Found by the property test: two documents owned elsewhere, more recent than a
+    waiting one, took turns on the one free slot and the waiting one never ran."""
+    waiting = [
+        doc("elsewhere-a", 9, Phase.OWNED_ELSEWHERE),
+        doc("elsewhere-b", 8, Phase.OWNED_ELSEWHERE),
+        doc("c", 1),
+    ]
+    assert names(allot_slots(waiting, [], free=1, terminating=0)) == [("c", None)]
+    assert names(allot_slots(waiting, [], free=2, terminating=0)) == [
+        ("c", None),
+        ("elsewhere-a", None),
+    ]
+
+
 def test_placement_picks_one_manager_with_free_slots_the_same_everywhere() -> None:
     members = [("m1", 3), ("m2", 0), ("m3", 5)]
     picks = {placement_pick(f"doc-{n}", members) for n in range(200)}

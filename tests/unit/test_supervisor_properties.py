@@ -337,6 +337,19 @@ ops = st.one_of(
     residency=st.sampled_from([0.0, 3.0, 10.0]),
     history=st.lists(ops, max_size=80),
 )
+# Found by hypothesis: two documents owned elsewhere took turns on the free slot
+# while a document evicted earlier waited forever (fixed in policy.allot_slots).
+@example(
+    capacity=2,
+    residency=0.0,
+    history=[
+        ("events", [(2, "active", False), (1, "active", False)]),
+        ("events", [(0, "active", False)]),
+        ("other", 0, True),
+        ("other", 1, True),
+        ("events", [(3, "active", False), (0, "active", False)]),
+    ],
+)
 # Found by hypothesis: an eviction that waits for the minimum residency happens
 # while settling, not in the quiet hour after it.
 @example(
