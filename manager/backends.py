@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import anyio
 import anyio.abc
@@ -31,6 +31,7 @@ __all__ = [
     "ActivitySourceFactory",
     "Backend",
     "BackendKind",
+    "FleetNotices",
     "open_backend",
     "select_backend",
 ]
@@ -56,6 +57,15 @@ class ActivitySource(Protocol):
 
     @property
     def connected(self) -> bool: ...
+
+
+@runtime_checkable
+class FleetNotices(Protocol):
+    """An activity source that also passes on fleet notifications (``manager_leases``,
+    a drain began): ActivityListener. Realtime has none; its managers see a drain at
+    their next lease renewal."""
+
+    on_fleet_notice: Callable[[], None] | None
 
 
 #: Builds a fresh activity source that follows the table from ``cursor``.

@@ -19,8 +19,11 @@ Shutdown (SIGTERM/SIGINT): ``STOPPING=1``, stop reading events, detach every
 worker concurrently within ``shutdown_timeout_s`` (SIGKILL what is left), end
 their rows, flush, return 0. A second signal kills every worker at once and
 returns 1. SIGUSR1 prints the stats box. SIGUSR2 (or ``docagents drain``) drains:
-no new documents, every agent detached (``drained``) for the other managers to
-take over; the process stays up, idle, until SIGTERM.
+no new documents, every agent handed over make-before-break to the other
+managers (the supervisor decides how); the process stays up, idle, until
+SIGTERM. SIGTERM beside another live manager with a free slot drains first (a
+rolling restart: at most ``drain_timeout_s`` plus ``shutdown_timeout_s``; a
+second SIGTERM skips the rest of the handover), then stops as above.
 """
 
 from __future__ import annotations
@@ -36,7 +39,13 @@ import anyio
 import anyio.abc
 import structlog
 
-from manager.backends import ActivitySource, ActivitySourceFactory, open_backend, select_backend
+from manager.backends import (
+    ActivitySource,
+    ActivitySourceFactory,
+    FleetNotices,
+    open_backend,
+    select_backend,
+)
 from manager.config import Settings
 from manager.daemon.monitor import DaemonMonitor, OnConnected
 from manager.errors import ConfigurationError, DocagentsError, StoreError
@@ -115,6 +124,7 @@ class ManagerDaemon:
             manager_id=settings.manager_id,
             holds_lease=False,  # until the lease is taken at start
             placement_delay_s=min(1.0, settings.lease_renew_s),
+            drain_timeout_s=settings.drain_timeout_s,
         )
         self.writer = writer or StoreWriter(store, flush_interval_s=settings.flush_interval_s)
         if metrics is None and settings.metrics_port is not None:
@@ -169,6 +179,7 @@ class ManagerDaemon:
         self._wake = anyio.Event()
         self._audit_now = anyio.Event()
         self._all_stopped = anyio.Event()
+        self._drained = anyio.Event()
         self._running = False
         self.started_at = datetime.now(UTC)
         self._requests_in, self._requests = anyio.create_memory_object_stream[int](64)
@@ -222,6 +233,8 @@ class ManagerDaemon:
                 cursor=cursor,
             )
             self.listener = self.monitor.source = self._activity_source(cursor)
+            if isinstance(self.listener, FleetNotices):
+                self.listener.on_fleet_notice = self.leases.wake
             await tg.start(self.writer.run)
             if self.memory is not None:
                 await tg.start(self.memory.run)
@@ -251,6 +264,8 @@ class ManagerDaemon:
                 log.info("manager_stopping", signal=signal.Signals(signum).name)
                 break
             self.monitor.stopping()
+            if signum == signal.SIGTERM:
+                await self._hand_over_before_stop()
             events_scope.cancel()
             code = await self._shutdown()
             lease_scope.cancel()
@@ -366,8 +381,35 @@ class ManagerDaemon:
         return code
 
     def _check_all_stopped(self) -> None:
-        if self.supervisor.shutting_down and not self.lives and self.supervisor.idle:
-            self._all_stopped.set()
+        if not self.lives and self.supervisor.idle:
+            if self.supervisor.shutting_down:
+                self._all_stopped.set()
+            if self.supervisor.draining:
+                self._drained.set()
+
+    async def _hand_over_before_stop(self) -> None:
+        """SIGTERM: drain make-before-break first when the supervisor says another live
+        manager can take the agents over; wait until every life here ended, the
+        drain's bound passed, or a second SIGTERM/SIGINT."""
+        if not self.supervisor.hands_over_at_shutdown():
+            return
+        self.leases.start_draining("SIGTERM")
+        self._check_all_stopped()
+        bound = self.settings.drain_timeout_s + self.settings.shutdown_timeout_s
+        with anyio.move_on_after(bound):
+            async with anyio.create_task_group() as tg:
+
+                async def second_signal() -> None:
+                    async for signum in self._requests:
+                        if signum in (signal.SIGTERM, signal.SIGINT):
+                            log.warning("manager_handover_skipped", running=self.supervisor.running)
+                            tg.cancel_scope.cancel()
+                            return
+
+                tg.start_soon(second_signal)
+                await self._drained.wait()
+                tg.cancel_scope.cancel()
+        log.info("manager_handed_over", left=self.supervisor.running)
 
     # --- actions ---------------------------------------------------------------------
 

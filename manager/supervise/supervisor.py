@@ -54,8 +54,16 @@ Rules:
   for it; the others wait ``placement_delay_s`` first, so the pick gets it and
   the load spreads, yet a document never waits longer than that for a manager
   that is full or gone.
-- Drain (:meth:`Supervisor.drain`): every agent detaches (``drained``) and
-  nothing is claimed or started again; the other managers take the documents.
+- Drain (:meth:`Supervisor.drain`), make-before-break: nothing is claimed or
+  started again, but the agents keep running while the other managers take
+  their documents over (``claim_document()`` ends a draining manager's row
+  ``drained``); a worker stops when the docserver fences it (its successor
+  connected), or ``handoff_grace_s`` after its row was found ended elsewhere (a
+  server without fencing). When no other live manager has a free slot, or
+  ``drain_timeout_s`` after the drain began, what is left detaches
+  (``drained``), as a lone manager's drain does at once.
+  :meth:`Supervisor.hands_over_at_shutdown` says whether a stop should drain
+  first (a rolling restart).
 - ``idle`` -> detach. A worker reporting ``abandoned`` (a third-party server's
   fallback, off with our docserver) -> detach, and no new worker until the next
   ``active`` event.
@@ -123,7 +131,8 @@ class EndReason(enum.StrEnum):
     ABANDONED = "abandoned"  # a third-party server's fallback: nobody seen for a long time
     #: written by the database (claim_document, sweep_expired_leases), never by a supervisor
     MANAGER_LEASE_EXPIRED = "manager_lease_expired"
-    DRAINED = "drained"  # its manager was drained (SIGUSR2, `docagents drain`)
+    #: its manager drained (SIGUSR2, `docagents drain`, SIGTERM beside other managers)
+    DRAINED = "drained"
 
 
 # --- actions ---------------------------------------------------------------------
@@ -275,6 +284,8 @@ class _Doc:
     victim: str | None = None
     #: the document whose claim will evict this worker (it is not evicted twice)
     evicted_by: str | None = None
+    #: while draining: when this life's row was found ended by a successor
+    handed_over_at: float | None = None
 
     @property
     def effectively_wanted(self) -> bool:
@@ -294,6 +305,8 @@ class Supervisor:
         manager_id: str = "",
         holds_lease: bool = True,
         placement_delay_s: float = 1.0,
+        drain_timeout_s: float = 15.0,
+        handoff_grace_s: float = 5.0,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
@@ -310,6 +323,10 @@ class Supervisor:
         self._shutting_down = False
         self._holds_lease = holds_lease
         self._draining = False
+        self.drain_timeout_s = drain_timeout_s
+        self.handoff_grace_s = handoff_grace_s
+        #: when a make-before-break drain gives up and detaches what is left
+        self._drain_deadline: float | None = None
         self.placement_delay_s = placement_delay_s
         #: other live managers and their free slots (from their leases)
         self._peers: dict[str, int] = {}
@@ -391,6 +408,8 @@ class Supervisor:
         """
         if self._shutting_down:
             return None
+        if self._draining:
+            return self._drain_next_deadline()
         backoff: float | None = None
         residency: float | None = None
         ready_waiting = False
@@ -477,20 +496,32 @@ class Supervisor:
         return self._reconcile(now)
 
     def drain(self, now: float) -> list[Action]:
-        """Take no document from now on and detach every agent (reason ``drained``);
-        the other managers claim the documents once their rows end."""
+        """Take no document from now on; hand every agent over make-before-break.
+
+        Agents keep running until a successor takes their document over (see the
+        module docstring). Without another live manager with a free slot, every
+        agent detaches now (``drained``). Lives without a worker yet end now.
+        """
+        if self._draining:
+            return []
         self._draining = True
+        self._drain_deadline = now + self.drain_timeout_s
         actions: list[Action] = []
         for doc in self._docs.values():
-            if doc.phase in (Phase.STARTING, Phase.RUNNING) and doc.agent_id is not None:
-                actions.append(self._stop(doc, EndReason.DRAINED))
+            if doc.phase is Phase.CLAIMING:
+                self._release_victim(doc)  # never evict for a life that will not start
             elif doc.phase is Phase.CLAIMED and doc.agent_id is not None:
                 end = EndLife(doc.document_id, doc.agent_id, "disconnected", EndReason.DRAINED)
                 self._no_life(doc, end)
                 actions.append(end)
             elif doc.phase in _NO_LIFE and doc.unanswered_claim is not None:
                 actions.append(self._end_unanswered(doc, EndReason.DRAINED))
-        return actions
+        return actions + self._reconcile(now)
+
+    def hands_over_at_shutdown(self) -> bool:
+        """Whether a stop (SIGTERM) should drain first: this manager holds its lease,
+        runs workers, and another live manager has a free slot for them."""
+        return self._holds_lease and self.workers > 0 and self._peers_have_room()
 
     def documents_claimable(self, document_ids: Iterable[str], now: float) -> list[Action]:
         """These documents have no live owner any more (the probe said so): documents
@@ -628,6 +659,8 @@ class Supervisor:
             doc.blocked = EndReason.ABANDONED
             return self._reconcile(now)
         if kind == "fenced":  # the docserver retired it: a newer life holds the document
+            if self._draining:
+                return self._handed_over(doc, now, fenced=True)
             return self.row_ended_elsewhere(document_id, agent_id, now)
         doc.recency = next(self._recency)
         return []
@@ -653,6 +686,8 @@ class Supervisor:
         doc = self._life(document_id, agent_id)
         if doc is None or doc.phase not in (Phase.STARTING, Phase.RUNNING):
             return []
+        if self._draining:
+            return self._handed_over(doc, now, fenced=False)
         doc.not_before = now + self.policy.claim_retry_s
         return [self._stop(doc, EndReason.OWNED_ELSEWHERE)]
 
@@ -770,6 +805,7 @@ class Supervisor:
         doc.connected_at = None
         doc.ending_reason = None
         doc.last_error = None
+        doc.handed_over_at = None
         doc.last_end = end
 
     def _end_unanswered(self, doc: _Doc, reason: str) -> EndLife:
@@ -830,14 +866,56 @@ class Supervisor:
         doc.ending_reason = str(reason)
         return Stop(doc.document_id, doc.agent_id, str(reason))
 
+    # --- draining --------------------------------------------------------------------
+
+    def _peers_have_room(self) -> bool:
+        return any(free > 0 for free in self._peers.values())
+
+    def _handed_over(self, doc: _Doc, now: float, *, fenced: bool) -> list[Action]:
+        """While draining, a successor holds the document: stop this worker once the
+        docserver fenced it, or after ``handoff_grace_s`` (no fencing server)."""
+        if doc.phase not in (Phase.STARTING, Phase.RUNNING):
+            return []
+        if doc.handed_over_at is None:
+            doc.handed_over_at = now
+        if fenced or now >= doc.handed_over_at + self.handoff_grace_s:
+            return [self._stop(doc, EndReason.DRAINED)]
+        return []
+
+    def _drain_next_deadline(self) -> float | None:
+        """While draining: the drain's deadline and the handed-over workers' graces."""
+        deadlines: list[float] = []
+        for d in self._docs.values():
+            if d.phase is Phase.STARTING or d.phase is Phase.RUNNING:
+                if self._drain_deadline is not None:
+                    deadlines.append(self._drain_deadline)
+                if d.handed_over_at is not None:
+                    deadlines.append(d.handed_over_at + self.handoff_grace_s)
+        return min(deadlines, default=None)
+
     def _reconcile_draining(self, now: float) -> list[Action]:
-        """While draining: no claims, no spawns; a claim answered now ends at once."""
+        """While draining: no claims, no spawns; a claim answered now ends at once.
+
+        Workers keep running for their successors, except an unwanted one (it
+        detaches as usual), one whose handover grace ended, and all of them once
+        the drain's deadline passed or no other live manager has a free slot.
+        """
         actions: list[Action] = []
+        give_up = not self._peers_have_room() or (
+            self._drain_deadline is not None and now >= self._drain_deadline
+        )
         for doc in list(self._docs.values()):
             if doc.phase is Phase.CLAIMED and doc.agent_id is not None:
                 end = EndLife(doc.document_id, doc.agent_id, "disconnected", EndReason.DRAINED)
                 self._no_life(doc, end)
                 actions.append(end)
+            if doc.phase in (Phase.STARTING, Phase.RUNNING):
+                if not doc.effectively_wanted:
+                    actions.append(self._stop(doc, self._detach_reason(doc)))
+                elif give_up:
+                    actions.append(self._stop(doc, EndReason.DRAINED))
+                elif doc.handed_over_at is not None:
+                    actions += self._handed_over(doc, now, fenced=False)
             if doc.phase in _NO_LIFE:
                 if doc.unanswered_claim is not None:
                     actions.append(self._end_unanswered(doc, EndReason.DRAINED))

@@ -189,7 +189,7 @@ def test_a_document_placed_elsewhere_is_claimed_only_after_the_delay() -> None:
     assert [type(a) for a in alone.apply_events([Ev(doc, "active")], 0)] == [Claim]
 
 
-def test_drain_detaches_every_agent_and_takes_nothing_new() -> None:
+def test_a_drain_with_no_other_manager_free_detaches_every_agent_at_once() -> None:
     sup = make(capacity=3)
     sup.load([Ev("a", "active"), Ev("b", "active"), Ev("c", "active")], 0)
     for doc in ("a", "b"):
