@@ -91,6 +91,10 @@ class Connection:
         self.on_update: Callable[[], None] | None = None
         #: an agent life's fencing token (docserver.fencing), if its credential has one
         self.fence: int | None = None
+        #: awaited once, before the first message of this connection that others would
+        #: see (an awareness update, or a document update: a write) is handled; the
+        #: app retires fenced agents there (make-before-break)
+        self.before_first_visible: Callable[[], Awaitable[None]] | None = None
 
     @property
     def path(self) -> str:
@@ -120,6 +124,11 @@ class Connection:
             except MalformedMessage as exc:
                 await self.reject_malformed(exc, data)
                 raise StopAsyncIteration from None
+            if self.before_first_visible is not None and (
+                inspection.message_type == AWARENESS or inspection.carries_update
+            ):
+                first, self.before_first_visible = self.before_first_visible, None
+                await first()
             delay = self._bucket.take(anyio.current_time())
             if self._byte_bucket is not None:
                 delay = max(delay, self._byte_bucket.take(anyio.current_time(), len(data)))

@@ -237,13 +237,16 @@ class LeaseKeeper:
         except StoreError as exc:
             log.debug("fleet_read_failed", error=str(exc))
             return
-        self.supervisor.fleet_changed(
+        actions = self.supervisor.fleet_changed(
             {
                 lease.manager_id: max(lease.capacity - _agents(lease), 0)
                 for lease in leases
                 if lease.state == "leading"
-            }
+            },
+            monotonic(),
         )
+        if actions:
+            self._dispatch(actions)
         # A peer holding documents that stops renewing is swept the moment its lease
         # expires, not at this manager's next renewal.
         now = monotonic()

@@ -369,7 +369,10 @@ class Supervisor:
         return self._holds_lease
 
     def owned_elsewhere_documents(self) -> list[str]:
-        """Wanted documents another manager holds (to probe whether they became free)."""
+        """Wanted documents another manager holds (to probe whether they became free);
+        none while draining or shutting down (nothing would be claimed)."""
+        if self._draining or self._shutting_down:
+            return []
         return [
             d.document_id
             for d in self._docs.values()
@@ -534,9 +537,12 @@ class Supervisor:
                 changed = True
         return self._reconcile(now) if changed else []
 
-    def fleet_changed(self, peers: Mapping[str, int]) -> None:
-        """The other live managers and their free slots (read at every lease renewal)."""
+    def fleet_changed(self, peers: Mapping[str, int], now: float) -> list[Action]:
+        """The other live managers and their free slots (read at every lease renewal).
+
+        While draining, what is left detaches once none of them has a free slot."""
         self._peers = {m: free for m, free in peers.items() if m != self.manager_id}
+        return self._reconcile(now) if self._draining else []
 
     def placed_here(self, document_id: str) -> bool:
         """Whether weighted rendezvous hashing over the live managers with free slots

@@ -49,7 +49,7 @@ def running(
         sup.claimed(doc, agent, 0)
         sup.worker_connected(doc, agent, 0)
     assert sup.workers == len(docs)
-    sup.fleet_changed({"m2": 5} if peers is None else peers)
+    sup.fleet_changed({"m2": 5} if peers is None else peers, 0)
     return sup
 
 
@@ -67,6 +67,7 @@ def test_a_drain_with_room_elsewhere_keeps_every_agent_until_its_successor_conne
     sup = running(["a", "b"])
     assert sup.drain(1) == []  # nothing stops: the others take the documents over
     assert sup.draining and sup.workers == 2
+    assert sup.owned_elsewhere_documents() == []  # nothing to probe: it claims nothing
     assert sup.apply_events([Ev("c", "active")], 1.5) == []  # takes nothing new
     # Another manager claimed "a" (its row ended 'drained'); the audit sees it.
     a = agent(sup, "a")
@@ -106,8 +107,8 @@ def test_what_is_left_at_the_drain_deadline_detaches() -> None:
 def test_when_the_others_fill_up_what_is_left_detaches() -> None:
     sup = running(["a", "b"])
     sup.drain(1)
-    sup.fleet_changed({"m2": 0, "m3": 0})
-    assert stopped(sup.tick(2)) == [("a", "drained"), ("b", "drained")]
+    fleet = sup.fleet_changed({"m2": 0, "m3": 0}, 2)
+    assert stopped(fleet) == [("a", "drained"), ("b", "drained")]
 
 
 def test_a_drain_with_only_full_peers_detaches_at_once() -> None:
@@ -135,7 +136,7 @@ def test_a_claim_in_flight_at_the_drain_never_evicts_its_victim() -> None:
     sup.worker_connected("old", old, 0)
     claims = sup.apply_events([Ev("new", "active")], 1)  # evicts "old" once claimed
     assert [c.document_id for c in claims if isinstance(c, Claim)] == ["new"]
-    sup.fleet_changed({"m2": 3})
+    sup.fleet_changed({"m2": 3}, 0)
     assert sup.drain(2) == []
     answered = sup.claimed("new", agent(sup, "new"), 3)
     assert stopped(answered) == []  # "old" keeps running for its successor

@@ -163,7 +163,7 @@ class Model:
         self.evictions_for_others = 0
         self.peers_free = 2
         self.drained_at: float | None = None
-        self.sup.fleet_changed({OTHER: self.peers_free})
+        self.sup.fleet_changed({OTHER: self.peers_free}, self.now)
 
     @property
     def give_up_drain(self) -> bool:
@@ -288,15 +288,16 @@ class Model:
         elif kind == "other_drains":
             self.db.draining[OTHER] = op[1]
             self.peers_free = 0 if op[1] else 2
-            self.sup.fleet_changed({} if op[1] else {OTHER: self.peers_free})
+            self.execute(
+                self.sup.fleet_changed({} if op[1] else {OTHER: self.peers_free}, self.now)
+            )
         elif kind == "drain" and self.drained_at is None:
             self.drained_at = self.now
             self.db.draining[ME] = True
             self.execute(self.sup.drain(self.now))
         elif kind == "peers":
             self.peers_free = op[1]
-            self.sup.fleet_changed({OTHER: op[1]})
-            self.execute(self.sup.tick(self.now))
+            self.execute(self.sup.fleet_changed({OTHER: op[1]}, self.now))
         elif kind == "takeover":
             doc = DOCS[op[1]]
             ended = self.db.other_takes_over(doc)
