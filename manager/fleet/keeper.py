@@ -12,8 +12,9 @@ process of the same ``MANAGER_ID``), then every ``LEASE_RENEW_S``:
 2. ends the live rows of every expired lease (``sweep_expired_leases``, counted
    in ``docagents_failovers_total``);
 3. asks which of the documents the supervisor sees as owned elsewhere have no
-   live owner any more (``claimable_documents``), so they are claimed now (also
-   right after a peer's lease is due to expire, between renewals);
+   live owner any more, or an owner that drains (``claimable_documents``), so they
+   are claimed now (also right after a peer's lease is due to expire, between
+   renewals);
 4. reads the other live managers' free slots (``list_manager_leases``) for the
    supervisor's placement (:meth:`~manager.supervise.supervisor.Supervisor.fleet_changed`).
 
