@@ -92,8 +92,8 @@ class Connection:
         #: an agent life's fencing token (docserver.fencing), if its credential has one
         self.fence: int | None = None
         #: awaited once, before the first message of this connection that others would
-        #: see (an awareness update, or a document update: a write) is handled; the
-        #: app retires fenced agents there (make-before-break)
+        #: see (an awareness update, or a non-empty document update: a write) is
+        #: handled; the app retires fenced agents there (make-before-break)
         self.before_first_visible: Callable[[], Awaitable[None]] | None = None
 
     @property
@@ -125,7 +125,8 @@ class Connection:
                 await self.reject_malformed(exc, data)
                 raise StopAsyncIteration from None
             if self.before_first_visible is not None and (
-                inspection.message_type == AWARENESS or inspection.carries_update
+                inspection.message_type == AWARENESS
+                or (inspection.update is not None and inspection.update != _EMPTY_UPDATE)
             ):
                 first, self.before_first_visible = self.before_first_visible, None
                 await first()

@@ -58,7 +58,7 @@ Rules:
   started again, but the agents keep running while the other managers take
   their documents over (``claim_document()`` ends a draining manager's row
   ``drained``); a worker stops when the docserver fences it (its successor
-  connected), or ``handoff_grace_s`` after its row was found ended elsewhere (a
+  showed itself), or ``handoff_grace_s`` after its row was found ended elsewhere (a
   server without fencing). When no other live manager has a free slot, or
   ``drain_timeout_s`` after the drain began, what is left detaches
   (``drained``), as a lone manager's drain does at once.
