@@ -207,7 +207,7 @@ class DocserverApp:
         try:
             if connection.fence is not None:
                 self._fenced_agents.setdefault(document_id, {})[connection] = connection.fence
-                connection.before_first_visible = lambda: self._retire_fenced(connection)
+                connection.on_first_visible = lambda: self._retire_fenced(connection)
             presence = room.awareness_message()
             if presence is not None:
                 await connection.send(presence)
@@ -233,14 +233,15 @@ class DocserverApp:
             )
 
     async def _retire_fenced(self, connection: Connection) -> None:
-        """A newer agent life is about to show itself (its first awareness update) or
-        write (its first document update): close every agent of the document below it.
+        """A newer agent life showed itself (its first awareness update was relayed) or
+        is about to write (its first document update): close every agent of the
+        document below it.
 
         Not at connect: until then the newcomer has written nothing, so the old agent
         may go on meanwhile and still at most one agent writes at any instant; and
-        people see the old agent leave and the new one arrive in the same moment
-        (make-before-break). A newcomer already below a newer one's token leaves its
-        own retirement to that one.
+        people see the new agent arrive before the old one leaves (make-before-break).
+        A newcomer already below a newer one's token leaves its own retirement to that
+        one.
         """
         assert connection.fence is not None
         document_id = connection.document_id
