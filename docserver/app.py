@@ -207,7 +207,8 @@ class DocserverApp:
         room.join(connection)
         try:
             if connection.fence is not None:
-                await self._retire_fenced(connection)
+                self._fenced_agents.setdefault(document_id, {})[connection] = connection.fence
+                connection.on_first_visible = lambda: self._retire_fenced(connection)
             awareness = room.awareness_message()
             if awareness is not None:
                 await connection.send(awareness)
@@ -233,13 +234,23 @@ class DocserverApp:
             )
 
     async def _retire_fenced(self, connection: Connection) -> None:
-        """A newer agent life connected: close every agent of the document below it."""
+        """A newer agent life showed itself (its first awareness update was relayed) or
+        is about to write (its first document update): close every agent of the
+        document below it.
+
+        Not at connect: until then the newcomer has written nothing, so the old agent
+        may go on meanwhile and still at most one agent writes at any instant; and
+        people see the new agent arrive before the old one leaves (make-before-break).
+        A newcomer already below a newer one's token leaves its own retirement to that
+        one.
+        """
         assert connection.fence is not None
         document_id = connection.document_id
-        agents = self._fenced_agents.setdefault(document_id, {})
-        agents[connection] = connection.fence
+        agents = self._fenced_agents.get(document_id, {})
         for old in self._fences.retired(document_id, dict(agents)):
             assert isinstance(old, Connection)
+            if old is connection:
+                continue
             agents.pop(old, None)
             self.fenced += 1
             log.warning(

@@ -86,6 +86,13 @@ class Connection:
         self.on_update: Callable[[], None] | None = None
         #: an agent life's fencing token (docserver.fencing), if its credential has one
         self.fence: int | None = None
+        #: awaited once, when this connection first shows itself to the others: right
+        #: after its first awareness update was relayed, or right before its first
+        #: non-empty document update (a write) is handled. The app retires fenced
+        #: agents there: people see the newcomer arrive before the old agent leaves,
+        #: and the old one never writes after the newcomer did (make-before-break).
+        self.on_first_visible: Callable[[], Awaitable[None]] | None = None
+        self._after_relay: Callable[[], Awaitable[None]] | None = None
 
     @property
     def path(self) -> str:
@@ -95,6 +102,9 @@ class Connection:
         return self
 
     async def __anext__(self) -> bytes:
+        if self._after_relay is not None:  # the room has relayed the previous message
+            after, self._after_relay = self._after_relay, None
+            await after()
         while True:
             if self.closed:
                 raise StopAsyncIteration
@@ -115,6 +125,13 @@ class Connection:
             except MalformedMessage as exc:
                 await self.reject_malformed(exc, data)
                 raise StopAsyncIteration from None
+            if (
+                self.on_first_visible is not None
+                and inspection.update is not None
+                and inspection.update != _EMPTY_UPDATE
+            ):
+                first, self.on_first_visible = self.on_first_visible, None
+                await first()
             delay = self._bucket.take(anyio.current_time())
             if self._byte_bucket is not None:
                 delay = max(delay, self._byte_bucket.take(anyio.current_time(), len(data)))
@@ -147,6 +164,8 @@ class Connection:
                     continue
                 if inspection.is_update and self.on_update is not None:
                     self.on_update()
+            if self.on_first_visible is not None and inspection.message_type == AWARENESS:
+                self._after_relay, self.on_first_visible = self.on_first_visible, None
             return data
 
     def _awareness_too_large(self, inspection: Inspection) -> bool:

@@ -8,8 +8,11 @@ carries it out):
 - a connecting agent whose token is lower than the highest seen is refused
   (close code 4412, "fenced"): its manager lost the document to another one;
 - an agent with a higher token is admitted, and every agent connected to that
-  document with a lower token is retired (closed with 4412): a paused manager's
-  worker stops writing the moment its successor connects;
+  document with a lower token is retired (closed with 4412) right after the
+  newcomer's first awareness update was relayed, or right before its first
+  document update: a paused manager's worker stops writing before its successor
+  writes, and people see the new agent before the old one leaves
+  (make-before-break);
 - an equal token is the same life reconnecting: admitted.
 
 Credentials without a token (the master secret of ``docagents worker``, managers

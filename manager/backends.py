@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import anyio
 import anyio.abc
@@ -32,6 +32,7 @@ __all__ = [
     "ActivitySourceFactory",
     "Backend",
     "BackendKind",
+    "FleetNotices",
     "open_backend",
     "select_backend",
 ]
@@ -61,6 +62,15 @@ class ActivitySource(Protocol):
 
     @property
     def connected(self) -> bool: ...
+
+
+@runtime_checkable
+class FleetNotices(Protocol):
+    """An activity source that also passes on fleet notifications (``manager_leases``,
+    a drain began): ActivityListener. Realtime has none; its managers see a drain at
+    their next lease renewal."""
+
+    on_fleet_notice: Callable[[], None] | None
 
 
 #: Builds a fresh activity source that follows the table from ``cursor``.

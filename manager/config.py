@@ -73,6 +73,10 @@ class Settings(WorkerSettings):
     #: to the others once its lease expired.
     lease_renew_s: float = Field(default=2.0, gt=0)
     lease_ttl_s: float = Field(default=10.0, gt=0)
+    #: A drain (SIGUSR2, `docagents drain`, SIGTERM beside other managers) hands its
+    #: agents over make-before-break for at most this long, then detaches what is
+    #: left. With SHUTDOWN_TIMEOUT_S it stays below systemd's TimeoutStopSec=30.
+    drain_timeout_s: float = Field(default=15.0, gt=0)
     #: After SIGTERM, how long a detaching worker gets before SIGKILL.
     kill_grace_s: float = Field(default=2.0, ge=0)
     #: Prometheus ``/metrics`` and ``/healthz`` (off unless set); bound on ``metrics_host``.

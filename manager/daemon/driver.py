@@ -19,8 +19,12 @@ Shutdown (SIGTERM/SIGINT): ``STOPPING=1``, stop reading events, detach every
 worker concurrently within ``shutdown_timeout_s`` (SIGKILL what is left), end
 their rows, flush, return 0. A second signal kills every worker at once and
 returns 1. SIGUSR1 prints the stats box. SIGUSR2 (or ``docagents drain``) drains:
-no new documents, every agent detached (``drained``) for the other managers to
-take over; the process stays up, idle, until SIGTERM.
+no new documents, every agent handed over make-before-break to the other
+managers (the supervisor decides how); the process stays up, idle, until
+SIGTERM. SIGTERM beside another live manager with a free slot drains first (a
+rolling restart: at most ``drain_timeout_s`` plus ``shutdown_timeout_s``; a
+second SIGTERM skips the rest of the handover), then stops as above
+(:mod:`manager.daemon.stopping`).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import anyio
 import anyio.abc
 import structlog
 
-from manager.backends import ActivitySource, ActivitySourceFactory
+from manager.backends import ActivitySource, ActivitySourceFactory, FleetNotices
 from manager.config import Settings
 from manager.daemon.audit import RowAudit
 from manager.daemon.monitor import DaemonMonitor, OnConnected
@@ -47,7 +51,8 @@ from manager.daemon.start import (
     read_start_state,
     unwrap_start_error,
 )
-from manager.errors import ConfigurationError, StoreError
+from manager.daemon.stopping import hand_over_before_stop, shut_down
+from manager.errors import ConfigurationError
 from manager.fleet.keeper import LeaseKeeper
 from manager.ops.retention import run_retention
 from manager.ops.sdnotify import SystemdNotifier
@@ -69,9 +74,6 @@ from manager.workers.launcher import WorkerLauncher
 __all__ = ["ManagerDaemon"]
 
 log = structlog.get_logger(__name__)
-
-#: After a failed shutdown, how long SIGKILLed workers get to be reaped.
-_REAP_TIMEOUT_S = 3.0
 
 
 class ManagerDaemon:
@@ -116,14 +118,14 @@ class ManagerDaemon:
             self.supervisor,
             manager_id=settings.manager_id,
             interval_s=settings.poll_interval_s,
-            dispatch=self._dispatch,
+            dispatch=self.dispatch,
         )
         self.leases = LeaseKeeper(
             settings,
             store,
             self.supervisor,
             host=self.host,
-            dispatch=self._dispatch,
+            dispatch=self.dispatch,
             on_failover=self._count_failovers,
             on_renew_failure=self._count_renew_failure,
             on_displaced=self.request_shutdown,
@@ -153,17 +155,18 @@ class ManagerDaemon:
             self.writer,
             launcher,
             self.supervisor,
-            dispatch=self._dispatch,
+            dispatch=self.dispatch,
             observer=self.monitor,
             host=self.host,
             instance_id=str(self.leases.instance_id),
         )
-        self.runner.on_life_ended = self._check_all_stopped
+        self.runner.on_life_ended = self.check_all_stopped
         self.listener: ActivitySource | None = None
         self.metrics_server: MetricsServer | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._wake = anyio.Event()
-        self._all_stopped = anyio.Event()
+        self.all_stopped = anyio.Event()
+        self.drained = anyio.Event()
         self._running = False
         self.started_at = datetime.now(UTC)
         self.reports = ManagerReports(
@@ -228,10 +231,12 @@ class ManagerDaemon:
                 cursor=cursor,
             )
             self.listener = self.monitor.source = self._activity_source(cursor)
+            if isinstance(self.listener, FleetNotices):
+                self.listener.on_fleet_notice = self.leases.wake
             await tg.start(self.writer.run)
             if self.memory is not None:
                 await tg.start(self.memory.run)
-            self._dispatch(self.supervisor.load(latest, monotonic()))
+            self.dispatch(self.supervisor.load(latest, monotonic()))
             events_scope = anyio.CancelScope()
             await tg.start(self._follow_events, events_scope)
             tg.start_soon(self._ticker)
@@ -257,8 +262,10 @@ class ManagerDaemon:
                 log.info("manager_stopping", signal=signal.Signals(signum).name)
                 break
             self.monitor.stopping()
+            if signum == signal.SIGTERM:
+                await hand_over_before_stop(self, self._requests)
             events_scope.cancel()
-            code = await self._shutdown()
+            code = await shut_down(self, self._requests)
             lease_scope.cancel()
             await self.leases.release()
             tg.cancel_scope.cancel()  # the writer's final flush runs on cancel
@@ -316,51 +323,23 @@ class ManagerDaemon:
             await self.listener.run(self._on_events, task_status=task_status)
 
     async def _on_events(self, events: Sequence[ActivityEvent]) -> None:
-        self._dispatch(self.supervisor.apply_events(events, monotonic()))
+        self.dispatch(self.supervisor.apply_events(events, monotonic()))
         self.monitor.events_applied(events)
 
     async def _retention(self, days: float) -> None:
         await run_retention(self.store, days=days, interval_s=self.settings.retention_interval_s)
 
-    async def _shutdown(self) -> int:
-        self._dispatch(self.supervisor.shutdown())
-        self._check_all_stopped()
-        code = 0
-        async with anyio.create_task_group() as tg:
-
-            async def second_signal() -> None:
-                nonlocal code
-                async for signum in self._requests:
-                    if signum in (signal.SIGUSR1, signal.SIGUSR2):
-                        continue
-                    log.warning("manager_killing_workers", signal=signal.Signals(signum).name)
-                    code = 1
-                    self.launcher.kill_all()
-                    return
-
-            tg.start_soon(second_signal)
-            with anyio.move_on_after(self.settings.shutdown_timeout_s):
-                await self._all_stopped.wait()
-            if not self._all_stopped.is_set():
-                killed = self.launcher.kill_all()
-                log.warning("shutdown_timeout_workers_killed", killed=killed)
-                with anyio.move_on_after(_REAP_TIMEOUT_S):
-                    await self._all_stopped.wait()
-            tg.cancel_scope.cancel()
-        with anyio.move_on_after(self.settings.shutdown_timeout_s / 2):
-            try:
-                await self.writer.flush()
-            except StoreError as exc:
-                log.warning("shutdown_flush_failed", error=str(exc), pending=self.writer.pending)
-        return code
-
-    def _check_all_stopped(self) -> None:
-        if self.supervisor.shutting_down and not self.lives and self.supervisor.lives == 0:
-            self._all_stopped.set()
+    def check_all_stopped(self) -> None:
+        """Every life here ended: the shutdown, or the drain, is done."""
+        if not self.lives and self.supervisor.lives == 0:
+            if self.supervisor.shutting_down:
+                self.all_stopped.set()
+            if self.supervisor.draining:
+                self.drained.set()
 
     # --- actions ---------------------------------------------------------------------
 
-    def _dispatch(self, actions: Sequence[Action]) -> None:
+    def dispatch(self, actions: Sequence[Action]) -> None:
         for action in actions:
             if isinstance(action, Claim):
                 assert self._tg is not None
@@ -401,8 +380,8 @@ class ManagerDaemon:
                 # Woken by a dispatch: the input behind it has already been
                 # reconciled; only the deadline may have moved.
                 continue
-            # Dispatch only when the clock produced something: _dispatch wakes
+            # Dispatch only when the clock produced something: dispatch wakes
             # the ticker, so dispatching nothing would spin a core.
             actions = self.supervisor.tick(monotonic())
             if actions:
-                self._dispatch(actions)
+                self.dispatch(actions)

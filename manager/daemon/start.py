@@ -56,6 +56,7 @@ def new_supervisor(settings: Settings) -> Supervisor:
         manager_id=settings.manager_id,
         holds_lease=False,  # until the lease is taken at start
         placement_delay_s=min(1.0, settings.lease_renew_s),
+        drain_timeout_s=settings.drain_timeout_s,
     )
 
 

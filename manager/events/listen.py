@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Callable
 
 import anyio
 import anyio.abc
@@ -23,18 +24,23 @@ from manager.errors import StoreError
 from manager.events.cursor import CursorReader, CursorSource, OnEvents
 from manager.store.base import Store
 
-__all__ = ["CHANNEL", "ActivityListener"]
+__all__ = ["CHANNEL", "FLEET_CHANNEL", "ActivityListener"]
 
 log = structlog.get_logger(__name__)
 
 #: The NOTIFY channel the ``document_activity`` trigger signals (migrations/0001).
 CHANNEL = "document_activity"
+#: ``drain_manager()`` (migrations/0012) notifies here: a wake-up for the fleet's
+#: lease keeper (a drain has begun), never data.
+FLEET_CHANNEL = "manager_leases"
 
 
 class ActivityListener(CursorSource):
     """Delivers ``document_activity`` events in id order, none lost.
 
-    Stopping is cancelling the scope :meth:`run` runs in.
+    Stopping is cancelling the scope :meth:`run` runs in. The same connection
+    listens on :data:`FLEET_CHANNEL` too; such a notification calls
+    :attr:`on_fleet_notice` (the daemon wakes its lease keeper with it).
     """
 
     def __init__(
@@ -60,6 +66,8 @@ class ActivityListener(CursorSource):
         self._connect_timeout_s = connect_timeout_s
         self._backoff_min_s = backoff_min_s
         self._backoff_max_s = backoff_max_s
+        #: called (in the listener's task) on every notification on FLEET_CHANNEL
+        self.on_fleet_notice: Callable[[], None] | None = None
 
     async def run(
         self,
@@ -85,6 +93,7 @@ class ActivityListener(CursorSource):
             else:
                 try:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(f"LISTEN {FLEET_CHANNEL}")
                     self._connected = True
                     if failures or self.reconnects:
                         log.info("activity_listener_reconnected", cursor=self.cursor)
@@ -122,18 +131,22 @@ class ActivityListener(CursorSource):
                     await conn.execute("SELECT 1")
             await self._reader.catch_up(on_events)
 
-    @staticmethod
-    async def _wait(conn: psycopg.AsyncConnection, *, wait_s: float) -> bool:
-        """Wait for a notification (True) or the timeout (False); drain the backlog."""
-        woke = False
+    async def _wait(self, conn: psycopg.AsyncConnection, *, wait_s: float) -> bool:
+        """Wait for a notification (True) or the timeout (False); drain the backlog.
+
+        A notification on :data:`FLEET_CHANNEL` is passed on to
+        :attr:`on_fleet_notice` (once per backlog)."""
+        channels: set[str] = set()
         async with contextlib.aclosing(conn.notifies(timeout=wait_s, stop_after=1)) as notes:
-            async for _ in notes:
-                woke = True
-        if woke:
+            async for note in notes:
+                channels.add(note.channel)
+        if channels:
             async with contextlib.aclosing(conn.notifies(timeout=0)) as notes:
-                async for _ in notes:
-                    pass
-        return woke
+                async for note in notes:
+                    channels.add(note.channel)
+        if FLEET_CHANNEL in channels and self.on_fleet_notice is not None:
+            self.on_fleet_notice()
+        return bool(channels)
 
 
 def _brief(exc: BaseException) -> str:

@@ -12,10 +12,18 @@ process of the same ``MANAGER_ID``), then every ``LEASE_RENEW_S``:
 2. ends the live rows of every expired lease (``sweep_expired_leases``, counted
    in ``docagents_failovers_total``);
 3. asks which of the documents the supervisor sees as owned elsewhere have no
-   live owner any more (``claimable_documents``), so they are claimed now (also
-   right after a peer's lease is due to expire, between renewals);
+   live owner any more, or an owner that drains (``claimable_documents``), so they
+   are claimed now (also right after a peer's lease is due to expire, between
+   renewals);
 4. reads the other live managers' free slots (``list_manager_leases``) for the
    supervisor's placement (:meth:`~manager.supervise.supervisor.Supervisor.fleet_changed`).
+
+A drain (:meth:`LeaseKeeper.start_draining`) marks the lease 'draining' at once
+(``drain_manager()``, which NOTIFYs ``manager_leases``); every manager's activity
+listener passes that notification to :meth:`LeaseKeeper.wake`, so the others
+renew, probe and claim the draining manager's documents within moments instead
+of at their next renewal (make-before-break: ``claim_document()`` hands a
+draining manager's row over).
 
 After an outage long enough to expire this manager's lease, every other lease
 probably expired with it: a manager that regains its lease neither sweeps nor
@@ -112,6 +120,9 @@ class LeaseKeeper:
         self._on_renew_failure = on_renew_failure
         self._on_displaced = on_displaced
         self._on_regained = on_regained
+        self._wake = anyio.Event()
+        #: a drain begun here that the database has not been told of yet
+        self._announce_drain = False
 
     # --- start --------------------------------------------------------------------
 
@@ -200,7 +211,14 @@ class LeaseKeeper:
                 wake = min(wake, step_down)
             if self._expiry_due is not None:
                 wake = min(wake, self._expiry_due)
-            await anyio.sleep(max(0.0, wake - monotonic()))
+            with anyio.move_on_after(max(0.0, wake - monotonic())):
+                await self._wake.wait()
+            if self._wake.is_set():
+                # A drain began (here or elsewhere): tell the database, renew and
+                # probe now.
+                self._wake = anyio.Event()
+                await self._announce()
+                next_renewal = monotonic()
             if self.supervisor.holds_lease and not self.clock.holds(monotonic()):
                 self._step_down()
 
@@ -218,7 +236,9 @@ class LeaseKeeper:
         except StoreError as exc:
             log.debug("fleet_read_failed", error=str(exc))
             return
-        self.supervisor.fleet_changed(placement_slots(leases))
+        actions = self.supervisor.fleet_changed(placement_slots(leases), monotonic())
+        if actions:
+            self._dispatch(actions)
         # A peer holding documents that stops renewing is swept the moment its lease
         # expires, not at this manager's next renewal.
         expiry = next_peer_expiry(leases, self.settings.manager_id)
@@ -240,7 +260,7 @@ class LeaseKeeper:
             self.clock.renewed(sent)
             self.renewed_at = now
             if answer.lease.state == "draining" and not self.supervisor.draining:
-                self.start_draining("docagents drain")
+                self.start_draining("docagents drain", announce=False)
             if not self.supervisor.holds_lease and self.clock.holds(now):
                 log.info("manager_lease_regained", manager_id=self.settings.manager_id)
                 self.clock.regained(now)
@@ -260,12 +280,21 @@ class LeaseKeeper:
         if self.supervisor.holds_lease and not self.clock.holds(now):
             self._step_down()
 
-    def start_draining(self, by: str) -> None:
-        """Take no documents and detach every agent; the lease says 'draining' from the
-        next renewal on (the others stop placing documents here)."""
+    def wake(self) -> None:
+        """A notification on ``manager_leases``: renew, sweep, probe and read the fleet
+        now (a manager began to drain; its documents can be claimed)."""
+        self._wake.set()
+
+    def start_draining(self, by: str, *, announce: bool = True) -> None:
+        """Take no documents and hand every agent over (the supervisor decides how);
+        the lease says 'draining' at once (``announce``: through ``drain_manager()``,
+        which wakes the other managers), else from the next renewal on."""
         if self.supervisor.draining:
             return
         self.draining = True
+        if announce:
+            self._announce_drain = True
+            self._wake.set()
         log.warning(
             "manager_draining",
             manager_id=self.settings.manager_id,
@@ -273,6 +302,18 @@ class LeaseKeeper:
             agents=self.supervisor.lives,
         )
         self._dispatch(self.supervisor.drain(monotonic()))
+
+    async def _announce(self) -> None:
+        """Mark this lease 'draining' and notify the fleet (once per drain)."""
+        if not self._announce_drain:
+            return
+        self._announce_drain = False
+        try:
+            with anyio.fail_after(max(self.settings.lease_renew_s, 1.0)):
+                await self.store.drain_manager(self.settings.manager_id)
+        except (StoreError, TimeoutError) as exc:
+            # The next renewal says 'draining' anyway; the others then see it late.
+            log.warning("drain_announce_failed", error=str(exc) or type(exc).__name__)
 
     async def probe(self) -> None:
         """Claim at once the documents owned elsewhere whose owner is gone."""

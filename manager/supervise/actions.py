@@ -32,7 +32,8 @@ class EndReason(enum.StrEnum):
     ABANDONED = "abandoned"  # a third-party server's fallback: nobody seen for a long time
     #: written by the database (claim_document, sweep_expired_leases), never by a supervisor
     MANAGER_LEASE_EXPIRED = "manager_lease_expired"
-    DRAINED = "drained"  # its manager was drained (SIGUSR2, `docagents drain`)
+    #: its manager drained (SIGUSR2, `docagents drain`, SIGTERM beside other managers)
+    DRAINED = "drained"
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,6 +130,8 @@ class DocumentState:
     victim: str | None = None
     #: the document whose claim will evict this worker (it is not evicted twice)
     evicted_by: str | None = None
+    #: while draining: when this life's row was found ended by a successor
+    handed_over_at: float | None = None
 
     @property
     def effectively_wanted(self) -> bool:
@@ -249,6 +251,7 @@ class DocumentBook:
         doc.connected_at = None
         doc.ending_reason = None
         doc.last_error = None
+        doc.handed_over_at = None
         doc.last_end = end
 
     def _end_unanswered(self, doc: DocumentState, reason: str) -> EndLife:

@@ -22,7 +22,8 @@ ignored.
   (:meth:`~manager.supervise.policy.RestartPolicy.crashed`); one that exits
   after a ``Stop`` ends with the stop's reason. A row ended by someone else, or
   a worker the docserver fenced, stops the worker (``owned_elsewhere``) and
-  waits ``claim_retry_s``.
+  waits ``claim_retry_s``; while draining it is the handover
+  (:mod:`~manager.supervise.drain`).
 
 Pure: no I/O, imports only the other pure modules of :mod:`manager.supervise`.
 """
@@ -44,9 +45,14 @@ class LifeReports(DocumentBook):
     manager_id: str
     evictions: int
     _shutting_down: bool
+    _draining: bool
 
     def _reconcile(self, now: float) -> list[Action]:
         """Bring every document's life in line with what is wanted (the Supervisor's)."""
+        raise NotImplementedError
+
+    def _handed_over(self, doc: DocumentState, now: float, *, fenced: bool) -> list[Action]:
+        """While draining, a successor holds the document (:mod:`~manager.supervise.drain`)."""
         raise NotImplementedError
 
     # --- inputs: claims ------------------------------------------------------------
@@ -152,6 +158,8 @@ class LifeReports(DocumentBook):
             doc.blocked = EndReason.ABANDONED
             return self._reconcile(now)
         if kind == "fenced":  # the docserver retired it: a newer life holds the document
+            if self._draining:
+                return self._handed_over(doc, now, fenced=True)
             return self.row_ended_elsewhere(document_id, agent_id, now)
         doc.recency = next(self._recency)
         return []
@@ -177,6 +185,8 @@ class LifeReports(DocumentBook):
         doc = self._life(document_id, agent_id)
         if doc is None or doc.phase not in (Phase.STARTING, Phase.RUNNING):
             return []
+        if self._draining:
+            return self._handed_over(doc, now, fenced=False)
         doc.not_before = now + self.policy.claim_retry_s
         return [self._stop(doc, EndReason.OWNED_ELSEWHERE)]
 

@@ -3,13 +3,14 @@
 Pure code (STYLE.md, "Sans-IO cores"): the daemon feeds it what happened
 (activity events, claim answers, worker reports and exits, the lease, the clock)
 and executes the actions it returns (:mod:`~manager.supervise.actions`). It never
-sleeps and never does I/O. The core is five modules, each importing only the ones
+sleeps and never does I/O. The core is six modules, each importing only the ones
 before it: :mod:`~manager.supervise.actions` (the records),
 :mod:`~manager.supervise.documents` (phases and per-document state),
 :mod:`~manager.supervise.policy` (restarts, placement, eviction),
 :mod:`~manager.supervise.life_reports` (one life's claim answer and worker
-reports), and this one, whose :class:`Supervisor` takes the manager-wide inputs
-and reconciles. ``docs/lifecycle.md`` draws the whole machine.
+reports), :mod:`~manager.supervise.drain` (handing documents over), and this
+one, whose :class:`Supervisor` takes the manager-wide inputs and reconciles.
+``docs/lifecycle.md`` draws the whole machine.
 
 Rules decided here:
 
@@ -36,8 +37,9 @@ Rules decided here:
   :func:`~manager.supervise.policy.placement_pick` names; the others wait
   ``placement_delay_s`` first, so a document never waits longer than that for a
   manager that is full or gone.
-- Drain (:meth:`Supervisor.drain`): every agent detaches (``drained``) and
-  nothing is claimed or started again; the other managers take the documents.
+- Drain (:mod:`~manager.supervise.drain`), make-before-break: nothing is
+  claimed or started again, the agents keep running until the other managers
+  have taken their documents over, then detach (``drained``).
   Shutdown (:meth:`Supervisor.shutdown`): every agent detaches
   (``manager_shutdown``); claims in flight end on their answer.
 - ``idle`` -> detach. A worker reporting ``abandoned`` (a third-party server's
@@ -61,7 +63,7 @@ from manager.supervise.documents import (
     Phase,
     wanted_from_latest,
 )
-from manager.supervise.life_reports import LifeReports
+from manager.supervise.drain import DrainRules
 from manager.supervise.policy import RestartPolicy, allot_slots, placement_pick
 
 __all__ = [
@@ -80,12 +82,13 @@ __all__ = [
 ]
 
 
-class Supervisor(LifeReports):
+class Supervisor(DrainRules):
     """Decides; the daemon executes. All times are ``time.monotonic()`` seconds.
 
     Built on :class:`~manager.supervise.documents.DocumentBook` (the documents'
     state and the read-only queries: ``lives``, ``workers``, ``waiting``,
-    ``phase`` ...) and :class:`~manager.supervise.life_reports.LifeReports` (the
+    ``phase`` ...), :class:`~manager.supervise.drain.DrainRules` (the drain) and
+    :class:`~manager.supervise.life_reports.LifeReports` (the
     inputs about one life). Every input returns the actions it calls for.
     """
 
@@ -99,6 +102,8 @@ class Supervisor(LifeReports):
         manager_id: str = "",
         holds_lease: bool = True,
         placement_delay_s: float = 1.0,
+        drain_timeout_s: float = 15.0,
+        handoff_grace_s: float = 5.0,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
@@ -111,6 +116,9 @@ class Supervisor(LifeReports):
         self._shutting_down = False
         self._holds_lease = holds_lease
         self._draining = False
+        self.drain_timeout_s = drain_timeout_s
+        self.handoff_grace_s = handoff_grace_s
+        self._drain_deadline: float | None = None
         self.placement_delay_s = placement_delay_s
         #: other live managers and their free slots (from their leases)
         self._peers: dict[str, int] = {}
@@ -126,10 +134,6 @@ class Supervisor(LifeReports):
         return self._shutting_down
 
     @property
-    def draining(self) -> bool:
-        return self._draining
-
-    @property
     def holds_lease(self) -> bool:
         """Whether this manager may claim (its lease is valid as far as it knows)."""
         return self._holds_lease
@@ -141,6 +145,8 @@ class Supervisor(LifeReports):
         """
         if self._shutting_down:
             return None
+        if self._draining:
+            return self._drain_next_deadline()
         backoff: float | None = None
         residency: float | None = None
         ready_waiting = False
@@ -226,22 +232,6 @@ class Supervisor(LifeReports):
         self._holds_lease = True
         return self._reconcile(now)
 
-    def drain(self, now: float) -> list[Action]:
-        """Take no document from now on and detach every agent (reason ``drained``);
-        the other managers claim the documents once their rows end."""
-        self._draining = True
-        actions: list[Action] = []
-        for doc in self._docs.values():
-            if doc.phase in (Phase.STARTING, Phase.RUNNING) and doc.agent_id is not None:
-                actions.append(self._stop(doc, EndReason.DRAINED))
-            elif doc.phase is Phase.CLAIMED and doc.agent_id is not None:
-                end = EndLife(doc.document_id, doc.agent_id, "disconnected", EndReason.DRAINED)
-                self._no_life(doc, end)
-                actions.append(end)
-            elif doc.phase in NO_LIFE and doc.unanswered_claim is not None:
-                actions.append(self._end_unanswered(doc, EndReason.DRAINED))
-        return actions
-
     def documents_claimable(self, document_ids: Iterable[str], now: float) -> list[Action]:
         """These documents have no live owner any more (the probe said so): documents
         seen as owned elsewhere are tried again now instead of after ``claim_retry_s``."""
@@ -253,9 +243,19 @@ class Supervisor(LifeReports):
                 changed = True
         return self._reconcile(now) if changed else []
 
-    def fleet_changed(self, peers: Mapping[str, int]) -> None:
-        """The other live managers and their free slots (read at every lease renewal)."""
+    def fleet_changed(self, peers: Mapping[str, int], now: float) -> list[Action]:
+        """The other live managers and their free slots (read at every lease renewal).
+
+        While draining, what is left detaches once none of them has a free slot."""
         self._peers = {m: free for m, free in peers.items() if m != self.manager_id}
+        return self._reconcile(now) if self._draining else []
+
+    def owned_elsewhere_documents(self) -> list[str]:
+        """Wanted documents another manager holds (to probe whether they became free);
+        none while draining or shutting down (nothing would be claimed)."""
+        if self._draining or self._shutting_down:
+            return []
+        return super().owned_elsewhere_documents()
 
     def placed_here(self, document_id: str) -> bool:
         """Whether weighted rendezvous hashing over the live managers with free slots
@@ -308,20 +308,6 @@ class Supervisor(LifeReports):
         doc.connected_at = None
         doc.ending_reason = None
         return Claim(doc.document_id, agent_id, supersedes=doc.last_end)
-
-    def _reconcile_draining(self, now: float) -> list[Action]:
-        """While draining: no claims, no spawns; a claim answered now ends at once."""
-        actions: list[Action] = []
-        for doc in list(self._docs.values()):
-            if doc.phase is Phase.CLAIMED and doc.agent_id is not None:
-                end = EndLife(doc.document_id, doc.agent_id, "disconnected", EndReason.DRAINED)
-                self._no_life(doc, end)
-                actions.append(end)
-            if doc.phase in NO_LIFE:
-                if doc.unanswered_claim is not None:
-                    actions.append(self._end_unanswered(doc, EndReason.DRAINED))
-                self._forget_if_unused(doc)
-        return actions
 
     def _reconcile(self, now: float) -> list[Action]:
         if self._shutting_down:

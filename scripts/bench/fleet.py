@@ -9,7 +9,9 @@ agent of another manager; then a new process of the killed id rejoins (it takes
 the expired lease over) for the next trial. Reported: every trial, p50 and max,
 next to ``LEASE_TTL_S`` (target: at most ``LEASE_TTL_S`` + 1 s), and the time
 until the first of them is active elsewhere (detection, without the attach time
-of the whole batch).
+of the whole batch). Then the manager holding the most documents is drained
+(make-before-break): the handoff gap per document as people see it, p50/p99
+(:mod:`scripts.bench.handoff`; target p99 at most 200 ms).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import anyio
 
+from scripts.bench.handoff import measure_drain
 from scripts.bench.stack import Stack
 
 MANAGERS = ("bench-fleet-a", "bench-fleet-b", "bench-fleet-c")
@@ -111,6 +114,23 @@ async def run(stack: Stack, cfg: dict[str, Any]) -> dict[str, Any]:
             procs[victim] = managers.enter_context(
                 stack.manager_process(env(victim), f"{victim}-{trial + 1}.log")
             )
+        # Every manager has read the fleet since the last one rejoined, then a drain.
+        await _until(
+            lambda: stack.query(
+                "SELECT bool_and(renewed_at > (SELECT max(started_at) FROM manager_leases)"
+                " + make_interval(secs => %s)) FROM manager_leases WHERE state = 'leading'",
+                (2 * renew,),
+            )[0][0],
+            within=60,
+        )
+        owners = _owners(stack, docs)
+        counts = {}
+        for manager in owners.values():
+            counts[manager] = counts.get(manager, 0) + 1
+        drained = max(counts, key=lambda m: counts[m])
+        drain = await measure_drain(
+            stack, drained, [doc for doc, manager in owners.items() if manager == drained]
+        )
         stack.events(docs, "idle")
         await _until(lambda: not _owners(stack, docs), within=120)
         for proc in procs.values():
@@ -126,4 +146,5 @@ async def run(stack: Stack, cfg: dict[str, Any]) -> dict[str, Any]:
         "first_moved_trials_s": firsts,
         "failover_p50_s": statistics.median(trials),
         "failover_max_s": max(trials),
+        **drain,
     }

@@ -232,6 +232,22 @@ def rows(r: dict[str, Any]) -> list[str]:
                     None if limit is None else _le(value, limit),
                 )
             )
+    if fl.get("drain_documents"):
+        name = (
+            f"drain: handoff gap per document, {fl['drain_documents']} documents "
+            f"(all handed over in {fl.get('drain_all_handed_over_s', 0):.1f} s)"
+        )
+        for which in ("p50", "p99"):
+            value = fl.get(f"drain_gap_{which}_ms")
+            out.append(
+                _row(
+                    f"{name}, {which}",
+                    value,
+                    " ms",
+                    "≤ 200 ms" if which == "p99" else "",
+                    _le(value, 200) if which == "p99" else None,
+                )
+            )
     label = f"recovery of {rc.get('recovery_agents', '?')} agents after kill -9"
     rtrials = rc.get("recovery_trials_s") or []
     if len(rtrials) > 1:

@@ -99,6 +99,23 @@ async def test_batches_are_bounded(
     assert [len(b) for b in got.batches] == [10, 10, 5]
 
 
+async def test_a_fleet_notification_wakes_the_lease_keeper(
+    database_url: str, store: PostgresStore, db: psycopg.Connection
+) -> None:
+    """``drain_manager()`` notifies ``manager_leases``; the listener passes it on."""
+    listener = ActivityListener(database_url, store, cursor=0, poll_interval_s=30)
+    woken = anyio.Event()
+    listener.on_fleet_notice = woken.set
+    got = Collector()
+    async with anyio.create_task_group() as tg:
+        await tg.start(listener.run, got)
+        db.execute("NOTIFY manager_leases, 'm1'")
+        with anyio.fail_after(5):
+            await woken.wait()
+        assert got.events == []  # a wake-up, not an event
+        tg.cancel_scope.cancel()
+
+
 async def test_missed_notification_is_read_by_the_poll(
     database_url: str, store: PostgresStore, db: psycopg.Connection
 ) -> None:

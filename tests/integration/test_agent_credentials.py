@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import anyio
 import psutil
@@ -15,7 +17,7 @@ import pytest
 from docserver_support import AGENT_HEADER, AGENT_TOKEN, YClient, free_port, refusal
 from docserver_support import running_docserver as docserver
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from pycrdt import Text
+from pycrdt import Awareness, Doc, Text, create_awareness_message, read_message
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -269,3 +271,74 @@ async def test_a_newer_life_fences_the_older_one(tmp_path: Path, database_url: s
             text += "only the newer agent writes"
         log = server.log()
         assert '"agent_fenced"' in log
+
+
+async def test_the_older_agent_stays_until_the_newer_one_shows_itself(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Make-before-break: a newer life that connected but has shown nothing yet does
+    not retire the older agent; its first awareness update does, after it was relayed,
+    so a person never sees the document without an agent."""
+
+    def fenced(fence: int) -> dict[str, str]:
+        token = mint_agent_credential(
+            AGENT_TOKEN,
+            document_id="doc-m",
+            agent_id=f"agent-{fence}",
+            ttl_s=600,
+            now=time.time(),
+            fence=fence,
+        )
+        return {AGENT_HEADER: token}
+
+    def agent_awareness() -> tuple[int, bytes]:
+        awareness = Awareness(Doc())
+        awareness.set_local_state({"type": "agent"})
+        update = awareness.encode_awareness_update([awareness.client_id])
+        return awareness.client_id, create_awareness_message(update)
+
+    seen: list[set[int]] = []  # the agents the person sees, after every awareness message
+    closes: dict[str, int | None] = {}
+
+    async def person_watches(websocket: Any) -> None:
+        awareness = Awareness(Doc())
+        async for message in websocket:
+            if isinstance(message, bytes) and message[:1] == b"\x01":
+                awareness.apply_awareness_update(read_message(message[1:]), "remote")
+                seen.append(
+                    {c for c, st in awareness.states.items() if st and st.get("type") == "agent"}
+                )
+
+    async def drain(name: str, websocket: Any) -> None:
+        with suppress(ConnectionClosed):
+            async for _ in websocket:
+                pass
+        closes[name] = websocket.close_code
+
+    async with docserver(tmp_path, database_url) as server:
+        url = server.ws_url("doc-m")
+        old_id, old_hello = agent_awareness()
+        new_id, new_hello = agent_awareness()
+        async with (
+            connect(url) as person,
+            connect(url, additional_headers=fenced(5)) as old,
+            connect(url, additional_headers=fenced(7)) as new,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(person_watches, person)
+            tg.start_soon(drain, "old", old)
+            await old.send(old_hello)
+            with anyio.fail_after(10):
+                while not (seen and old_id in seen[-1]):  # noqa: ASYNC110 (other tasks fill it)
+                    await anyio.sleep(0.02)
+            tg.start_soon(drain, "new", new)
+            await anyio.sleep(1.0)  # the newer life is connected and silent
+            assert "old" not in closes
+            await new.send(new_hello)
+            with anyio.fail_after(10):
+                while "old" not in closes or not (seen and seen[-1] == {new_id}):  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+            assert closes["old"] == 4412
+            first_seen = next(i for i, agents in enumerate(seen) if old_id in agents)
+            assert all(seen[first_seen:]), seen  # never a moment without an agent
+            tg.cancel_scope.cancel()

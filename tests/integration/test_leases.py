@@ -19,7 +19,7 @@ from manager.errors import StoreError
 from manager.store.base import Store
 from manager.store.postgres import PostgresStore
 from manager.store.supabase import SupabaseStore
-from tests.integration.lease_support import expire_lease
+from tests.integration.lease_support import expire_lease, hold_lease
 from tests.integration.supabase_doubles import serve_supabase
 
 pytestmark = pytest.mark.anyio
@@ -172,3 +172,32 @@ async def test_drain_is_asked_through_the_lease_and_lasts_until_the_process_stop
     assert not await store.drain_manager("m1")  # stopped: nothing to drain
     fresh = await acquire(store, "m1", uuid.uuid4())
     assert fresh.acquired and fresh.lease.state == "leading"
+
+
+async def test_a_claim_hands_a_draining_managers_document_over(store: Store, conn: Any) -> None:
+    await acquire(store, "m1", uuid.uuid4())
+    await acquire(store, "m2", uuid.uuid4())
+    assert (await store.claim_document("doc", "a1", "m1", None)).claimed
+    assert (await store.claim_document("kept", "k1", "m2", None)).claimed
+    assert await store.claimable_documents(["doc", "kept"]) == []
+    assert await store.drain_manager("m1")
+    assert await store.claimable_documents(["doc", "kept"]) == ["doc"]
+    # The draining manager itself cannot take the row back by claiming.
+    refused = await store.claim_document("doc", "a2", "m1", None)
+    assert not refused.claimed and refused.row.agent_id == "a1"
+    taken = await store.claim_document("doc", "b1", "m2", None)
+    assert taken.claimed and taken.row.manager_id == "m2"
+    old = conn.execute("SELECT * FROM agent_lifetimes WHERE agent_id = 'a1'").fetchone()
+    assert old["status"] == "disconnected" and old["end_reason"] == "drained"
+    assert old["end_detail"] == "drained: taken over by manager m2"
+    # The new owner leads: its row is nobody else's to take.
+    assert await store.claimable_documents(["doc"]) == []
+
+
+def test_a_drain_notifies_the_fleet(database_url: str, conn: Any) -> None:
+    hold_lease(conn, "m1")
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN manager_leases")
+        assert conn.execute("SELECT drain_manager('m1') AS d").fetchone()["d"]
+        notes = list(listener.notifies(timeout=5, stop_after=1))
+    assert [(n.channel, n.payload) for n in notes] == [("manager_leases", "m1")]

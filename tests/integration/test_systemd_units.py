@@ -51,6 +51,12 @@ def test_manager_unit_settings() -> None:
     from manager.config import Settings
 
     assert int(service["TimeoutStopSec"]) > Settings.model_fields["shutdown_timeout_s"].default
+    # SIGTERM beside other managers hands the agents over first, then detaches.
+    stopping = (
+        Settings.model_fields["drain_timeout_s"].default
+        + Settings.model_fields["shutdown_timeout_s"].default
+    )
+    assert int(service["TimeoutStopSec"]) > stopping
     for key in ("NoNewPrivileges", "ProtectHome", "PrivateTmp"):
         assert service[key] == "yes"
     assert service["ProtectSystem"] == "strict"

@@ -184,7 +184,7 @@ def test_placement_picks_exactly_one_manager_per_document_weighted_by_free_slots
     for name in names:
         ids = itertools.count(1)
         sup = Supervisor(10, new_agent_id=lambda ids=ids: f"a{next(ids)}", manager_id=name)
-        sup.fleet_changed({other: 10 for other in names})
+        sup.fleet_changed({other: 10 for other in names}, 0)
         sups[name] = sup
     picks = {name: 0 for name in names}
     for n in range(600):
@@ -194,10 +194,10 @@ def test_placement_picks_exactly_one_manager_per_document_weighted_by_free_slots
     assert min(picks.values()) > 150, picks
     # Fewer free slots, fewer picks; a full manager is never the pick.
     m1 = sups["m1"]  # 10 free slots of its own
-    m1.fleet_changed({"m2": 0, "m3": 2})
+    m1.fleet_changed({"m2": 0, "m3": 2}, 0)
     here = sum(m1.placed_here(f"doc-{n}") for n in range(600))
     assert 420 < here < 580  # about 10 / 12 of them
-    m1.fleet_changed({"m2": 0, "m3": 0})
+    m1.fleet_changed({"m2": 0, "m3": 0}, 0)
     assert all(m1.placed_here(f"doc-{n}") for n in range(50))
 
 
@@ -205,7 +205,7 @@ def test_a_document_placed_elsewhere_is_claimed_only_after_the_delay() -> None:
     sup = Supervisor(
         10, new_agent_id=lambda: "a1", manager_id="m1", placement_delay_s=1.0, min_residency_s=0
     )
-    sup.fleet_changed({"m2": 1000})  # m2 is the pick for nearly everything
+    sup.fleet_changed({"m2": 1000}, 0)  # m2 is the pick for nearly everything
     doc = next(f"d{n}" for n in range(100) if not sup.placed_here(f"d{n}"))
     assert sup.apply_events([Ev(doc, "active")], 0) == []
     assert sup.next_deadline(0) == 1.0
@@ -216,7 +216,7 @@ def test_a_document_placed_elsewhere_is_claimed_only_after_the_delay() -> None:
     assert [type(a) for a in alone.apply_events([Ev(doc, "active")], 0)] == [Claim]
 
 
-def test_drain_detaches_every_agent_and_takes_nothing_new() -> None:
+def test_a_drain_with_no_other_manager_free_detaches_every_agent_at_once() -> None:
     sup = make(capacity=3)
     sup.load([Ev("a", "active"), Ev("b", "active"), Ev("c", "active")], 0)
     for doc in ("a", "b"):

@@ -248,7 +248,7 @@ def test_every_end_reason_is_a_code() -> None:
 
 
 #: The decision core: each module imports only the standard library and these.
-CORE = ("actions", "documents", "policy", "life_reports", "supervisor")
+CORE = ("actions", "documents", "policy", "life_reports", "drain", "supervisor")
 #: Standard modules that would bring I/O, a clock or concurrency into it.
 NOT_IN_CORE = {"asyncio", "logging", "os", "socket", "subprocess", "threading", "time"}
 

@@ -7,8 +7,10 @@ document, idempotent per agent id, ``supersedes``), and feeds back random worker
 behaviour (connects, crashes, slow stops, ping failures), claim answers (claimed,
 refused, lost before or after the database acted), another manager taking and
 releasing documents, the other manager dying (its lease expires: its rows are
-dead to ``claim_document`` and to the probe), this manager's own lease lost and
-regained, and the clock.
+dead to ``claim_document`` and to the probe), the other manager draining (its
+rows are handed over to a claim, ended 'drained'), this manager's own lease lost
+and regained, and the clock. A second property drains this manager while the
+other one takes its documents over (make-before-break).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Database:
         self.rows: dict[str, Row] = {}
         self._other_ids = itertools.count(1)
         self.leased = {ME: True, OTHER: True}
+        self.draining = {ME: False, OTHER: False}
 
     def live_owner(self, doc: str) -> str | None:
         owners = [a for a, r in self.rows.items() if r.live and r.document_id == doc]
@@ -83,6 +86,11 @@ class Database:
             # claim_document: the owner's lease expired, its life is dead
             self.rows[owner].live, self.rows[owner].reason = False, "manager_lease_expired"
             owner = None
+        if owner is not None and self.draining[self.rows[owner].manager_id]:
+            assert self.rows[owner].manager_id != ME  # a manager never claims while draining
+            # claim_document: the owner drains, the document is handed over
+            self.rows[owner].live, self.rows[owner].reason = False, "drained"
+            owner = None
         if owner is not None:
             return False, self.rows[owner].manager_id, owner
         self.rows[action.agent_id] = Row(action.document_id, ME)
@@ -101,9 +109,22 @@ class Database:
         free = []
         for doc in docs:
             owner = self.live_owner(doc)
-            if owner is None or not self.leased[self.rows[owner].manager_id]:
+            if owner is None:
+                free.append(doc)
+                continue
+            manager = self.rows[owner].manager_id
+            if not self.leased[manager] or self.draining[manager]:
                 free.append(doc)
         return free
+
+    def other_takes_over(self, doc: str) -> str | None:
+        """The other manager claims a document of a draining owner; the ended agent."""
+        owner = self.live_owner(doc)
+        if owner is None or not self.draining[self.rows[owner].manager_id]:
+            return None
+        self.rows[owner].live, self.rows[owner].reason = False, "drained"
+        self.rows[f"other{next(self._other_ids)}"] = Row(doc, OTHER)
+        return owner
 
     def other_releases(self, doc: str) -> None:
         owner = self.live_owner(doc)
@@ -141,12 +162,21 @@ class Model:
         self.ended: set[str] = set()
         self.latest: dict[str, str] = {}
         self.evictions_for_others = 0
+        self.peers_free = 2
+        self.drained_at: float | None = None
+        self.sup.fleet_changed({OTHER: self.peers_free}, self.now)
+
+    @property
+    def give_up_drain(self) -> bool:
+        assert self.drained_at is not None
+        return self.peers_free == 0 or self.now >= self.drained_at + self.sup.drain_timeout_s
 
     def execute(self, actions: list) -> None:
         for action in actions:
             if isinstance(action, Claim):
                 # Never a claim by a manager without a valid lease.
                 assert self.sup.holds_lease and self.db.leased[ME]
+                assert self.drained_at is None  # never a claim once draining
                 assert action.agent_id not in self.procs and action.agent_id not in self.ended
                 assert action.document_id not in {c.document_id for c in self.claims.values()}
                 self.claims[action.agent_id] = action
@@ -159,6 +189,11 @@ class Model:
             elif isinstance(action, Stop | Kill):
                 doc, state = self.procs[action.agent_id]
                 assert doc == action.document_id and state in ("starting", "running")
+                if isinstance(action, Stop) and action.reason == EndReason.DRAINED:
+                    # Make-before-break: a worker whose row is still its own leaves
+                    # only when nobody can take over (deadline, no room elsewhere).
+                    row = self.db.rows[action.agent_id]
+                    assert not row.live or self.give_up_drain, "drained before handed over"
                 if isinstance(action, Stop) and action.reason == EndReason.EVICTED:
                     owner = self.db.live_owner(doc)
                     assert owner == action.agent_id  # we evict only our own agent ...
@@ -251,6 +286,29 @@ class Model:
                 self.execute(self.sup.lease_lost(self.now))
         elif kind == "other_lease":
             self.db.leased[OTHER] = op[1]
+        elif kind == "other_drains":
+            self.db.draining[OTHER] = op[1]
+            self.peers_free = 0 if op[1] else 2
+            self.execute(
+                self.sup.fleet_changed({} if op[1] else {OTHER: self.peers_free}, self.now)
+            )
+        elif kind == "drain" and self.drained_at is None:
+            self.drained_at = self.now
+            self.db.draining[ME] = True
+            self.execute(self.sup.drain(self.now))
+        elif kind == "peers":
+            self.peers_free = op[1]
+            self.execute(self.sup.fleet_changed({OTHER: op[1]}, self.now))
+        elif kind == "takeover":
+            doc = DOCS[op[1]]
+            ended = self.db.other_takes_over(doc)
+            if ended is not None and ended in self.procs:
+                if op[2]:  # the successor connected: the docserver fences ours
+                    self.execute(self.sup.worker_activity(doc, ended, "fenced", self.now))
+                else:  # the audit finds the row ended
+                    checked = self.sup.working_lives()
+                    live = {a for a, r in self.db.rows.items() if r.live and r.manager_id == ME}
+                    self.execute(self.sup.rows_audited(checked, live, self.now))
         elif kind == "probe" and self.db.leased[ME]:
             free = self.db.claimable(self.sup.owned_elsewhere_documents())
             self.execute(self.sup.documents_claimable(free, self.now))
@@ -328,6 +386,13 @@ ops = st.one_of(
     st.tuples(st.just("lease"), st.booleans()),
     st.tuples(st.just("other_lease"), st.booleans()),
     st.tuples(st.just("probe")),
+    st.tuples(st.just("other_drains"), st.booleans()),
+)
+drain_ops = st.one_of(
+    ops,
+    st.tuples(st.just("drain")),
+    st.tuples(st.just("peers"), st.integers(0, 2)),
+    st.tuples(st.just("takeover"), st.integers(0, len(DOCS) - 1), st.booleans()),
 )
 
 
@@ -372,7 +437,10 @@ def test_invariants_hold_and_wanted_documents_eventually_run(
     elsewhere = {
         row.document_id
         for row in model.db.rows.values()
-        if row.live and row.manager_id == OTHER and model.db.leased[OTHER]
+        if row.live
+        and row.manager_id == OTHER
+        and model.db.leased[OTHER]
+        and not model.db.draining[OTHER]
     }
     wanted = {
         doc
@@ -410,3 +478,33 @@ def test_memory_is_bounded_by_wanted_and_running_documents(history: list[tuple[i
     latest = {e.document_id: e.event_type for e in events}
     wanted = sum(1 for t in latest.values() if t == "active")
     assert model.sup.tracked() == wanted
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    capacity=st.integers(1, 4),
+    history=st.lists(drain_ops, max_size=80),
+    after=st.lists(drain_ops, max_size=30),
+)
+def test_a_draining_manager_claims_nothing_and_hands_over_before_it_stops(
+    capacity: int, history: list[tuple], after: list[tuple]
+) -> None:
+    """Never two live rows per document, never a claim without a valid lease (both
+    checked on every action), never a claim once draining, and never a ``drained``
+    stop of a worker whose row is still its own while another manager has room
+    and the deadline has not passed; in the end, every worker is gone."""
+    model = Model(capacity, 0.0)
+    for op in history:
+        model.step(op)
+    model.step(("drain",))
+    for op in after:
+        model.step(op)
+    for agent in sorted(model.claims):  # claims sent before the drain answer now
+        model.answer(agent, "ok")
+    assert model.sup.draining
+    # The other manager takes every document over; the fence retires ours.
+    for index in range(len(DOCS)):
+        model.step(("takeover", index, True))
+    model.settle()
+    assert model.procs == {}
+    assert not [a for a, r in model.db.rows.items() if r.live and r.manager_id == ME]
