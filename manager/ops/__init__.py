@@ -4,7 +4,8 @@
 :mod:`~manager.ops.stats` (the stats box and ``stats --json``, pure rendering),
 :mod:`~manager.ops.telemetry` (metrics registry and HTTP server),
 :mod:`~manager.ops.sdnotify` (systemd notifications), :mod:`~manager.ops.proctitle`
-(process titles), :mod:`~manager.ops.retention` (pruning old rows).
+(process titles), :mod:`~manager.ops.retention` (pruning old rows),
+:mod:`~manager.ops.limits` (the open-file limit of the long-running commands).
 
 Layer (pyproject.toml, ``[tool.importlinter]``): may import only the layers below
 it, :mod:`manager.store`, :mod:`manager.database`, :mod:`manager.embedded`,

@@ -6,7 +6,9 @@ imports of ours outside it), so property tests can drive it:
 :mod:`~manager.supervise.documents` (phases, per-document state),
 :mod:`~manager.supervise.policy` (restarts, placement, eviction),
 :mod:`~manager.supervise.life_reports` (one life's claim answer and worker
-reports) and :mod:`~manager.supervise.supervisor` (the :class:`Supervisor`).
+reports), :mod:`~manager.supervise.drain` (handing documents over
+make-before-break) and :mod:`~manager.supervise.supervisor` (the
+:class:`Supervisor`).
 
 The shells do the I/O; whether a document gets a life, and when one is
 started, stopped, retried or given up, is never theirs to decide:
