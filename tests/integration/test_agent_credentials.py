@@ -32,6 +32,34 @@ def credential(document_id: str, *, ttl_s: float = 600, master: str = AGENT_TOKE
     )
 
 
+def fenced_credential(document_id: str, fence: int) -> dict[str, str]:
+    """The header of a life's credential with fencing token ``fence``."""
+    token = mint_agent_credential(
+        AGENT_TOKEN,
+        document_id=document_id,
+        agent_id=f"agent-{fence}",
+        ttl_s=600,
+        now=time.time(),
+        fence=fence,
+    )
+    return {AGENT_HEADER: token}
+
+
+def agent_connection(url: str, headers: dict[str, str], **options: Any) -> Any:
+    """A worker's DocumentConnection with a fast backoff (imported late: worker code)."""
+    from pycrdt import Doc
+
+    from worker.awareness import AgentAwareness
+    from worker.backoff import Backoff
+    from worker.connection import DocumentConnection
+
+    doc = Doc()
+    backoff = Backoff(initial_s=0.2, max_s=0.5)
+    return DocumentConnection(
+        doc, AgentAwareness(doc), url, headers=headers, backoff=backoff, **options
+    )
+
+
 async def test_a_life_credential_opens_its_document_once(tmp_path: Path, database_url: str) -> None:
     async with docserver(tmp_path, database_url) as server:
         mine = credential("doc-a")
@@ -160,19 +188,11 @@ def _agent_active(database_url: str) -> bool:
 async def test_a_refused_credential_ends_the_connection_instead_of_retrying(
     tmp_path: Path, database_url: str
 ) -> None:
-    from pycrdt import Doc
-
-    from worker.awareness import AgentAwareness
-    from worker.connection import DocumentConnection
     from worker.errors import AccessRefused
 
     async with docserver(tmp_path, database_url) as server:
-        doc = Doc()
-        connection = DocumentConnection(
-            doc,
-            AgentAwareness(doc),
-            server.ws_url("doc-x"),
-            headers={AGENT_HEADER: credential("doc-x", ttl_s=-120)},
+        connection = agent_connection(
+            server.ws_url("doc-x"), {AGENT_HEADER: credential("doc-x", ttl_s=-120)}
         )
         with anyio.fail_after(20), pytest.raises(AccessRefused, match="expired"):
             await connection.run()
@@ -184,23 +204,10 @@ async def test_a_life_whose_stale_socket_is_still_open_retries_until_it_closes(
     """A worker that gave up on a slow handshake retries with the same credential
     while the server still holds that first socket: 4409 is retried, and the
     worker connects as soon as the server lets the stale socket go."""
-    from pycrdt import Doc
-
-    from worker.awareness import AgentAwareness
-    from worker.backoff import Backoff
-    from worker.connection import DocumentConnection
-
     async with docserver(tmp_path, database_url) as server:
         url, headers = server.ws_url("doc-s"), {AGENT_HEADER: credential("doc-s")}
-        doc, synced = Doc(), anyio.Event()
-        connection = DocumentConnection(
-            doc,
-            AgentAwareness(doc),
-            url,
-            headers=headers,
-            on_synced=synced.set,
-            backoff=Backoff(initial_s=0.2, max_s=0.5),
-        )
+        synced = anyio.Event()
+        connection = agent_connection(url, headers, on_synced=synced.set)
         async with anyio.create_task_group() as tg:
             async with connect(url, additional_headers=headers):  # the stale socket
                 await tg.start(connection.run)
@@ -215,25 +222,13 @@ async def test_a_life_whose_stale_socket_is_still_open_retries_until_it_closes(
 async def test_a_credential_in_use_for_too_long_counts_as_refused(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pycrdt import Doc
-
     import worker.connection
-    from worker.awareness import AgentAwareness
-    from worker.backoff import Backoff
-    from worker.connection import DocumentConnection
     from worker.errors import CredentialInUse
 
     monkeypatch.setattr(worker.connection, "IN_USE_RETRY_S", 1.0)
     async with docserver(tmp_path, database_url) as server:
         url, headers = server.ws_url("doc-u"), {AGENT_HEADER: credential("doc-u")}
-        doc = Doc()
-        connection = DocumentConnection(
-            doc,
-            AgentAwareness(doc),
-            url,
-            headers=headers,
-            backoff=Backoff(initial_s=0.2, max_s=0.3),
-        )
+        connection = agent_connection(url, headers)
         async with connect(url, additional_headers=headers):  # someone else holds it
             with anyio.fail_after(20), pytest.raises(CredentialInUse, match="in use"):
                 await connection.run()
@@ -245,15 +240,7 @@ async def test_a_newer_life_fences_the_older_one(tmp_path: Path, database_url: s
     come back, so at most one agent writes to the document."""
 
     def fenced(fence: int) -> dict[str, str]:
-        token = mint_agent_credential(
-            AGENT_TOKEN,
-            document_id="doc-f",
-            agent_id=f"agent-{fence}",
-            ttl_s=600,
-            now=time.time(),
-            fence=fence,
-        )
-        return {AGENT_HEADER: token}
+        return fenced_credential("doc-f", fence)
 
     async with docserver(tmp_path, database_url) as server:
         url = server.ws_url("doc-f")
@@ -281,15 +268,7 @@ async def test_the_older_agent_stays_until_the_newer_one_shows_itself(
     so a person never sees the document without an agent."""
 
     def fenced(fence: int) -> dict[str, str]:
-        token = mint_agent_credential(
-            AGENT_TOKEN,
-            document_id="doc-m",
-            agent_id=f"agent-{fence}",
-            ttl_s=600,
-            now=time.time(),
-            fence=fence,
-        )
-        return {AGENT_HEADER: token}
+        return fenced_credential("doc-m", fence)
 
     def agent_awareness() -> tuple[int, bytes]:
         awareness = Awareness(Doc())

@@ -18,7 +18,14 @@ class Ev:
     edit: bool = False
 
 
-def make(capacity: int = 2, residency: float = 10.0, **policy: float) -> Supervisor:
+def make(
+    capacity: int = 2,
+    residency: float = 10.0,
+    *,
+    drain_timeout_s: float = 15.0,
+    handoff_grace_s: float = 5.0,
+    **policy: float,
+) -> Supervisor:
     ids = itertools.count(1)
     return Supervisor(
         capacity,
@@ -26,6 +33,8 @@ def make(capacity: int = 2, residency: float = 10.0, **policy: float) -> Supervi
         policy=RestartPolicy(**policy),  # type: ignore[arg-type]
         new_agent_id=lambda: f"a{next(ids)}",
         manager_id="m1",
+        drain_timeout_s=drain_timeout_s,
+        handoff_grace_s=handoff_grace_s,
     )
 
 

@@ -5,43 +5,16 @@ or when no other live manager has a free slot."""
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
+from supervisor_support import Ev, make
 
-from manager.supervise.supervisor import (
-    Action,
-    Claim,
-    EndLife,
-    Phase,
-    RestartPolicy,
-    Spawn,
-    Stop,
-    Supervisor,
-)
-
-
-@dataclass(frozen=True)
-class Ev:
-    document_id: str
-    event_type: str
-    user_count: int = 1
-    edit: bool = False
+from manager.supervise.supervisor import Action, Claim, EndLife, Phase, Spawn, Stop, Supervisor
 
 
 def running(
     docs: list[str], *, peers: dict[str, int] | None = None, capacity: int = 4
 ) -> Supervisor:
     """A supervisor running a connected worker for each of ``docs``."""
-    ids = itertools.count(1)
-    sup = Supervisor(
-        capacity,
-        min_residency_s=0,
-        policy=RestartPolicy(claim_retry_s=15),
-        new_agent_id=lambda: f"a{next(ids)}",
-        manager_id="m1",
-        drain_timeout_s=15,
-        handoff_grace_s=5,
-    )
+    sup = make(capacity, 0, claim_retry_s=15)
     sup.load([Ev(doc, "active") for doc in docs], 0)
     for doc in docs:
         agent = sup.agent_id(doc)
@@ -123,13 +96,7 @@ def test_a_document_left_by_its_people_while_draining_detaches_as_idle() -> None
 
 
 def test_a_claim_in_flight_at_the_drain_never_evicts_its_victim() -> None:
-    ids = itertools.count(1)
-    sup = Supervisor(
-        1,
-        min_residency_s=0,
-        new_agent_id=lambda: f"a{next(ids)}",
-        manager_id="m1",
-    )
+    sup = make(1, 0)
     sup.load([Ev("old", "active")], 0)
     old = agent(sup, "old")
     sup.claimed("old", old, 0)
