@@ -10,7 +10,8 @@
      ├── EmbeddedPostgresError     the embedded Postgres could not be started or stopped
      ├── MigrationError            a migration file failed; nothing of it was applied
      └── StoreError                the database refused or could not be reached
-          └── StoreUnavailable     transient: connection lost, retry later
+          ├── StoreUnavailable     transient: connection lost, retry later
+          └── SchemaMissing        a docagents table or function is not there (run migrate)
 
 Foreign exceptions (psycopg, httpx, postgrest, supabase, websockets, OS,
 subprocess) are translated where they are caught, with ``raise ... from``: the
@@ -29,6 +30,7 @@ __all__ = [
     "DocagentsError",
     "EmbeddedPostgresError",
     "MigrationError",
+    "SchemaMissing",
     "StoreError",
     "StoreUnavailable",
     "redact",
@@ -57,6 +59,11 @@ class StoreError(DocagentsError):
 
 class StoreUnavailable(StoreError):
     """The database is unreachable right now; the caller may buffer and retry."""
+
+
+class SchemaMissing(StoreError):
+    """A table or function of the docagents schema does not exist: the database was
+    never migrated (``docagents migrate``), or is another application's."""
 
 
 class _Secret(Protocol):

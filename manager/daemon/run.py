@@ -11,6 +11,8 @@ from manager.backends import open_backend, select_backend
 from manager.config import Settings
 from manager.daemon.driver import ManagerDaemon
 from manager.daemon.monitor import OnConnected
+from manager.daemon.start import NO_SCHEMA
+from manager.errors import ConfigurationError, SchemaMissing
 from manager.ops.sdnotify import SystemdNotifier
 from manager.workers.forkserver import scrub_secret_environment
 from manager.workers.launcher import Target, WorkerLauncher
@@ -59,5 +61,7 @@ async def run_manager(
                 on_connected=on_connected,
             )
             return await daemon.run(ready=ready)
+    except SchemaMissing as exc:  # Supabase's connect probe finds it before the start
+        raise ConfigurationError(NO_SCHEMA) from exc
     finally:
         launcher.kill_all()

@@ -19,7 +19,7 @@ import anyio
 
 from manager.backends import ActivitySource, ActivitySourceFactory
 from manager.config import Settings
-from manager.errors import ConfigurationError, DocagentsError, StoreError
+from manager.errors import ConfigurationError, DocagentsError, SchemaMissing
 from manager.fleet.keeper import LeaseKeeper
 from manager.store.base import ActivityEvent, AgentRow, Store
 from manager.supervise.lives import monotonic
@@ -27,6 +27,7 @@ from manager.supervise.recovery import recover
 from manager.supervise.supervisor import RestartPolicy, Supervisor
 
 __all__ = [
+    "NO_SCHEMA",
     "StartState",
     "listener_factory",
     "new_supervisor",
@@ -34,6 +35,9 @@ __all__ = [
     "read_start_state",
     "unwrap_start_error",
 ]
+
+#: What a manager says when the database was never migrated.
+NO_SCHEMA = "the database has no docagents schema: run `docagents migrate` first"
 
 #: The lives ended at start, the latest event of every document, the event cursor.
 StartState = tuple[list[AgentRow], list[ActivityEvent], int]
@@ -76,12 +80,8 @@ async def read_start_state(
         await leases.sweep()
         supervisor.lease_regained(monotonic())  # nothing is tracked yet
         latest, cursor = await store.latest_events()
-    except StoreError as exc:
-        if "does not exist" in str(exc):
-            raise ConfigurationError(
-                "the database has no docagents schema: run `docagents migrate` first"
-            ) from exc
-        raise
+    except SchemaMissing as exc:
+        raise ConfigurationError(NO_SCHEMA) from exc
     return ended, latest, cursor
 
 

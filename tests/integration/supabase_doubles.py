@@ -233,6 +233,13 @@ class SupabaseDouble:
                 (function,),
             )
             overloads = await cur.fetchall()
+            if not overloads:  # PostgREST: not in its schema cache (a database never migrated)
+                return 404, {
+                    "code": "PGRST202",
+                    "message": f"Could not find the function public.{function} in the schema cache",
+                    "details": None,
+                    "hint": None,
+                }
             if len(overloads) != 1:
                 raise _Unexpected
             arg_names, arg_types, returns_set = overloads[0]

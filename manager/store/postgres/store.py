@@ -24,7 +24,7 @@ import psycopg_pool
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from manager.errors import StoreError, StoreUnavailable
+from manager.errors import SchemaMissing, StoreError, StoreUnavailable
 from manager.store import rows
 from manager.store.postgres import queries
 from manager.store.postgres.connection import (
@@ -122,6 +122,8 @@ class PostgresStore:
             raise StoreUnavailable("no database connection available") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise StoreUnavailable(f"database connection failed: {brief(exc)}") from exc
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction) as exc:
+            raise SchemaMissing(f"the docagents schema is missing: {brief(exc)}") from exc
         except psycopg.Error as exc:
             raise StoreError(f"database refused a statement: {brief(exc)}") from exc
 

@@ -25,12 +25,22 @@ from postgrest.exceptions import APIError
 from pydantic import SecretStr
 from supabase import AsyncClient, AsyncClientOptions, AsyncSupabaseException
 
-from manager.errors import ConfigurationError, DocagentsError, StoreError, StoreUnavailable, redact
+from manager.errors import (
+    ConfigurationError,
+    DocagentsError,
+    SchemaMissing,
+    StoreError,
+    StoreUnavailable,
+    redact,
+)
 
 __all__ = ["PostgrestSession", "side_by_side"]
 
 #: HTTP statuses of a refused key (also on the Realtime websocket upgrade).
 _AUTH_STATUS = frozenset({401, 403})
+#: PostgREST's codes for a function or table it cannot find (not in its schema
+#: cache), and Postgres's own for an undefined table or function.
+_SCHEMA_MISSING_CODES = frozenset({"PGRST202", "PGRST205", "42P01", "42883"})
 _UNAVAILABLE_STATUS = frozenset({502, 503, 504, 520})
 #: :func:`side_by_side`: requests in flight at once.
 _CONCURRENT_RPCS = 8
@@ -121,6 +131,8 @@ class PostgrestSession:
             raise StoreError(f"{what}: bad answer from Supabase at {self.url}: {detail}") from exc
         except APIError as exc:
             detail = redact(f"{exc.code}: {exc.message}", self._key)
+            if exc.code in _SCHEMA_MISSING_CODES:
+                raise SchemaMissing(f"{what}: the docagents schema is missing: {detail}") from exc
             raise StoreError(f"{what} refused by Supabase: {detail}") from exc
         return response.data
 
