@@ -22,7 +22,14 @@ import sys
 from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path, PurePath
 
-__all__ = ["HANDOFF_VAR", "HIDDEN", "hide_secrets", "load_credentials_directory", "spawn_env"]
+__all__ = [
+    "HANDOFF_VAR",
+    "HIDDEN",
+    "hide_secrets",
+    "is_docagents_command",
+    "load_credentials_directory",
+    "spawn_env",
+]
 
 #: Never left in a docagents process's initial environment.
 HIDDEN = (
@@ -34,9 +41,6 @@ HIDDEN = (
     "SUPABASE_JWT_SECRET",
 )
 HANDOFF_VAR = "DOCAGENTS_SECRETS_FD"
-#: argv[0] of a docagents command: the console script, or ``python -m manager.cli``
-#: (``manager/cli/__main__.py``) and ``python -m manager.cli.commands``.
-_PROGRAMS = ("docagents", "cli/__main__.py", "cli/commands.py")
 
 
 def load_credentials_directory(environ: MutableMapping[str, str]) -> list[str]:
@@ -94,14 +98,16 @@ def _receive(fd_text: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in received.items()} if isinstance(received, dict) else {}
 
 
-def _is_docagents(program: str) -> bool:
+def is_docagents_command(program: str) -> bool:
+    """Whether ``argv[0]`` is a docagents command: the console script, or
+    ``manager/cli/__main__.py`` (what ``python -m manager.cli`` puts there)."""
     path = PurePath(program)
-    return any(path.match(pattern) for pattern in _PROGRAMS)
+    return path.name == "docagents" or path.parts[-3:] == ("manager", "cli", "__main__.py")
 
 
 def hide_secrets(argv: Sequence[str]) -> None:
     """In a docagents command: secrets out of the initial environment (may re-exec)."""
-    if len(argv) < 1 or not _is_docagents(argv[0]):
+    if len(argv) < 1 or not is_docagents_command(argv[0]):
         return
     handed = os.environ.pop(HANDOFF_VAR, None)
     if handed is not None:

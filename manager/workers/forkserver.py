@@ -55,10 +55,10 @@ from collections.abc import Iterator, Sequence
 from multiprocessing import context as mp_context
 from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
 from multiprocessing import process as mp_process
-from pathlib import PurePath
 from typing import Any, Literal
 
 from manager.errors import ConfigurationError
+from manager.secret_env import is_docagents_command
 
 __all__ = [
     "DEFAULT_PRELOAD",
@@ -219,16 +219,12 @@ def start_early(argv: Sequence[str]) -> None:
         return
     if any(arg in ("-h", "--help") for arg in argv[2:]):
         return
-    if not _is_the_cli(PurePath(argv[0])):
+    if not is_docagents_command(argv[0]):
         return
     if _database_refuses(os.environ.get("DATABASE_URL", "")):
         return  # the start fails at once; a template would only compete for the CPU
     with contextlib.suppress(OSError, ValueError), _set_aside_from_children():
         ensure_template()
-
-
-def _is_the_cli(program: PurePath) -> bool:
-    return program.name == "docagents" or program.parts[-3:] == ("manager", "cli", "__main__.py")
 
 
 def _database_refuses(url: str) -> bool:
